@@ -1,0 +1,33 @@
+"""ios_tvm: Inter-Operator Scheduling (IOS, Ding et al., MLSys 2021) for Apache TVM Relax.
+
+Heavy parts (TVM) load on first use, so ``from ios_tvm.search import solve`` needs no TVM.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "optimize": ("ios_tvm.api", "optimize"),
+    "SearchConfig": ("ios_tvm.api", "SearchConfig"),
+    "extract_graph": ("ios_tvm.graph", "extract_graph"),
+    "OpGraph": ("ios_tvm.graph", "OpGraph"),
+    "Schedule": ("ios_tvm.schedule", "Schedule"),
+    "models": ("ios_tvm.models", None),
+    "errors": ("ios_tvm.errors", None),
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        mod = importlib.import_module(module)
+        value = mod if attr is None else getattr(mod, attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ios_tvm' has no attribute {name!r}")

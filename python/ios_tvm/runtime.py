@@ -1,0 +1,21 @@
+"""Python face of the C++ runtime library (``src/``)."""
+
+from __future__ import annotations
+
+from . import _ffi_api
+
+
+def version() -> str:
+    """Version string compiled into the runtime library."""
+    return str(_ffi_api.version())
+
+
+def build_info() -> dict[str, str]:
+    """Build facts of the runtime library, e.g. ``{"version": "0.1.0", "cuda": "0"}``."""
+    pairs = (item.split("=", 1) for item in str(_ffi_api.build_info()).split(";") if item)
+    return {key: value for key, value in pairs}
+
+
+def check_num_streams(num_streams: int, pool_size: int) -> int:
+    """Validate a stage's stream count against the pool size (raises ``ValueError``)."""
+    return int(_ffi_api.check_num_streams(num_streams, pool_size))
