@@ -231,3 +231,24 @@ def check_stages(num_nodes: int, edges: Sequence[tuple[int, int]], stages: Stage
                              f"(groups {gu} and {gv})")
         raise ValueError(f"node {v} runs before its input {u} (stage {sv} vs {su})")
 
+
+
+def candidate_stages(dag: Dag, max_group_size: int = 3, max_num_groups: int = 8) -> list[Groups]:
+    """Every distinct stage :func:`dynamic_program` can ask the latency of, in discovery order.
+
+    For cost models that measure in bulk: enumerate first, measure, then solve.
+    """
+    _check_limits(max_group_size, max_num_groups)
+    seen_states = {dag.full}
+    todo = [dag.full]
+    stages: dict[int, Groups] = {}
+    while todo:
+        state = todo.pop()
+        for e, groups in dag.endings(state, max_group_size, max_num_groups):
+            if e not in stages:
+                stages[e] = _to_groups(dag, groups)
+            rest = state & ~e
+            if rest and rest not in seen_states:
+                seen_states.add(rest)
+                todo.append(rest)
+    return list(stages.values())

@@ -1,0 +1,82 @@
+"""An analytic stage cost: roofline kernels plus a simple concurrency model. For tests, dry runs
+and search-cost benchmarks; real schedules come from measured costs.
+
+Per kernel ``k`` (FLOPs ``f``, bytes moved ``b``, output elements ``e``) on a device with peak
+``P`` FLOP/s, bandwidth ``B`` byte/s and ``U`` parallel lanes (SMs x resident threads, or cores):
+
+* ``w_k = max(f / P, b / B)``: time with the whole device;
+* ``u_k = min(1, e / U)``: the share of the device one kernel can keep busy;
+* ``t_k = L + w_k / u_k``: time alone (``L`` = launch overhead).
+
+A stage with groups ``G_1..G_m`` takes
+
+``max( max_i sum_{k in G_i} t_k,  L + sum_k w_k ) + J * (m - 1)``
+
+the slowest stream, but never less than the device doing all the work at full occupancy, plus a
+join cost ``J`` per extra stream. Small kernels side by side overlap; large ones do not.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import tvm
+
+from ..graph import OpGraph, as_target
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """Roofline numbers of a device (defaults: an H100-class GPU, FP32 without tensor cores)."""
+
+    name: str = "generic-gpu"
+    peak_flops: float = 50e12
+    bandwidth: float = 3.0e12
+    lanes: int = 132 * 2048
+    launch_overhead: float = 3e-6
+    join_overhead: float = 2e-6
+
+    @staticmethod
+    def for_target(target: str | dict | tvm.target.Target) -> "DeviceSpec":
+        """A rough spec for a TVM target: CUDA -> H100-class GPU; CPU -> ``num-cores`` cores."""
+        tgt = as_target(target)
+        if tgt.kind.name == "llvm":
+            cores = int(tgt.attrs["num-cores"]) if "num-cores" in tgt.attrs else (os.cpu_count() or 1)
+            return DeviceSpec(f"cpu-{cores}core", peak_flops=cores * 50e9, bandwidth=20e9,
+                              lanes=cores * 64, launch_overhead=1e-6, join_overhead=2e-6)
+        return DeviceSpec(f"{tgt.kind.name}-{tgt.attrs.get('arch', 'gpu')}")
+
+
+class AnalyticCostModel:
+    """The formula in this module's docstring, over the graph's FLOP and byte estimates."""
+
+    name = "analytic"
+
+    def __init__(self, device: DeviceSpec | None = None) -> None:
+        self.device = device or DeviceSpec()
+
+    @classmethod
+    def for_target(cls, target: str | dict | tvm.target.Target) -> "AnalyticCostModel":
+        return cls(DeviceSpec.for_target(target))
+
+    def kernel_times(self, graph: OpGraph, node: int) -> tuple[float, float]:
+        """``(t_k, w_k)`` of one node: time alone and full-device work time."""
+        d = self.device
+        n = graph.nodes[node]
+        work = max(n.flops / d.peak_flops, n.bytes / d.bandwidth)
+        share = min(1.0, max(n.out_elements, 1) / d.lanes)
+        return d.launch_overhead + work / share, work
+
+    def stage_latency(self, graph: OpGraph, groups: tuple[tuple[int, ...], ...]) -> float:
+        slowest = 0.0
+        total_work = 0.0
+        for group in groups:
+            t_group = 0.0
+            for v in group:
+                t, w = self.kernel_times(graph, v)
+                t_group += t
+                total_work += w
+            slowest = max(slowest, t_group)
+        d = self.device
+        return max(slowest, d.launch_overhead + total_work) + d.join_overhead * (len(groups) - 1)

@@ -1,0 +1,303 @@
+"""The operator graph IOS schedules: kernel launches of a Relax model lowered by TVM's own passes.
+
+:func:`lower_for_graph` runs the fusion part of TVM's default pipeline for the target
+(library dispatch, ``LegalizeOps``, ``AnnotateTIROpPattern``, ``FoldConstant``, ``FuseOps``,
+``FuseTIR``, ``RewriteDataflowReshape``), so one node is one kernel the compiled model launches.
+:func:`extract_graph` then reads the dataflow block of ``main``: every ``call_tir`` /
+``call_dps_packed`` / ``call_pure_packed`` binding is a node; free bindings (tuples,
+tuple-get-item, reshape views, constants) are folded into edges. Each node keeps the name of the
+variable it binds, its link back to the binding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import tvm
+from tvm import relax
+
+from .errors import UnsupportedModelError
+
+GRAPH_FORMAT_VERSION = 1
+
+_KERNEL_OPS = ("relax.call_tir", "relax.call_tir_inplace", "relax.call_dps_packed", "relax.call_pure_packed")
+# Ops that stay after lowering and launch no kernel (views, metadata).
+_FREE_OPS = ("relax.reshape", "relax.memory.view", "relax.memory.ensure_zero_offset", "relax.null_value",
+             "relax.shape_of", "relax.hint_on_device", "relax.to_vdevice")
+
+
+def as_target(target: str | dict | tvm.target.Target) -> tvm.target.Target:
+    """A ``tvm.target.Target`` from a target, a target string (``"llvm"``, ``"cuda"``, a tag) or a
+    JSON dict (``{"kind": "cuda", "arch": "sm_90"}``)."""
+    if isinstance(target, tvm.target.Target):
+        return target
+    try:
+        return tvm.target.Target(target)
+    except Exception as err:  # TVM raises several error types here
+        raise ValueError(f"not a valid TVM target: {target!r} ({str(err).splitlines()[-1]})") from None
+
+
+def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
+    """TVM's passes that decide the kernels (fusion), without scheduling them."""
+    return [
+        relax.backend.DispatchSampling(),
+        relax.backend.DispatchSortScan(),
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+        relax.transform.RewriteDataflowReshape(),
+    ]
+
+
+def _static_shape(ty: Any, what: str) -> tuple[int, ...] | None:
+    if not isinstance(ty, relax.TensorType):
+        return None
+    if ty.shape is None:
+        raise UnsupportedModelError(
+            f"{what} has unknown rank/shape; ios_tvm schedules static-shape models only: give the "
+            "input a full static shape")
+    dims = []
+    for d in ty.shape.values:
+        if not isinstance(d, tvm.tirx.IntImm):
+            raise UnsupportedModelError(
+                f"{what} has a dynamic shape {ty.shape}; ios_tvm schedules static-shape models "
+                "only: bind the symbolic dimensions first, e.g. "
+                "relax.transform.BindSymbolicVars({'n': 1})(mod)")
+        dims.append(int(d))
+    return tuple(dims)
+
+
+def check_model(mod: tvm.IRModule, func: str = "main") -> relax.Function:
+    """Check that ``mod[func]`` is something ios_tvm can schedule; return the function.
+
+    Raises
+    ------
+    UnsupportedModelError
+        No such Relax function, dynamic input shapes, control flow, or no dataflow block.
+    """
+    if not isinstance(mod, tvm.IRModule):
+        raise TypeError(f"expected a tvm.IRModule, got {type(mod).__name__}")
+    names = [gv.name_hint for gv in mod.get_global_vars()]
+    if func not in names or not isinstance(mod[func], relax.Function):
+        relax_fns = [n for n in names if isinstance(mod[n], relax.Function)]
+        raise UnsupportedModelError(f"the module has no Relax function {func!r} (Relax functions: {relax_fns})")
+    fn = mod[func]
+    for p in fn.params:
+        _static_shape(p.ty, f"parameter {p.name!r} of {func}")
+    body = fn.body
+    if not isinstance(body, relax.SeqExpr):
+        raise UnsupportedModelError(f"{func} has no binding blocks to schedule")
+    has_dataflow = False
+    for block in body.blocks:
+        has_dataflow |= isinstance(block, relax.DataflowBlock)
+        for b in block.bindings:
+            if isinstance(b.value, relax.If):
+                raise UnsupportedModelError(
+                    f"{func} contains control flow (an if/else binding {b.var.name!r}); ios_tvm "
+                    "schedules straight-line dataflow graphs only")
+    if isinstance(body.body, relax.If):
+        raise UnsupportedModelError(f"{func} returns through control flow (if/else); not supported")
+    if not has_dataflow:
+        raise UnsupportedModelError(
+            f"{func} has no dataflow block: ios_tvm schedules the operators of a dataflow block; "
+            "build the model inside `with bb.dataflow():` (BlockBuilder) or `with R.dataflow():` "
+            "(TVMScript), as TVM's frontends do")
+    return fn
+
+
+def lower_for_graph(mod: tvm.IRModule, target: str | dict | tvm.target.Target) -> tvm.IRModule:
+    """Check ``mod`` and run :func:`graph_passes` under ``target``."""
+    check_model(mod)
+    tgt = as_target(target)
+    with tgt:
+        return tvm.transform.Sequential(graph_passes(tgt))(mod)
+
+
+@dataclass(frozen=True)
+class Node:
+    """One kernel launch."""
+
+    id: int
+    name: str  #: the Relax variable the binding defines
+    kernel: str  #: callee: PrimFunc global name or packed function name
+    op: str  #: the Relax call op, e.g. ``relax.call_tir``
+    inputs: tuple[tuple[tuple[int, ...], str], ...]  #: (shape, dtype) of tensor arguments
+    outputs: tuple[tuple[tuple[int, ...], str], ...]  #: (shape, dtype) of results
+    flops: float  #: TVM's estimate (``estimate_tir_flops``), 0 when unknown
+    bytes: int  #: bytes read + written (arguments + results)
+
+    @property
+    def out_elements(self) -> int:
+        total = 0
+        for shape, _ in self.outputs:
+            n = 1
+            for d in shape:
+                n *= d
+            total += n
+        return total
+
+
+@dataclass
+class OpGraph:
+    """Kernel-launch DAG of a lowered model. Node ids follow binding order (a topological order).
+
+    Attributes
+    ----------
+    nodes, edges
+        ``edges`` are ``(u, v)``: ``v`` reads what ``u`` wrote (directly or through free
+        bindings).
+    mod
+        The lowered module the graph was read from (not part of equality or the fingerprint).
+    bindings
+        ``bindings[i]`` is the ``relax.VarBinding`` of node ``i``.
+    """
+
+    nodes: list[Node]
+    edges: list[tuple[int, int]]
+    target: str = ""
+    mod: tvm.IRModule | None = field(default=None, repr=False, compare=False)
+    bindings: list[Any] = field(default_factory=list, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def fingerprint(self) -> str:
+        """Content hash of the graph (kernels, shapes, dtypes, edges): a schedule made for one
+        graph carries it and is refused by any other."""
+        payload = {
+            "version": GRAPH_FORMAT_VERSION,
+            "nodes": [[n.kernel, n.op, n.inputs, n.outputs] for n in self.nodes],
+            "edges": sorted(self.edges),
+        }
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+        return "sha256:" + hashlib.sha256(blob).hexdigest()[:32]
+
+    def preds(self) -> list[list[int]]:
+        out: list[list[int]] = [[] for _ in self.nodes]
+        for u, v in self.edges:
+            out[v].append(u)
+        return out
+
+    def summary(self) -> str:
+        return f"{len(self.nodes)} kernels, {len(self.edges)} edges"
+
+
+def _tensor_infos(expr_or_ty: Any, what: str) -> list[tuple[tuple[int, ...], str]]:
+    ty = expr_or_ty if isinstance(expr_or_ty, tvm.ir.Type) else expr_or_ty.ty
+    if isinstance(ty, relax.TensorType):
+        shape = _static_shape(ty, what)
+        return [(shape, str(ty.dtype))] if shape is not None else []
+    if isinstance(ty, relax.TupleType):
+        out = []
+        for field_ty in ty.fields:
+            out.extend(_tensor_infos(field_ty, what))
+        return out
+    return []
+
+
+def _nbytes(infos: list[tuple[tuple[int, ...], str]]) -> int:
+    total = 0
+    for shape, dtype in infos:
+        n = 1
+        for d in shape:
+            n *= d
+        total += n * tvm.runtime.DataType(dtype).bits // 8
+    return total
+
+
+def extract_graph(mod: tvm.IRModule, target: str | dict | tvm.target.Target | None = None,
+                  *, lowered: bool = False) -> OpGraph:
+    """Kernel-launch graph of ``mod``.
+
+    Parameters
+    ----------
+    mod
+        A Relax module with ``main``. Unless ``lowered``, it is first lowered with
+        :func:`lower_for_graph` for ``target``.
+    target
+        Target whose fusion decides the kernels (needed unless ``lowered``).
+    lowered
+        ``mod`` already went through :func:`graph_passes`.
+    """
+    if not lowered:
+        if target is None:
+            raise ValueError("extract_graph needs a target unless lowered=True")
+        mod = lower_for_graph(mod, target)
+    fn = check_model(mod)
+    blocks = [b for b in fn.body.blocks if isinstance(b, relax.DataflowBlock)]
+    if len(blocks) != 1:
+        raise UnsupportedModelError(
+            f"main has {len(blocks)} dataflow blocks after lowering; ios_tvm schedules one "
+            "dataflow block: build the model with all its operators in one dataflow block")
+    for block in fn.body.blocks:
+        if isinstance(block, relax.DataflowBlock):
+            continue
+        for b in block.bindings:
+            if isinstance(b.value, relax.Call) and isinstance(b.value.op, tvm.ir.Op) and b.value.op.name in _KERNEL_OPS:
+                raise UnsupportedModelError(
+                    f"kernel launch {b.var.name!r} lies outside the dataflow block; ios_tvm only "
+                    "schedules the dataflow block")
+
+    flops_cache: dict[str, float] = {}
+    producers: dict[Any, frozenset[int]] = {}
+    nodes: list[Node] = []
+    bindings: list[Any] = []
+    edges: set[tuple[int, int]] = set()
+    for b in blocks[0].bindings:
+        value = b.value
+        if isinstance(b, relax.MatchCast):
+            raise UnsupportedModelError(
+                f"binding {b.var.name!r} is a match_cast; ios_tvm schedules static-shape models only")
+        used = relax.analysis.free_vars(value)
+        srcs: frozenset[int] = frozenset().union(*(producers.get(v, frozenset()) for v in used)) if used else frozenset()
+        is_kernel = (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op)
+                     and value.op.name in _KERNEL_OPS)
+        if not is_kernel:
+            if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name not in _FREE_OPS:
+                raise UnsupportedModelError(
+                    f"operator {value.op.name} (binding {b.var.name!r}) has no TVM lowering for "
+                    "this target, so it cannot be compiled or scheduled; replace it or register "
+                    "a legalization (relax.transform.LegalizeOps customize_legalize_map)")
+            if isinstance(value, relax.Call) and not isinstance(value.op, tvm.ir.Op):
+                raise UnsupportedModelError(
+                    f"binding {b.var.name!r} calls a function ({value.op}); inline it or lower it first")
+            producers[b.var] = srcs
+            continue
+        nid = len(nodes)
+        callee = value.args[0]
+        if isinstance(callee, tvm.ir.GlobalVar):
+            kernel = callee.name_hint
+        elif isinstance(callee, relax.ExternFunc):
+            kernel = str(callee.global_symbol)
+        else:
+            kernel = str(callee)
+        args = value.args[1] if len(value.args) > 1 else relax.Tuple([])
+        arg_list = list(args.fields) if isinstance(args, relax.Tuple) else [args]
+        inputs: list[tuple[tuple[int, ...], str]] = []
+        for a in arg_list:
+            inputs.extend(_tensor_infos(a, f"argument of {b.var.name!r}"))
+        outputs = _tensor_infos(b.var, f"result {b.var.name!r}")
+        flops = 0.0
+        if isinstance(callee, tvm.ir.GlobalVar):
+            if kernel not in flops_cache:
+                try:
+                    from tvm.s_tir.analysis import estimate_tir_flops
+
+                    flops_cache[kernel] = float(estimate_tir_flops(tvm.IRModule({"main": mod[callee]})))
+                except Exception:  # some kernels (extern, opaque) have no estimate
+                    flops_cache[kernel] = 0.0
+            flops = flops_cache[kernel]
+        nodes.append(Node(nid, b.var.name, kernel, value.op.name, tuple(inputs), tuple(outputs),
+                          flops, _nbytes(inputs) + _nbytes(outputs)))
+        bindings.append(b)
+        for u in srcs:
+            edges.add((u, nid))
+        producers[b.var] = frozenset([nid])
+    tgt = str(as_target(target)) if target is not None else ""
+    return OpGraph(nodes, sorted(edges), tgt, mod, bindings)
