@@ -1,0 +1,168 @@
+"""``ios-tvm`` command line (also ``python -m ios_tvm``).
+
+    ios-tvm demo                          optimize a zoo model for this machine, print the schedule
+    ios-tvm optimize inception_v3 -o s.json --target '{"kind": "cuda", "arch": "sm_90"}'
+    ios-tvm show s.json
+    ios-tvm models
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Sequence
+
+
+def local_target() -> dict:
+    """The target of this machine: its CUDA GPU if the driver sees one, else the CPU."""
+    import tvm
+
+    dev = tvm.cuda(0)
+    if dev.exist:
+        major, minor = str(dev.compute_version).split(".")
+        return {"kind": "cuda", "arch": f"sm_{major}{minor}"}
+    return {"kind": "llvm", "num-cores": os.cpu_count() or 1}
+
+
+def _parse_target(text: str | None) -> "str | dict":
+    if text is None or text == "auto":
+        return local_target()
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--target looks like JSON but does not parse: {err}") from None
+    return text
+
+
+def _model_kwargs(args: argparse.Namespace) -> dict:
+    kwargs: dict = {"batch_size": args.batch_size}
+    if args.small:
+        kwargs["small"] = True
+    if args.image_size is not None:
+        kwargs["image_size"] = args.image_size
+    return kwargs
+
+
+def _add_model_args(p: argparse.ArgumentParser, default_model: str | None) -> None:
+    if default_model is None:
+        p.add_argument("model", help="zoo model name (see `ios-tvm models`)")
+    else:
+        p.add_argument("--model", default=default_model, help=f"zoo model name (default {default_model})")
+    p.add_argument("--target", default="auto",
+                   help="TVM target: 'auto' (this machine's GPU, else CPU), 'llvm', 'cuda', or JSON "
+                        "such as '{\"kind\": \"cuda\", \"arch\": \"sm_90\"}'")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--image-size", type=int, default=None, help="input resolution (default: the paper's)")
+    p.add_argument("--small", action="store_true", help="the reduced test-size version of the model")
+    p.add_argument("-r", "--max-group-size", type=int, default=3, help="most kernels per stream per stage (3)")
+    p.add_argument("-s", "--max-num-groups", type=int, default=8, help="most concurrent streams per stage (8)")
+    p.add_argument("--max-block-size", type=int, default=16, help="split blocks larger than this (16)")
+    p.add_argument("--cost-model", default="analytic", help="stage cost model (analytic)")
+
+
+def _optimize(args: argparse.Namespace):
+    import ios_tvm
+    from ios_tvm import models
+
+    target = _parse_target(args.target)
+    mod = models.get(args.model, **_model_kwargs(args))
+    config = ios_tvm.SearchConfig(args.max_group_size, args.max_num_groups, args.max_block_size)
+    t0 = time.perf_counter()
+    sched = ios_tvm.optimize(mod, target, search=config, cost_model=args.cost_model)
+    sched.meta["model"] = {"name": args.model, **_model_kwargs(args)}
+    return sched, time.perf_counter() - t0
+
+
+def _report(sched, elapsed: float) -> str:
+    meta = sched.meta
+    stats = meta["stats"]
+    base = meta["baselines_s"]
+    ios = sched.latency or 0.0
+    lines = [
+        f"model {meta['model']['name']}  target {meta['target']}",
+        f"graph: {sched.num_nodes} kernels, {stats['blocks']} blocks; search: {stats['states']} states, "
+        f"{stats['transitions']} transitions, {stats['stages']} candidate stages, {elapsed:.2f} s in all",
+        "",
+        f"predicted latency ({meta['cost_model']} cost model):",
+        f"  sequential {base['sequential'] * 1e3:9.4f} ms   1.00x",
+        f"  greedy     {base['greedy'] * 1e3:9.4f} ms   {base['sequential'] / base['greedy']:.2f}x",
+        f"  IOS        {ios * 1e3:9.4f} ms   {base['sequential'] / ios:.2f}x",
+        "",
+        "(measured latencies need the multi-stream runtime, which is not built yet)",
+    ]
+    return "\n".join(lines)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    sched, elapsed = _optimize(args)
+    print(sched.to_text(max_stages=args.stages))
+    print()
+    print(_report(sched, elapsed))
+    return 0
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    sched, elapsed = _optimize(args)
+    out = args.output or f"{args.model}.schedule.json"
+    sched.save(out)
+    print(_report(sched, elapsed))
+    print(f"\nschedule written to {out}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from ios_tvm.schedule import Schedule
+
+    sched = Schedule.load(args.schedule)
+    print(sched.to_text(max_stages=None if args.all else 40))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from ios_tvm import models
+
+    for name in models.names():
+        print(name)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ios-tvm", description=(
+        "Inter-operator scheduling for TVM Relax models: find the kernels that can run "
+        "concurrently and the stages to run them in."))
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="optimize a zoo model for this machine and print the schedule")
+    _add_model_args(p, "inception_v3")
+    p.add_argument("--stages", type=int, default=30, help="stages to print (30)")
+    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("optimize", help="optimize a zoo model and write its schedule as JSON")
+    _add_model_args(p, None)
+    p.add_argument("-o", "--output", help="schedule file (default MODEL.schedule.json)")
+    p.set_defaults(func=cmd_optimize)
+    p = sub.add_parser("show", help="print a schedule file")
+    p.add_argument("schedule")
+    p.add_argument("--all", action="store_true", help="every stage, not the first 40")
+    p.set_defaults(func=cmd_show)
+    p = sub.add_parser("models", help="list the zoo models")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ios_tvm.errors import IosTvmError
+
+    try:
+        return int(args.func(args) or 0)
+    except (IosTvmError, ValueError, FileNotFoundError, NotImplementedError) as err:
+        print(f"ios-tvm: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""The analytic cost model's formula."""
+
+from __future__ import annotations
+
+import pytest
+
+from ios_tvm.cost import AnalyticCostModel, DeviceSpec, get_cost_model
+from ios_tvm.graph import Node, OpGraph
+
+
+def _graph(elements, flops):
+    nodes = [Node(i, f"v{i}", f"k{i}", "relax.call_tir", (), (((e,), "float32"),), f, 0)
+             for i, (e, f) in enumerate(zip(elements, flops))]
+    return OpGraph(nodes, [])
+
+
+DEV = DeviceSpec(peak_flops=1e12, bandwidth=1e18, lanes=1000, launch_overhead=1e-6, join_overhead=1e-7)
+
+
+def test_small_kernels_overlap_large_ones_do_not():
+    cm = AnalyticCostModel(DEV)
+    small = _graph([100, 100], [1e6, 1e6])     # each fills 10% of the device
+    seq = cm.stage_latency(small, ((0,),)) + cm.stage_latency(small, ((1,),))
+    par = cm.stage_latency(small, ((0,), (1,)))
+    assert par < 0.6 * seq
+    large = _graph([10**6, 10**6], [1e9, 1e9])  # each fills the device
+    seq = cm.stage_latency(large, ((0,),)) + cm.stage_latency(large, ((1,),))
+    par = cm.stage_latency(large, ((0,), (1,)))
+    assert par >= seq - DEV.launch_overhead
+
+
+def test_formula():
+    cm = AnalyticCostModel(DEV)
+    g = _graph([500, 1000], [1e6, 4e6])
+    t0 = 1e-6 + (1e6 / 1e12) / 0.5
+    t1 = 1e-6 + 4e6 / 1e12
+    assert cm.stage_latency(g, ((0,),)) == pytest.approx(t0)
+    assert cm.stage_latency(g, ((0, 1),)) == pytest.approx(t0 + t1)
+    assert cm.stage_latency(g, ((0,), (1,))) == pytest.approx(max(t0, t1, 1e-6 + 5e-6) + 1e-7)
+
+
+def test_target_specs_and_names():
+    assert DeviceSpec.for_target({"kind": "llvm", "num-cores": 4}).lanes == 4 * 64
+    assert DeviceSpec.for_target({"kind": "cuda", "arch": "sm_90"}).name == "cuda-sm_90"
+    assert isinstance(get_cost_model(None, "llvm"), AnalyticCostModel)
+    with pytest.raises(ValueError, match="unknown cost model"):
+        get_cost_model("magic", "llvm")
+    with pytest.raises(NotImplementedError, match="not available yet"):
+        get_cost_model("measure", "llvm")
+    with pytest.raises(TypeError):
+        get_cost_model(42, "llvm")
