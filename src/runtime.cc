@@ -1,13 +1,27 @@
 /*!
  * \file runtime.cc
- * \brief ios_tvm's runtime library: what the lowered models call between kernel launches.
+ * \brief ios_tvm's runtime library: the calls a lowered model makes between kernel launches.
  *
- * Global functions are registered under the ``ios_tvm.runtime.`` namespace and are reached from
- * Python through ``ios_tvm._ffi_api`` (and from Relax through ``R.call_packed``).
+ * A lowered Relax ``main`` brackets every stage with more than one group as
+ *
+ *   stage_fork(device_type, device_id, num_groups)
+ *   stage_switch(device_type, device_id, g)     before the kernels of group g
+ *   stage_join(device_type, device_id, ...)     the trailing tensors are the stage's keep-alive
+ *
+ * On CUDA (device_type 2) the groups run on a pool of non-blocking streams: fork makes every group
+ * stream wait on an event recorded on the caller's stream, switch sets TVM's environment stream
+ * (what TVM kernels launch on), join makes the caller's stream wait on one event per group stream
+ * and restores it. No host synchronization happens inside a run. On CPU (device_type 1) the
+ * calls check the same structure and the groups run one after another.
+ *
+ * Global functions live under ``ios_tvm.runtime.``; errors cross into Python as typed exceptions.
  */
 #include <tvm/ffi/tvm_ffi.h>
 
+#include <atomic>
 #include <string>
+
+#include "stage_state.h"
 
 #ifndef IOS_TVM_VERSION
 #define IOS_TVM_VERSION "0.0.0-dev"
@@ -18,10 +32,15 @@ namespace runtime {
 
 namespace ffi = tvm::ffi;
 
-/*! \brief The version of this library (it must match the Python package). */
+constexpr int32_t kCPU = 1;   // kDLCPU
+constexpr int32_t kCUDA = 2;  // kDLCUDA
+
+static std::atomic<int> g_pool_size{kDefaultPoolSize};
+static thread_local StageState g_stage;
+static thread_local int64_t g_stages_run = 0;
+
 static ffi::String Version() { return ffi::String(IOS_TVM_VERSION); }
 
-/*! \brief Build facts of this library, as "key=value" pairs separated by ';'. */
 static ffi::String BuildInfo() {
   std::string info = "version=" IOS_TVM_VERSION ";cuda=";
 #ifdef IOS_TVM_WITH_CUDA
@@ -32,7 +51,6 @@ static ffi::String BuildInfo() {
   return ffi::String(info);
 }
 
-/*! \brief Check a stream count against a pool size; a typed error crosses into Python. */
 static int64_t CheckNumStreams(int64_t num_streams, int64_t pool_size) {
   if (num_streams < 1) {
     TVM_FFI_THROW(ValueError) << "num_streams must be >= 1, got " << num_streams;
@@ -40,17 +58,114 @@ static int64_t CheckNumStreams(int64_t num_streams, int64_t pool_size) {
   if (num_streams > pool_size) {
     TVM_FFI_THROW(ValueError) << "a stage asks for " << num_streams
                               << " concurrent streams but the pool holds " << pool_size
-                              << "; lower max_num_groups or enlarge the pool";
+                              << "; lower max_num_groups or call ios_tvm.runtime.set_pool_size";
   }
   return num_streams;
 }
+
+static int64_t PoolSize() { return g_pool_size.load(); }
+
+static void SetPoolSize(int64_t n) {
+  if (n < 1 || n > kMaxPoolSize) {
+    TVM_FFI_THROW(ValueError) << "pool size must be in 1.." << kMaxPoolSize << ", got " << n;
+  }
+  g_pool_size.store(static_cast<int>(n));
+}
+
+static void CheckDevice(int64_t device_type) {
+  if (device_type == kCPU) return;
+  if (device_type == kCUDA) {
+#ifdef IOS_TVM_WITH_CUDA
+    if (CudaDeviceCount() <= 0) {
+      TVM_FFI_THROW(RuntimeError) << "ios_tvm: no CUDA GPU is visible (no device, or no NVIDIA "
+                                     "driver); run the CUDA build of the model on a GPU machine, "
+                                     "or build it for the llvm target";
+    }
+    return;
+#else
+    TVM_FFI_THROW(RuntimeError) << "ios_tvm's runtime library was built without CUDA; reinstall "
+                                   "ios_tvm on a machine with the CUDA toolkit to run CUDA models";
+#endif
+  }
+  TVM_FFI_THROW(ValueError) << "ios_tvm: unsupported device type " << device_type
+                            << " (1 = CPU, 2 = CUDA)";
+}
+
+static void StageFork(int64_t device_type, int64_t device_id, int64_t num_groups) {
+  if (g_stage.open) {
+    TVM_FFI_THROW(RuntimeError) << "ios_tvm: stage_fork while a stage is open (missing stage_join)";
+  }
+  CheckDevice(device_type);
+  CheckNumStreams(num_groups, g_pool_size.load());
+  StageState st;
+  st.open = true;
+  st.device_type = static_cast<int32_t>(device_type);
+  st.device_id = static_cast<int32_t>(device_id);
+  st.num_groups = static_cast<int>(num_groups);
+#ifdef IOS_TVM_WITH_CUDA
+  if (device_type == kCUDA) {
+    st.device_id = CudaResolveDevice(st.device_id);
+    CudaFork(&st);
+  }
+#endif
+  g_stage = st;
+}
+
+static void StageSwitch(int64_t device_type, int64_t device_id, int64_t group) {
+  (void)device_id;
+  if (!g_stage.open) {
+    TVM_FFI_THROW(RuntimeError) << "ios_tvm: stage_switch outside a stage (missing stage_fork)";
+  }
+  if (device_type != g_stage.device_type) {
+    TVM_FFI_THROW(RuntimeError) << "ios_tvm: stage_switch for device type " << device_type
+                                << " inside a stage of device type " << g_stage.device_type;
+  }
+  if (group < 0 || group >= g_stage.num_groups) {
+    TVM_FFI_THROW(IndexError) << "ios_tvm: group " << group << " outside 0.." << g_stage.num_groups - 1;
+  }
+#ifdef IOS_TVM_WITH_CUDA
+  if (device_type == kCUDA) CudaSwitch(&g_stage, static_cast<int>(group));
+#endif
+  g_stage.current_group = static_cast<int>(group);
+}
+
+static void StageJoin(ffi::PackedArgs args, ffi::Any* rv) {
+  if (args.size() < 2) {
+    TVM_FFI_THROW(TypeError) << "ios_tvm: stage_join(device_type, device_id, *tensors)";
+  }
+  int64_t device_type = args[0].cast<int64_t>();
+  if (!g_stage.open) {
+    TVM_FFI_THROW(RuntimeError) << "ios_tvm: stage_join outside a stage (missing stage_fork)";
+  }
+  if (device_type != g_stage.device_type) {
+    TVM_FFI_THROW(RuntimeError) << "ios_tvm: stage_join for device type " << device_type
+                                << " inside a stage of device type " << g_stage.device_type;
+  }
+  // args[2:] are the stage's tensors: taking them keeps them alive (and their memory unshared)
+  // until here in the memory planner's view; nothing to do with them at run time.
+#ifdef IOS_TVM_WITH_CUDA
+  if (device_type == kCUDA) CudaJoin(&g_stage);
+#endif
+  g_stage = StageState();
+  ++g_stages_run;
+  *rv = ffi::Any(nullptr);
+}
+
+/*! \brief Concurrent stages joined on this thread since the library loaded (for tests). */
+static int64_t StagesRun() { return g_stages_run; }
 
 TVM_FFI_STATIC_INIT_BLOCK() {
   namespace refl = tvm::ffi::reflection;
   refl::GlobalDef()
       .def("ios_tvm.runtime.version", Version)
       .def("ios_tvm.runtime.build_info", BuildInfo)
-      .def("ios_tvm.runtime.check_num_streams", CheckNumStreams);
+      .def("ios_tvm.runtime.check_num_streams", CheckNumStreams)
+      .def("ios_tvm.runtime.pool_size", PoolSize)
+      .def("ios_tvm.runtime.set_pool_size", SetPoolSize)
+      .def("ios_tvm.runtime.stage_fork", StageFork)
+      .def("ios_tvm.runtime.stage_switch", StageSwitch)
+      .def_packed("ios_tvm.runtime.stage_join", StageJoin)
+      .def("ios_tvm.runtime.stages_run", StagesRun);
 }
 
 }  // namespace runtime

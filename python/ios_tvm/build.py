@@ -1,0 +1,170 @@
+"""Compile a model with its schedule: ``ios_tvm.build`` and the pass pipeline behind it.
+
+The pipeline is TVM's default one for the target with one pass added where fusion ends
+(:func:`ios_tvm.lower.lower_schedule`) and one removed: ``RewriteCUDAGraph`` (CUDA graph capture
+does not mix with stream switches; capturing scheduled runs belongs to ios_tvm's runtime).
+``schedule=None`` goes through the very same pipeline, so the sequential baseline differs from
+the scheduled model only in its order and its stream calls.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tvm
+from tvm import relax
+
+from . import runtime as _runtime  # noqa: F401  (registers ios_tvm.runtime.* globals)
+from .graph import as_target, check_model
+from .lower import FORK, JOIN, RUNTIME_CALLS, SWITCH, device_type_of, lower_schedule
+
+
+def _backend(target: tvm.target.Target):
+    kind = target.kind.name
+    if kind == "cuda":
+        return relax.backend.cuda.pipeline
+    if kind == "llvm":
+        return relax.backend.cpu_generic.pipeline
+    raise ValueError(f"ios_tvm builds for cuda and llvm targets, not {kind!r}")
+
+
+def passes(target: tvm.target.Target, schedule: Any = None, *, keep_alive: bool = True,
+           device_id: int = -1, stop_after_planning: bool = False) -> list[tvm.transform.Pass]:
+    """The pass list of :func:`pipeline` (``stop_after_planning``: end after memory planning)."""
+    be = _backend(target)
+    out = list(be.library_dispatch_passes(target)) + list(be.legalize_passes(target))
+    out += [relax.transform.RewriteDataflowReshape(),
+            lower_schedule(schedule, device_type_of(target), device_id, keep_alive)]
+    out += [p for p in be.dataflow_lower_passes(target) if p.info.name != "RewriteDataflowReshape"]
+    for p in be.finalize_passes(target):
+        if p.info.name == "RewriteCUDAGraph":
+            continue
+        out.append(p)
+        if stop_after_planning and p.info.name == "StaticPlanBlockMemory":
+            break
+    return out
+
+
+def pipeline(target: str | dict | tvm.target.Target, schedule: Any = None, *, keep_alive: bool = True,
+             device_id: int = -1) -> tvm.transform.Pass:
+    """A Relax pipeline for ``tvm.compile(mod, target, relax_pipeline=...)`` that lowers
+    ``schedule`` into the module (``None``: the sequential baseline)."""
+    tgt = as_target(target)
+    seq = passes(tgt, schedule, keep_alive=keep_alive, device_id=device_id)
+
+    @tvm.transform.module_pass(opt_level=0, name="ios_tvm.Pipeline")
+    def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        with tgt:
+            return tvm.transform.Sequential(seq)(mod)
+
+    return _pipeline
+
+
+def build(mod: tvm.IRModule, target: str | dict | tvm.target.Target, schedule: Any = None, *,
+          keep_alive: bool = True, verify: bool = True) -> Any:
+    """Compile ``mod`` for ``target`` with ``schedule`` lowered into it.
+
+    Returns what ``tvm.compile`` returns (run it with ``relax.VirtualMachine``). With ``verify``
+    the memory plan of the scheduled module is checked first (:func:`verify_memory`).
+    """
+    check_model(mod)
+    tgt = as_target(target)
+    if verify and schedule is not None:
+        problems = verify_memory(plan_memory(mod, tgt, schedule, keep_alive=keep_alive))
+        if problems:
+            raise RuntimeError("ios_tvm: the lowered schedule is not safe to run concurrently:\n  "
+                               + "\n  ".join(problems[:20]))
+    return tvm.compile(mod, tgt, relax_pipeline=pipeline(tgt, schedule, keep_alive=keep_alive))
+
+
+def plan_memory(mod: tvm.IRModule, target: str | dict | tvm.target.Target, schedule: Any = None, *,
+                keep_alive: bool = True) -> tvm.IRModule:
+    """``mod`` lowered with ``schedule`` up to and including static memory planning."""
+    tgt = as_target(target)
+    with tgt:
+        return tvm.transform.Sequential(passes(tgt, schedule, keep_alive=keep_alive,
+                                               stop_after_planning=True))(mod)
+
+
+def _extern_name(value: Any) -> str | None:
+    if isinstance(value, relax.Call) and isinstance(value.op, relax.ExternFunc):
+        return str(value.op.global_symbol)
+    return None
+
+
+def verify_memory(planned: tvm.IRModule) -> list[str]:
+    """Check a module after ``StaticPlanBlockMemory`` for races between concurrent groups.
+
+    Returns the problems found (empty: safe): two groups of one stage touching the same storage
+    while one of them writes it, a kernel outside a group inside a stage, or a tensor written by
+    one group and read by another group of the same stage.
+    """
+    fn = planned["main"]
+    storage_of: dict[Any, Any] = {}  # tensor var -> storage var
+    written: set[Any] = set()
+    problems: list[str] = []
+    stage = -1
+    group = -1
+    in_stage = False
+    # per open stage: storage -> {group: wrote?}
+    touched: dict[Any, dict[int, bool]] = {}
+    producer_group: dict[Any, int] = {}
+
+    def storage(v: Any) -> Any:
+        return storage_of.get(v, v)
+
+    for block in fn.body.blocks:
+        for b in block.bindings:
+            value = b.value
+            name = _extern_name(value)
+            if name == FORK:
+                stage += 1
+                in_stage, group, touched, producer_group = True, -1, {}, {}
+                continue
+            if name == SWITCH:
+                group = int(value.args[2].value)
+                continue
+            if name == JOIN:
+                for st, groups in touched.items():
+                    writers = [g for g, w in groups.items() if w]
+                    if writers and len(groups) > 1:
+                        problems.append(f"stage {stage}: storage {st.name} is used by groups "
+                                        f"{sorted(groups)} and written by {sorted(writers)}")
+                in_stage, group = False, -1
+                continue
+            if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
+                op = value.op.name
+                if op == "relax.memory.alloc_tensor":
+                    storage_of[b.var] = value.args[0]
+                    continue
+                if op in ("relax.memory.view", "relax.reshape"):
+                    storage_of[b.var] = storage(value.args[0])
+                    continue
+            if not isinstance(value, relax.Call):
+                continue
+            is_kernel = isinstance(value.op, tvm.ir.GlobalVar) or (
+                name is not None and name not in RUNTIME_CALLS and not name.startswith("vm.builtin"))
+            if not (is_kernel and in_stage):
+                for a in value.args:
+                    if isinstance(a, relax.Var):
+                        written.add(a)
+                continue
+            if group < 0:
+                problems.append(f"stage {stage}: kernel {b.var.name} runs before any stage_switch")
+                continue
+            for a in value.args:
+                if not isinstance(a, relax.Var) or not isinstance(a.ty, relax.TensorType):
+                    continue
+                writes = a in storage_of and a not in written  # first use of a fresh tensor
+                if writes:
+                    written.add(a)
+                    producer_group[a] = group
+                elif producer_group.get(a, group) != group:
+                    problems.append(f"stage {stage}: {a.name} is written by group {producer_group[a]} "
+                                    f"and read by group {group} without a join between them")
+                st = storage(a)
+                if st is a and a not in storage_of:
+                    continue  # a parameter or a tensor the planner did not place
+                g = touched.setdefault(st, {})
+                g[group] = g.get(group, False) or writes
+    return problems

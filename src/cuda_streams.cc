@@ -1,0 +1,114 @@
+/*!
+ * \file cuda_streams.cc
+ * \brief CUDA stream pool and events for concurrent stages (built when CMake finds CUDA).
+ *
+ * Streams (non-blocking) and events (cudaEventDisableTiming) are created once per device and
+ * reused by every run. Only the CUDA runtime API is used; kernels are TVM's.
+ */
+#include <cuda_runtime.h>
+#include <tvm/ffi/extra/c_env_api.h>
+#include <tvm/ffi/tvm_ffi.h>
+
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "stage_state.h"
+
+namespace ios_tvm {
+namespace runtime {
+
+namespace {
+
+constexpr int32_t kCUDA = 2;
+
+#define IOS_CUDA_CALL(expr)                                                        \
+  do {                                                                             \
+    cudaError_t err_ = (expr);                                                     \
+    if (err_ != cudaSuccess) {                                                     \
+      TVM_FFI_THROW(RuntimeError) << "ios_tvm: " #expr " failed: " << cudaGetErrorString(err_); \
+    }                                                                              \
+  } while (0)
+
+struct DevicePool {
+  std::vector<cudaStream_t> streams;
+  std::vector<cudaEvent_t> join_events;
+  cudaEvent_t fork_event = nullptr;
+};
+
+std::mutex g_mutex;
+std::unordered_map<int32_t, std::unique_ptr<DevicePool>> g_pools;
+
+DevicePool* GetPool(int32_t device_id, int num_streams) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  auto& slot = g_pools[device_id];
+  if (!slot) slot = std::make_unique<DevicePool>();
+  DevicePool* pool = slot.get();
+  int prev_device = 0;
+  IOS_CUDA_CALL(cudaGetDevice(&prev_device));
+  IOS_CUDA_CALL(cudaSetDevice(device_id));
+  if (pool->fork_event == nullptr) {
+    IOS_CUDA_CALL(cudaEventCreateWithFlags(&pool->fork_event, cudaEventDisableTiming));
+  }
+  while (static_cast<int>(pool->streams.size()) < num_streams) {
+    cudaStream_t s;
+    cudaEvent_t e;
+    IOS_CUDA_CALL(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    IOS_CUDA_CALL(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    pool->streams.push_back(s);
+    pool->join_events.push_back(e);
+  }
+  IOS_CUDA_CALL(cudaSetDevice(prev_device));
+  return pool;
+}
+
+}  // namespace
+
+int CudaDeviceCount() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no driver" error
+    return 0;
+  }
+  return n;
+}
+
+int32_t CudaResolveDevice(int32_t device_id) {
+  if (device_id >= 0) return device_id;
+  int dev = 0;
+  IOS_CUDA_CALL(cudaGetDevice(&dev));
+  return dev;
+}
+
+void CudaFork(StageState* st) {
+  DevicePool* pool = GetPool(st->device_id, st->num_groups);
+  auto main = static_cast<cudaStream_t>(TVMFFIEnvGetStream(kCUDA, st->device_id));
+  st->main_stream = main;
+  IOS_CUDA_CALL(cudaEventRecord(pool->fork_event, main));
+  for (int i = 0; i < st->num_groups; ++i) {
+    IOS_CUDA_CALL(cudaStreamWaitEvent(pool->streams[i], pool->fork_event, 0));
+  }
+}
+
+void CudaSwitch(StageState* st, int group) {
+  DevicePool* pool = GetPool(st->device_id, st->num_groups);
+  if (TVMFFIEnvSetStream(kCUDA, st->device_id, pool->streams[group], nullptr) != 0) {
+    TVM_FFI_THROW(RuntimeError) << "ios_tvm: TVMFFIEnvSetStream failed";
+  }
+}
+
+void CudaJoin(StageState* st) {
+  DevicePool* pool = GetPool(st->device_id, st->num_groups);
+  auto main = static_cast<cudaStream_t>(st->main_stream);
+  for (int i = 0; i < st->num_groups; ++i) {
+    IOS_CUDA_CALL(cudaEventRecord(pool->join_events[i], pool->streams[i]));
+    IOS_CUDA_CALL(cudaStreamWaitEvent(main, pool->join_events[i], 0));
+  }
+  if (TVMFFIEnvSetStream(kCUDA, st->device_id, main, nullptr) != 0) {
+    TVM_FFI_THROW(RuntimeError) << "ios_tvm: TVMFFIEnvSetStream failed";
+  }
+}
+
+}  // namespace runtime
+}  // namespace ios_tvm

@@ -1,0 +1,40 @@
+/*!
+ * \file stage_state.h
+ * \brief The per-thread state of an open stage, shared by the CPU and CUDA paths.
+ */
+#ifndef IOS_TVM_STAGE_STATE_H_
+#define IOS_TVM_STAGE_STATE_H_
+
+#include <cstdint>
+
+namespace ios_tvm {
+namespace runtime {
+
+/*! \brief Most streams a stage may use unless raised with set_pool_size. */
+constexpr int kDefaultPoolSize = 8;
+/*! \brief Hard limit of the pool size. */
+constexpr int kMaxPoolSize = 64;
+
+/*! \brief What is known between stage_fork and stage_join on this thread. */
+struct StageState {
+  bool open = false;
+  int32_t device_type = 0;
+  int32_t device_id = 0;
+  int num_groups = 0;
+  int current_group = -1;
+  void* main_stream = nullptr;
+};
+
+#ifdef IOS_TVM_WITH_CUDA
+/*! \brief CUDA path: record/wait events and switch the environment stream. */
+void CudaFork(StageState* st);
+void CudaSwitch(StageState* st, int group);
+void CudaJoin(StageState* st);
+int32_t CudaResolveDevice(int32_t device_id);
+int CudaDeviceCount();
+#endif
+
+}  // namespace runtime
+}  // namespace ios_tvm
+
+#endif  // IOS_TVM_STAGE_STATE_H_
