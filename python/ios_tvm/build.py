@@ -15,7 +15,7 @@ import tvm
 from tvm import relax
 
 from . import runtime as _runtime  # noqa: F401  (registers ios_tvm.runtime.* globals)
-from .graph import as_target, check_model
+from .graph import as_target, check_model, extract_graph
 from .lower import FORK, JOIN, RUNTIME_CALLS, SWITCH, device_type_of, lower_schedule
 
 
@@ -61,14 +61,20 @@ def pipeline(target: str | dict | tvm.target.Target, schedule: Any = None, *, ke
 
 
 def build(mod: tvm.IRModule, target: str | dict | tvm.target.Target, schedule: Any = None, *,
-          keep_alive: bool = True, verify: bool = True) -> Any:
+          keep_alive: bool = True, verify: bool = True, pool_size: int | None = None) -> Any:
     """Compile ``mod`` for ``target`` with ``schedule`` lowered into it.
 
     Returns what ``tvm.compile`` returns (run it with ``relax.VirtualMachine``). With ``verify``
-    the memory plan of the scheduled module is checked first (:func:`verify_memory`).
+    the memory plan of the scheduled module is checked first (:func:`verify_memory`). A schedule
+    needing more streams than the runtime's pool (``pool_size``, default the current
+    ``ios_tvm.runtime.pool_size()``) is refused.
     """
     check_model(mod)
     tgt = as_target(target)
+    if schedule is not None:
+        schedule.validate(extract_graph(mod, tgt))  # typed errors before TVM's passes wrap them
+        _runtime.check_num_streams(max(schedule.max_streams, 1),
+                                   _runtime.pool_size() if pool_size is None else pool_size)
     if verify and schedule is not None:
         problems = verify_memory(plan_memory(mod, tgt, schedule, keep_alive=keep_alive))
         if problems:

@@ -19,3 +19,18 @@ def build_info() -> dict[str, str]:
 def check_num_streams(num_streams: int, pool_size: int) -> int:
     """Validate a stage's stream count against the pool size (raises ``ValueError``)."""
     return int(_ffi_api.check_num_streams(num_streams, pool_size))
+
+
+def pool_size() -> int:
+    """Most concurrent streams a stage may use (default 8)."""
+    return int(_ffi_api.pool_size())
+
+
+def set_pool_size(n: int) -> None:
+    """Change the pool size (1..64); streams are created lazily, once, per device."""
+    _ffi_api.set_pool_size(n)
+
+
+def stages_run() -> int:
+    """Concurrent stages joined on this thread since the library loaded."""
+    return int(_ffi_api.stages_run())

@@ -40,7 +40,7 @@ _REGISTRY: dict[str, Callable[..., tvm.IRModule]] = {
 SMALL: dict[str, dict[str, Any]] = {
     "inception_v3": dict(image_size=75, width=0.125),
     "randwire": dict(image_size=32, channels=8, num_nodes=8, num_stages=2),
-    "nasnet_a_large": dict(image_size=32, num_cells=1, penultimate_filters=96, stem_filters=8),
+    "nasnet_a_large": dict(image_size=64, num_cells=1, penultimate_filters=96, stem_filters=8),
     "squeezenet": dict(image_size=64, width=0.125),
     "googlenet": dict(image_size=32, width=0.125),
 }

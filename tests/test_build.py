@@ -1,0 +1,184 @@
+"""Scheduled models compile and compute what the sequential model computes (CPU), the lowered
+memory plan is race-free, and CUDA builds generate code without a GPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+import tvm_ffi
+from tvm import relax
+
+import ios_tvm
+from ios_tvm import models, runtime
+from ios_tvm.build import build, pipeline, plan_memory, verify_memory
+from ios_tvm.errors import ScheduleMismatchError
+from ios_tvm.lower import FORK, JOIN, SWITCH
+from ios_tvm.schedule import Schedule
+
+CUDA = {"kind": "cuda", "arch": "sm_90"}
+
+
+def _bound(name):
+    mod = models.get(name, small=True)
+    return models.bind_params(mod, models.random_params(mod)), models.random_input(mod)
+
+
+def _run_cpu(ex, data):
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    return vm["main"](tvm.runtime.tensor(data)).numpy()
+
+
+def _max_concurrency(graph):
+    """A stage costs its longest group: concurrency is free, so stages get as wide as s=8 allows."""
+    class PerStage:
+        name = "longest-group"
+
+        def stage_latency(self, graph, groups):
+            return float(max(len(g) for g in groups))
+
+    return ios_tvm.optimize(None, CUDA, graph=graph, cost_model=PerStage())
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_scheduled_equals_sequential_on_cpu(name):
+    mod, data = _bound(name)
+    graph = ios_tvm.extract_graph(mod, "llvm")
+    want = _run_cpu(build(mod, "llvm"), data)
+    assert np.isfinite(want).all() and want.std() > 0
+    before = runtime.stages_run()
+    schedules = {
+        "ios": ios_tvm.optimize(mod, CUDA, graph=graph),
+        "greedy": Schedule.greedy(graph),
+        "max_concurrency": _max_concurrency(graph),
+    }
+    expected_joins = 0
+    for label, sched in schedules.items():
+        assert sched.max_streams > 1, label
+        got = _run_cpu(build(mod, "llvm", sched), data)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=label)
+        expected_joins += sum(len(s.groups) > 1 for s in sched.stages)
+    # every concurrent stage went through the runtime's fork/switch/join
+    assert runtime.stages_run() - before == expected_joins
+
+
+def test_verifier_accepts_lowered_and_rejects_racy():
+    mod, _ = _bound("googlenet")
+    graph = ios_tvm.extract_graph(mod, "llvm")
+    sched = ios_tvm.optimize(mod, CUDA, graph=graph)
+    assert verify_memory(plan_memory(mod, "llvm", sched)) == []
+    racy = verify_memory(plan_memory(mod, "llvm", sched, keep_alive=False))
+    assert racy and "written by" in racy[0]
+    with pytest.raises(RuntimeError, match="not safe to run concurrently"):
+        build(mod, "llvm", sched, keep_alive=False)
+
+
+def test_lowered_main_has_stage_calls_in_order():
+    mod, _ = _bound("squeezenet")
+    sched = ios_tvm.optimize(mod, CUDA)
+    planned = plan_memory(mod, "llvm", sched)
+    calls = []
+    for block in planned["main"].body.blocks:
+        for b in block.bindings:
+            if isinstance(b.value, relax.Call) and isinstance(b.value.op, relax.ExternFunc):
+                name = str(b.value.op.global_symbol)
+                if name.startswith("ios_tvm."):
+                    calls.append(name)
+    concurrent = [s for s in sched.stages if len(s.groups) > 1]
+    assert calls.count(FORK) == calls.count(JOIN) == len(concurrent)
+    assert calls.count(SWITCH) == sum(len(s.groups) for s in concurrent)
+    depth = 0
+    for c in calls:  # properly nested: fork, switch..., join
+        depth += {FORK: 1, JOIN: -1}.get(c, 0)
+        assert depth in (0, 1) and (c != SWITCH or depth == 1)
+
+
+def test_build_refuses_foreign_or_invalid_schedules():
+    mod, _ = _bound("squeezenet")
+    other, _ = _bound("googlenet")
+    sched = ios_tvm.optimize(other, CUDA)
+    with pytest.raises(ScheduleMismatchError, match="another model"):
+        build(mod, "llvm", sched)
+    bad = ios_tvm.optimize(mod, CUDA)
+    bad.stages.reverse()
+    with pytest.raises(ScheduleMismatchError, match="before its input|concurrently"):
+        build(mod, "llvm", bad)
+
+
+def test_pipeline_plugs_into_tvm_compile():
+    mod, data = _bound("squeezenet")
+    sched = ios_tvm.optimize(mod, CUDA)
+    ex = tvm.compile(mod, "llvm", relax_pipeline=ios_tvm.pipeline("llvm", sched))
+    np.testing.assert_allclose(_run_cpu(ex, data), _run_cpu(build(mod, "llvm"), data), rtol=1e-5, atol=1e-6)
+
+
+def test_stream_count_above_pool_is_a_clear_error():
+    mod, data = _bound("googlenet")
+    sched = ios_tvm.optimize(mod, CUDA)
+    assert sched.max_streams >= 3
+    with pytest.raises(ValueError, match="pool holds 2"):
+        build(mod, "llvm", sched, pool_size=2)
+    old = runtime.pool_size()
+    ex = build(mod, "llvm", sched)
+    try:
+        runtime.set_pool_size(2)
+        with pytest.raises(ValueError, match="pool holds 2"):
+            _run_cpu(ex, data)
+    finally:
+        runtime.set_pool_size(old)
+    with pytest.raises(ValueError, match="pool size"):
+        runtime.set_pool_size(0)
+
+
+def test_runtime_calls_check_their_structure():
+    fork = tvm_ffi.get_global_func(FORK)
+    switch = tvm_ffi.get_global_func(SWITCH)
+    join = tvm_ffi.get_global_func(JOIN)
+    with pytest.raises(RuntimeError, match="outside a stage"):
+        switch(1, 0, 0)
+    with pytest.raises(RuntimeError, match="outside a stage"):
+        join(1, 0)
+    fork(1, 0, 2)
+    try:
+        with pytest.raises(RuntimeError, match="while a stage is open"):
+            fork(1, 0, 2)
+        with pytest.raises(IndexError, match="outside 0..1"):
+            switch(1, 0, 2)
+    finally:
+        join(1, 0)
+    with pytest.raises(ValueError, match="device type"):
+        fork(7, 0, 2)
+
+
+@pytest.mark.skipif(tvm.cuda(0).exist, reason="checks the error raised when no GPU is present")
+def test_cuda_stage_without_gpu_is_a_clear_error():
+    fork = tvm_ffi.get_global_func(FORK)
+    with pytest.raises(RuntimeError, match="no CUDA GPU|without CUDA"):
+        fork(2, -1, 2)
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_cuda_codegen_without_gpu(name):
+    mod = models.get(name, small=True)
+    sched = ios_tvm.optimize(mod, CUDA)
+    assert sched.max_streams > 1
+    ex = build(mod, CUDA, sched)
+    text = ex.as_text()
+    assert FORK in text and SWITCH in text and JOIN in text
+
+    def find(m, kind):
+        if m.kind == kind:
+            return m
+        for i in m.imports:
+            found = find(i, kind)
+            if found is not None:
+                return found
+        return None
+
+    cuda = find(ex.mod, "cuda")
+    assert cuda is not None
+    src = cuda.inspect_source("cuda")
+    assert "__global__" in src
+    # one CUDA kernel per distinct PrimFunc the graph launches
+    kernels = {n.kernel for n in ios_tvm.extract_graph(mod, CUDA).nodes}
+    assert sum(f'extern "C" __global__' in line for line in src.splitlines()) >= len(kernels) // 2

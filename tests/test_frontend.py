@@ -1,0 +1,71 @@
+"""A model imported through TVM's ONNX frontend (batch norm, softmax, flatten, concat, pads)
+schedules, builds and matches both the sequential TVM build and onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+import ios_tvm
+from ios_tvm.schedule import Schedule
+
+onnx = pytest.importorskip("onnx", reason="the test extra installs onnx")
+ort = pytest.importorskip("onnxruntime", reason="the test extra installs onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+
+def _inception_like(rng: np.random.Generator) -> bytes:
+    """Two-branch CNN block: conv-BN-relu | pad-conv-relu | maxpool, concat, flatten, gemm, softmax."""
+    inits = []
+
+    def const(name, arr):
+        inits.append(numpy_helper.from_array(arr.astype(np.float32), name))
+        return name
+
+    c = 8
+    nodes = [
+        helper.make_node("Conv", ["x", const("w1", rng.normal(0, 0.3, (c, 3, 1, 1)))], ["a0"]),
+        helper.make_node("BatchNormalization", ["a0", const("g", rng.uniform(0.5, 1.5, c)), const("b", rng.normal(0, 0.1, c)),
+                                                const("m", rng.normal(0, 0.1, c)), const("v", rng.uniform(0.5, 1.5, c))], ["a1"]),
+        helper.make_node("Relu", ["a1"], ["a"]),
+        helper.make_node("Pad", ["x", "pads"], ["xp"]),
+        helper.make_node("Conv", ["xp", const("w2", rng.normal(0, 0.3, (c, 3, 3, 3)))], ["b0"]),
+        helper.make_node("Relu", ["b0"], ["bb"]),
+        helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1]),
+        helper.make_node("Concat", ["a", "bb", "p"], ["cat"], axis=1),
+        helper.make_node("Flatten", ["cat"], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", const("fc", rng.normal(0, 0.05, (19 * 8 * 8, 10))), const("fcb", rng.normal(0, 0.1, 10))], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["y"], axis=1),
+    ]
+    inits.append(numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads"))
+    graph = helper.make_graph(nodes, "two_branch",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def test_onnx_model_schedules_builds_and_matches():
+    from tvm.relax.frontend.onnx import from_onnx
+
+    rng = np.random.default_rng(0)
+    blob = _inception_like(rng)
+    mod = from_onnx(onnx.load_from_string(blob), keep_params_in_input=False)
+    x = rng.uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)
+    graph = ios_tvm.extract_graph(mod, "llvm")
+    ios = ios_tvm.optimize(mod, {"kind": "cuda", "arch": "sm_90"}, graph=graph)
+    greedy = Schedule.greedy(graph)
+    assert greedy.max_streams >= 2
+
+    def run(sched):
+        vm = relax.VirtualMachine(ios_tvm.build(mod, "llvm", sched), tvm.cpu())
+        return vm["main"](tvm.runtime.tensor(x)).numpy()
+
+    seq = run(None)
+    want = ort.InferenceSession(blob, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(seq, want, rtol=1e-4, atol=1e-6)
+    for sched in (ios, greedy):
+        np.testing.assert_allclose(run(sched), seq, rtol=1e-5, atol=1e-6)
