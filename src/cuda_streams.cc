@@ -35,6 +35,8 @@ struct DevicePool {
   std::vector<cudaStream_t> streams;
   std::vector<cudaEvent_t> join_events;
   cudaEvent_t fork_event = nullptr;
+  cudaEvent_t timer_start = nullptr;  // timing events (the others have timing disabled)
+  cudaEvent_t timer_end = nullptr;
 };
 
 std::mutex g_mutex;
@@ -50,6 +52,8 @@ DevicePool* GetPool(int32_t device_id, int num_streams) {
   IOS_CUDA_CALL(cudaSetDevice(device_id));
   if (pool->fork_event == nullptr) {
     IOS_CUDA_CALL(cudaEventCreateWithFlags(&pool->fork_event, cudaEventDisableTiming));
+    IOS_CUDA_CALL(cudaEventCreate(&pool->timer_start));
+    IOS_CUDA_CALL(cudaEventCreate(&pool->timer_end));
   }
   while (static_cast<int>(pool->streams.size()) < num_streams) {
     cudaStream_t s;
@@ -108,6 +112,19 @@ void CudaJoin(StageState* st) {
   if (TVMFFIEnvSetStream(kCUDA, st->device_id, main, nullptr) != 0) {
     TVM_FFI_THROW(RuntimeError) << "ios_tvm: TVMFFIEnvSetStream failed";
   }
+}
+
+double CudaTime(int32_t device_id, const std::function<void()>& body) {
+  device_id = CudaResolveDevice(device_id);
+  DevicePool* pool = GetPool(device_id, 1);
+  auto main = static_cast<cudaStream_t>(TVMFFIEnvGetStream(kCUDA, device_id));
+  IOS_CUDA_CALL(cudaEventRecord(pool->timer_start, main));
+  body();
+  IOS_CUDA_CALL(cudaEventRecord(pool->timer_end, main));
+  IOS_CUDA_CALL(cudaEventSynchronize(pool->timer_end));
+  float ms = 0.0f;
+  IOS_CUDA_CALL(cudaEventElapsedTime(&ms, pool->timer_start, pool->timer_end));
+  return static_cast<double>(ms) * 1e-3;
 }
 
 }  // namespace runtime

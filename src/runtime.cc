@@ -19,7 +19,9 @@
 #include <tvm/ffi/tvm_ffi.h>
 
 #include <atomic>
+#include <chrono>
 #include <string>
+#include <vector>
 
 #include "stage_state.h"
 
@@ -129,6 +131,14 @@ static void StageSwitch(int64_t device_type, int64_t device_id, int64_t group) {
   g_stage.current_group = static_cast<int>(group);
 }
 
+static void JoinOpenStage() {
+#ifdef IOS_TVM_WITH_CUDA
+  if (g_stage.device_type == kCUDA) CudaJoin(&g_stage);
+#endif
+  g_stage = StageState();
+  ++g_stages_run;
+}
+
 static void StageJoin(ffi::PackedArgs args, ffi::Any* rv) {
   if (args.size() < 2) {
     TVM_FFI_THROW(TypeError) << "ios_tvm: stage_join(device_type, device_id, *tensors)";
@@ -143,12 +153,71 @@ static void StageJoin(ffi::PackedArgs args, ffi::Any* rv) {
   }
   // args[2:] are the stage's tensors: taking them keeps them alive (and their memory unshared)
   // until here in the memory planner's view; nothing to do with them at run time.
-#ifdef IOS_TVM_WITH_CUDA
-  if (device_type == kCUDA) CudaJoin(&g_stage);
-#endif
-  g_stage = StageState();
-  ++g_stages_run;
+  JoinOpenStage();
   *rv = ffi::Any(nullptr);
+}
+
+/*!
+ * \brief Time a candidate stage exactly as a lowered model runs it.
+ *
+ * \param groups kernels per group (host functions of the compiled module, launching on the
+ *        environment stream), \param args their arguments, same nesting.
+ * \return seconds of each of ``repeat`` runs after ``warmup`` runs. One-group stages run
+ *         without fork/join, as in the lowered model. CPU: wall clock; CUDA: events on the
+ *         caller's stream (no host synchronization inside a run).
+ */
+static ffi::Array<double> TimeStage(int64_t device_type, int64_t device_id,
+                                    ffi::Array<ffi::Array<ffi::Function>> groups,
+                                    ffi::Array<ffi::Array<ffi::Array<ffi::Any>>> args,
+                                    int64_t warmup, int64_t repeat) {
+  if (groups.size() != args.size()) {
+    TVM_FFI_THROW(ValueError) << "time_stage: " << groups.size() << " groups but " << args.size()
+                              << " argument groups";
+  }
+  if (groups.empty()) TVM_FFI_THROW(ValueError) << "time_stage: empty stage";
+  if (repeat < 1 || warmup < 0) {
+    TVM_FFI_THROW(ValueError) << "time_stage: need repeat >= 1 and warmup >= 0";
+  }
+  CheckDevice(device_type);
+  std::vector<std::vector<std::vector<ffi::AnyView>>> views(groups.size());
+  for (size_t g = 0; g < groups.size(); ++g) {
+    if (groups[g].size() != args[g].size()) {
+      TVM_FFI_THROW(ValueError) << "time_stage: group " << g << " has " << groups[g].size()
+                                << " kernels but " << args[g].size() << " argument lists";
+    }
+    for (const auto& call_args : args[g]) {
+      std::vector<ffi::AnyView> v;
+      for (const auto& a : call_args) v.emplace_back(a);
+      views[g].push_back(std::move(v));
+    }
+  }
+  const bool concurrent = groups.size() > 1;
+  auto run_once = [&]() {
+    if (concurrent) StageFork(device_type, device_id, static_cast<int64_t>(groups.size()));
+    for (size_t g = 0; g < groups.size(); ++g) {
+      if (concurrent) StageSwitch(device_type, device_id, static_cast<int64_t>(g));
+      for (size_t k = 0; k < groups[g].size(); ++k) {
+        ffi::Any rv;
+        groups[g][k].CallPacked(views[g][k].data(), static_cast<int32_t>(views[g][k].size()), &rv);
+      }
+    }
+    if (concurrent) JoinOpenStage();
+  };
+  for (int64_t i = 0; i < warmup; ++i) run_once();
+  ffi::Array<double> out;
+  for (int64_t i = 0; i < repeat; ++i) {
+#ifdef IOS_TVM_WITH_CUDA
+    if (device_type == kCUDA) {
+      out.push_back(CudaTime(static_cast<int32_t>(device_id), run_once));
+      continue;
+    }
+#endif
+    auto t0 = std::chrono::steady_clock::now();
+    run_once();
+    auto t1 = std::chrono::steady_clock::now();
+    out.push_back(std::chrono::duration<double>(t1 - t0).count());
+  }
+  return out;
 }
 
 /*! \brief Concurrent stages joined on this thread since the library loaded (for tests). */
@@ -165,7 +234,8 @@ TVM_FFI_STATIC_INIT_BLOCK() {
       .def("ios_tvm.runtime.stage_fork", StageFork)
       .def("ios_tvm.runtime.stage_switch", StageSwitch)
       .def_packed("ios_tvm.runtime.stage_join", StageJoin)
-      .def("ios_tvm.runtime.stages_run", StagesRun);
+      .def("ios_tvm.runtime.stages_run", StagesRun)
+      .def("ios_tvm.runtime.time_stage", TimeStage);
 }
 
 }  // namespace runtime

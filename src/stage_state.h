@@ -6,6 +6,7 @@
 #define IOS_TVM_STAGE_STATE_H_
 
 #include <cstdint>
+#include <functional>
 
 namespace ios_tvm {
 namespace runtime {
@@ -32,6 +33,8 @@ void CudaSwitch(StageState* st, int group);
 void CudaJoin(StageState* st);
 int32_t CudaResolveDevice(int32_t device_id);
 int CudaDeviceCount();
+/*! \brief Seconds ``body`` takes on the device's current stream, timed with CUDA events. */
+double CudaTime(int32_t device_id, const std::function<void()>& body);
 #endif
 
 }  // namespace runtime

@@ -34,3 +34,9 @@ def set_pool_size(n: int) -> None:
 def stages_run() -> int:
     """Concurrent stages joined on this thread since the library loaded."""
     return int(_ffi_api.stages_run())
+
+
+def time_stage(device_type: int, device_id: int, groups, args, warmup: int, repeat: int) -> list[float]:
+    """Seconds of each of ``repeat`` runs of a stage (after ``warmup``), run exactly as a lowered
+    model runs it: ``groups[g][k]`` is a kernel function, ``args[g][k]`` its arguments."""
+    return [float(x) for x in _ffi_api.time_stage(device_type, device_id, groups, args, warmup, repeat)]

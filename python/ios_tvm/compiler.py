@@ -1,4 +1,4 @@
-"""Compile a model with its schedule: ``ios_tvm.build`` and the pass pipeline behind it.
+"""Compile a model with its schedule: ``ios_tvm.build``, ``ios_tvm.pipeline`` and the memory verifier.
 
 The pipeline is TVM's default one for the target with one pass added where fusion ends
 (:func:`ios_tvm.lower.lower_schedule`) and one removed: ``RewriteCUDAGraph`` (CUDA graph capture

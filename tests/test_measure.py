@@ -1,0 +1,113 @@
+"""Measured stage costs on the CPU: the stage timer, the persistent cache, bad caches."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+import ios_tvm
+from ios_tvm import models, runtime
+from ios_tvm.cost.cache import StageCache
+from ios_tvm.cost.measure import MeasureConfig, MeasuredCostModel, summarize
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return ios_tvm.extract_graph(models.get("squeezenet", small=True), "llvm")
+
+
+def cfg(tmp_path, **kw):
+    return MeasureConfig(warmup=1, repeat=3, cache_dir=tmp_path, progress=False, **kw)
+
+
+def test_measured_search_is_cached_and_reused(graph, tmp_path):
+    cm = MeasuredCostModel("llvm", cfg(tmp_path))
+    first = ios_tvm.optimize(None, "llvm", graph=graph, cost_model=cm)
+    assert cm.measured > 0 and first.meta["cost_model"] == "measure"
+    assert all(s.latency > 0 for s in first.stages)
+    files = list(tmp_path.glob("stages-*.json"))
+    assert len(files) == 1
+    data = json.loads(files[0].read_text())
+    assert data["context"]["tvm"] == tvm.__version__ and len(data["entries"]) >= cm.measured
+    again = MeasuredCostModel("llvm", cfg(tmp_path))
+    second = ios_tvm.optimize(None, "llvm", graph=graph, cost_model=again)
+    assert again.measured == 0 and again._exec is None  # nothing built, nothing timed
+    assert second.as_lists() == first.as_lists()
+
+
+def test_identical_stages_share_one_measurement(graph, tmp_path):
+    cm = MeasuredCostModel("llvm", cfg(tmp_path))
+    cm._setup(graph)
+    same = [i for i in range(len(graph.nodes)) for j in range(i) if graph.nodes[i].kernel == graph.nodes[j].kernel
+            and graph.nodes[i].inputs == graph.nodes[j].inputs]
+    assert same, "squeezenet repeats kernels"
+    i = same[0]
+    j = next(j for j in range(i) if graph.nodes[j].kernel == graph.nodes[i].kernel)
+    assert cm.stage_key(((i,),)) == cm.stage_key(((j,),))
+    assert cm.stage_key(((i,),)) != cm.stage_key(((0,),))
+
+
+def test_corrupt_cache_is_reported_and_set_aside(graph, tmp_path, caplog):
+    cm = MeasuredCostModel("llvm", cfg(tmp_path))
+    ios_tvm.optimize(None, "llvm", graph=graph, cost_model=cm)
+    path = next(tmp_path.glob("stages-*.json"))
+    path.write_text('{"format": "ios_tvm.stage_cache", "version": 1, "entries": {"x": "oops"')
+    with caplog.at_level(logging.WARNING, logger="ios_tvm"):
+        again = MeasuredCostModel("llvm", cfg(tmp_path))
+        ios_tvm.optimize(None, "llvm", graph=graph, cost_model=again)
+    assert "ignoring stage cache" in caplog.text
+    assert again.measured > 0
+    assert list(tmp_path.glob("stages-*.json.corrupt-*"))  # the bad file is kept, not overwritten
+    json.loads(path.read_text())  # and a good one written
+
+
+def test_foreign_cache_content_is_refused(tmp_path, caplog):
+    ctx = {"target": "llvm", "device": "cpu"}
+    c = StageCache(tmp_path, ctx)
+    c.put("k", [1.0])
+    c.save()
+    data = json.loads(c.path.read_text())
+    data["context"] = {"target": "cuda"}
+    c.path.write_text(json.dumps(data))
+    with caplog.at_level(logging.WARNING, logger="ios_tvm"):
+        assert StageCache(tmp_path, ctx).get("k") is None
+    assert "another target" in caplog.text
+
+
+def test_stage_timer_runs_groups_through_fork_join(graph, tmp_path):
+    cm = MeasuredCostModel("llvm", cfg(tmp_path))
+    cm._setup(graph)
+    cm._build()
+    before = runtime.stages_run()
+    one = cm._measure(((0,),))
+    two = cm._measure(((2,), (3,)))
+    assert len(one) == len(two) == 3 and min(one + two) > 0
+    assert runtime.stages_run() - before == 1 + 3  # warmup + repeats of the two-group stage
+    with pytest.raises(ValueError, match="groups but"):
+        runtime.time_stage(1, 0, [[cm._funcs[0]]], [], 0, 1)
+
+
+def test_measured_schedule_builds_and_matches(graph, tmp_path):
+    mod = models.get("squeezenet", small=True)
+    mod = models.bind_params(mod, models.random_params(mod))
+    sched = ios_tvm.optimize(mod, "llvm", cost_model=MeasuredCostModel("llvm", cfg(tmp_path)))
+    data = models.random_input(mod)
+
+    def run(s):
+        return relax.VirtualMachine(ios_tvm.build(mod, "llvm", s), tvm.cpu())["main"](tvm.runtime.tensor(data)).numpy()
+
+    np.testing.assert_allclose(run(sched), run(None), rtol=1e-5, atol=1e-6)
+
+
+def test_statistics_and_config():
+    assert summarize([3, 1, 2], "median") == 2
+    assert summarize([1, 2, 3, 100], "trimmed_mean") == 2.5
+    with pytest.raises(ValueError, match="statistic"):
+        MeasureConfig(statistic="mode")
+    with pytest.raises(ValueError, match="repeat"):
+        MeasureConfig(repeat=0)
