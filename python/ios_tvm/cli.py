@@ -62,7 +62,10 @@ def _add_model_args(p: argparse.ArgumentParser, default_model: str | None) -> No
     p.add_argument("-r", "--max-group-size", type=int, default=3, help="most kernels per stream per stage (3)")
     p.add_argument("-s", "--max-num-groups", type=int, default=8, help="most concurrent streams per stage (8)")
     p.add_argument("--max-block-size", type=int, default=16, help="split blocks larger than this (16)")
-    p.add_argument("--cost-model", default="analytic", help="stage cost model (analytic)")
+    p.add_argument("--cost-model", default=None,
+                   help="stage costs: 'measure' (time the stages on the device; default for a CUDA "
+                        "target with its GPU present) or 'analytic' (a roofline prediction; default "
+                        "otherwise)")
 
 
 def _optimize(args: argparse.Namespace):
@@ -88,21 +91,54 @@ def _report(sched, elapsed: float) -> str:
         f"graph: {sched.num_nodes} kernels, {stats['blocks']} blocks; search: {stats['states']} states, "
         f"{stats['transitions']} transitions, {stats['stages']} candidate stages, {elapsed:.2f} s in all",
         "",
-        f"predicted latency ({meta['cost_model']} cost model):",
+        f"{'measured stage' if meta['cost_model'] == 'measure' else 'predicted'} latency "
+        f"({meta['cost_model']} cost model):",
         f"  sequential {base['sequential'] * 1e3:9.4f} ms   1.00x",
         f"  greedy     {base['greedy'] * 1e3:9.4f} ms   {base['sequential'] / base['greedy']:.2f}x",
         f"  IOS        {ios * 1e3:9.4f} ms   {base['sequential'] / ios:.2f}x",
-        "",
-        "(measured latencies need the multi-stream runtime, which is not built yet)",
     ]
     return "\n".join(lines)
+
+
+def _measure_end_to_end(sched, args) -> str:
+    """Build the sequential and the IOS model, check they agree, time both end to end."""
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    import ios_tvm
+    from ios_tvm import models
+    from ios_tvm.profiling import device_of, median, time_vm
+
+    target = ios_tvm.graph.as_target(_parse_target(args.target))
+    dev = device_of(target)
+    if not dev.exist:
+        return f"(not run: {dev} is not present on this machine)"
+    mod = models.get(args.model, **_model_kwargs(args))
+    mod = models.bind_params(mod, models.random_params(mod))
+    data = models.random_input(mod)
+    seq_ex = ios_tvm.build(mod, target)
+    ios_ex = ios_tvm.build(mod, target, sched)
+    outs = [relax.VirtualMachine(ex, dev)["main"](tvm.runtime.tensor(data, dev)).numpy() for ex in (seq_ex, ios_ex)]
+    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-4, atol=1e-5)
+    number = 20 if target.kind.name == "cuda" else 1
+    seq = median(time_vm(seq_ex, dev, [data], number=number, repeat=args.repeat))
+    ios = median(time_vm(ios_ex, dev, [data], number=number, repeat=args.repeat))
+    return "\n".join([
+        f"measured end to end on {dev} (median of {args.repeat}; outputs equal):",
+        f"  sequential {seq * 1e3:9.4f} ms   1.00x",
+        f"  IOS        {ios * 1e3:9.4f} ms   {seq / ios:.2f}x",
+    ])
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     sched, elapsed = _optimize(args)
     print(sched.to_text(max_stages=args.stages))
     print()
-    print(_report(sched, elapsed))
+    print(_report(sched, elapsed), flush=True)
+    if not args.no_run:
+        print()
+        print(_measure_end_to_end(sched, args))
     return 0
 
 
@@ -139,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="optimize a zoo model for this machine and print the schedule")
     _add_model_args(p, "inception_v3")
     p.add_argument("--stages", type=int, default=30, help="stages to print (30)")
+    p.add_argument("--no-run", action="store_true", help="only search; do not build and time the model")
+    p.add_argument("--repeat", type=int, default=3, help="end-to-end timing samples (3)")
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("optimize", help="optimize a zoo model and write its schedule as JSON")
     _add_model_args(p, None)
@@ -159,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (IosTvmError, ValueError, FileNotFoundError, NotImplementedError) as err:
+    except (IosTvmError, ValueError, FileNotFoundError, NotImplementedError, RuntimeError) as err:
         print(f"ios-tvm: error: {err}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,141 @@
+"""End-to-end latency, side by side in one process with the same inputs: TVM sequential (also as
+a CUDA graph), the greedy schedule, the IOS schedule, and PyTorch eager / torch.compile on
+torchvision's versions of the same networks where torchvision has them.
+
+    python benchmarks/gpu_e2e.py --out benchmarks/results/gpu_e2e_<gpu>.json      # on a GPU
+    python benchmarks/gpu_e2e.py --target llvm --small --models squeezenet          # dry run, CPU
+
+IOS schedules use measured stage costs on a GPU (``--cost-model measure``, the default there)
+and the analytic model elsewhere. Every scheduled model's output is checked against the
+sequential build's before it is timed. Results carry provenance (GPU, driver, CUDA, TVM, commit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import tvm
+from tvm import relax
+
+import ios_tvm
+from ios_tvm import models
+from ios_tvm.cost import get_cost_model
+from ios_tvm.graph import as_target
+from ios_tvm.profiling import device_of, median, provenance, time_vm
+from ios_tvm.schedule import Schedule
+
+TORCHVISION = {"inception_v3": "inception_v3", "googlenet": "googlenet", "squeezenet": "squeezenet1_0"}
+
+
+def torch_peers(name: str, batch: int, size: int, number: int, repeat: int) -> dict:
+    """Eager and torch.compile(mode='reduce-overhead') latency of torchvision's network."""
+    try:
+        import torch
+        import torchvision
+    except ImportError as err:
+        return {"skipped": f"torch/torchvision not importable: {err}"}
+    if not torch.cuda.is_available() or name not in TORCHVISION:
+        return {"skipped": "no CUDA for torch" if name in TORCHVISION else "torchvision has no such network"}
+    kwargs = {"weights": None}
+    if name in ("inception_v3", "googlenet"):
+        kwargs.update(aux_logits=False, init_weights=False)
+    net = getattr(torchvision.models, TORCHVISION[name])(**kwargs).eval().cuda()
+    x = torch.randn(batch, 3, size, size, device="cuda")
+    out = {"torchvision_model": TORCHVISION[name], "note": "torchvision's layers (batch norm unfused; squeezenet without bypass)"}
+
+    def bench(fn):
+        with torch.no_grad():
+            for _ in range(10):
+                fn(x)
+            torch.cuda.synchronize()
+            samples = []
+            for _ in range(repeat):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                for _ in range(number):
+                    fn(x)
+                end.record()
+                end.synchronize()
+                samples.append(start.elapsed_time(end) / 1e3 / number)
+        return samples
+
+    out["torch_eager_s"] = bench(net)
+    try:
+        compiled = torch.compile(net, mode="reduce-overhead")
+        out["torch_compile_s"] = bench(compiled)
+    except Exception as err:  # noqa: BLE001 - record why, keep the other numbers
+        out["torch_compile_error"] = f"{type(err).__name__}: {err}"[:500]
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="*", default=models.names())
+    ap.add_argument("--target", default="auto")
+    ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--small", action="store_true", help="reduced models (quick dry runs)")
+    ap.add_argument("--cost-model", default=None, help="measure | analytic (default: measure on a GPU)")
+    ap.add_argument("--number", type=int, default=20)
+    ap.add_argument("--repeat", type=int, default=10)
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    if args.target == "auto":
+        from ios_tvm.cli import local_target
+
+        target = as_target(local_target())
+    else:
+        target = as_target(json.loads(args.target) if args.target.startswith("{") else args.target)
+    dev = device_of(target)
+    results = {"provenance": provenance(target), "settings": {k: str(v) for k, v in vars(args).items()}, "models": {}}
+    print(json.dumps(results["provenance"], indent=1), flush=True)
+    for name in args.models:
+        t0 = time.perf_counter()
+        mod = models.get(name, batch_size=args.batch_size, small=args.small)
+        mod = models.bind_params(mod, models.random_params(mod))
+        data = models.random_input(mod)
+        graph = ios_tvm.extract_graph(mod, target)
+        cost = get_cost_model(args.cost_model, target)
+        ios = ios_tvm.optimize(mod, target, cost_model=cost, graph=graph)
+        greedy = Schedule.greedy(graph, max_num_groups=8)
+        row: dict = {"kernels": len(graph.nodes), "cost_model": cost.name, "ios_stages": len(ios.stages),
+                     "ios_max_streams": ios.max_streams, "predicted_s": ios.latency,
+                     "predicted_sequential_s": ios.meta["baselines_s"]["sequential"],
+                     "search": ios.meta["stats"], "search_time_s": ios.meta["time_s"]}
+        builds = {"sequential": ios_tvm.build(mod, target), "greedy": ios_tvm.build(mod, target, greedy),
+                  "ios": ios_tvm.build(mod, target, ios)}
+        if target.kind.name == "cuda":
+            with tvm.transform.PassContext(config={"relax.backend.use_cuda_graph": True}):
+                builds["sequential_cuda_graph"] = tvm.compile(mod, target)
+        ref = None
+        for label, ex in builds.items():
+            out = relax.VirtualMachine(ex, dev)["main"](tvm.runtime.tensor(data, dev)).numpy()
+            if ref is None:
+                ref = out
+            else:
+                np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5, err_msg=f"{name} {label}")
+        for label, ex in builds.items():  # interleave nothing: each timed in turn, same input
+            row[f"{label}_s"] = time_vm(ex, dev, [data], number=args.number, repeat=args.repeat)
+        seq = median(row["sequential_s"])
+        row["speedup_vs_sequential"] = {k[:-2]: seq / median(v) for k, v in row.items()
+                                        if k.endswith("_s") and isinstance(v, list)}
+        if not args.no_torch and target.kind.name == "cuda":
+            size = int(mod["main"].params[0].ty.shape[2])
+            row["torch"] = torch_peers(name, args.batch_size, size, args.number, args.repeat)
+        row["wall_s"] = round(time.perf_counter() - t0, 1)
+        results["models"][name] = row
+        summary = ", ".join(f"{k} {v:.2f}x" for k, v in row["speedup_vs_sequential"].items())
+        print(f"{name}: sequential {seq * 1e3:.3f} ms; {summary}", flush=True)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""End-to-end timing of compiled models and the provenance benchmarks record with them."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+from pathlib import Path
+from typing import Any, Sequence
+
+import tvm
+from tvm import relax
+
+
+def device_of(target: tvm.target.Target, device_id: int = 0) -> Any:
+    return tvm.cuda(device_id) if target.kind.name == "cuda" else tvm.cpu(0)
+
+
+def time_vm(executable: Any, device: Any, inputs: Sequence[Any], *, number: int = 20, repeat: int = 5,
+            min_repeat_ms: int = 0) -> list[float]:
+    """Seconds per run of ``main`` (``repeat`` samples, each the mean of ``number`` runs), with
+    TVM's ``time_evaluator`` (it synchronizes the device around each sample)."""
+    vm = relax.VirtualMachine(executable, device)
+    args = [tvm.runtime.tensor(x, device) if not isinstance(x, tvm.runtime.Tensor) else x for x in inputs]
+    vm.set_input("main", *args)
+    timer = vm.time_evaluator("invoke_stateful", device, number=number, repeat=repeat,
+                              min_repeat_ms=min_repeat_ms)
+    return [float(x) for x in timer("main").results]
+
+
+def median(xs: Sequence[float]) -> float:
+    return float(statistics.median(xs))
+
+
+def _run(cmd: list[str]) -> str | None:
+    if shutil.which(cmd[0]) is None:
+        return None
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    except (subprocess.SubprocessError, OSError):
+        return None
+
+
+def provenance(target: tvm.target.Target | None = None) -> dict[str, Any]:
+    """Machine, GPU, driver, CUDA, TVM and git commit, for benchmark results."""
+    import ios_tvm
+
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "tvm": tvm.__version__,
+        "ios_tvm": ios_tvm.__version__,
+        "target": str(target) if target is not None else None,
+    }
+    try:
+        import tvm_ffi
+
+        info["tvm_ffi"] = tvm_ffi.__version__
+    except (ImportError, AttributeError):
+        pass
+    smi = _run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"])
+    if smi:
+        name, driver, mem = [s.strip() for s in smi.splitlines()[0].split(",")]
+        info.update(gpu=name, driver=driver, gpu_memory=mem)
+    if tvm.cuda(0).exist:
+        info["compute_capability"] = str(tvm.cuda(0).compute_version)
+    nvcc = _run(["nvcc", "--version"])
+    if nvcc:
+        info["nvcc"] = nvcc.splitlines()[-1]
+    root = Path(__file__).resolve().parents[2]
+    commit = _run(["git", "-C", str(root), "rev-parse", "HEAD"])
+    if commit:
+        dirty = _run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"])
+        info["commit"] = commit + ("-dirty" if dirty else "")
+    return info
