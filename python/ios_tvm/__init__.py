@@ -17,6 +17,7 @@ _LAZY = {
     "build": ("ios_tvm.compiler", "build"),
     "pipeline": ("ios_tvm.compiler", "pipeline"),
     "runtime": ("ios_tvm.runtime", None),
+    "tune": ("ios_tvm.tuning", "tune"),
     "OpGraph": ("ios_tvm.graph", "OpGraph"),
     "Schedule": ("ios_tvm.schedule", "Schedule"),
     "models": ("ios_tvm.models", None),

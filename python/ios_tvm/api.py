@@ -88,6 +88,7 @@ def optimize(
     cost_model: str | CostModel | None = None,
     search: SearchConfig | None = None,
     graph: OpGraph | None = None,
+    database: Any = "auto",
 ) -> Schedule:
     """Find an IOS schedule for ``mod`` on ``target``.
 
@@ -106,6 +107,9 @@ def optimize(
         Full search settings; overrides ``max_group_size`` / ``max_num_groups``.
     graph
         The model's graph if already extracted (``extract_graph(mod, target)``).
+    database
+        MetaSchedule records for the kernels a measuring cost model builds (see
+        :func:`ios_tvm.pipeline`); ``"auto"``: the database shipped for the target, if any.
 
     Returns
     -------
@@ -119,7 +123,7 @@ def optimize(
     if graph is None:
         graph = extract_graph(mod, tgt)
     t_graph = time.perf_counter() - t0
-    model = get_cost_model(cost_model, tgt)
+    model = get_cost_model(cost_model, tgt, database)
     t1 = time.perf_counter()
     stages, latencies, stats, num_blocks = search_graph(graph, model, config)
     t_search = time.perf_counter() - t1

@@ -29,10 +29,17 @@ def _backend(target: tvm.target.Target):
 
 
 def passes(target: tvm.target.Target, schedule: Any = None, *, keep_alive: bool = True,
-           device_id: int = -1, stop_after_planning: bool = False) -> list[tvm.transform.Pass]:
-    """The pass list of :func:`pipeline` (``stop_after_planning``: end after memory planning)."""
+           device_id: int = -1, stop_after_planning: bool = False,
+           tuned: bool = False) -> list[tvm.transform.Pass]:
+    """The pass list of :func:`pipeline` (``stop_after_planning``: end after memory planning;
+    ``tuned``: apply the MetaSchedule database of the enclosing context right after fusion)."""
     be = _backend(target)
-    out = list(be.library_dispatch_passes(target)) + list(be.legalize_passes(target))
+    legalize = list(be.legalize_passes(target))
+    if tuned:
+        at = next(i for i, p in enumerate(legalize) if p.info.name == "FuseTIR") + 1
+        with target:  # the pass reads the target when it is made
+            legalize.insert(at, relax.transform.MetaScheduleApplyDatabase(enable_warning=False))
+    out = list(be.library_dispatch_passes(target)) + legalize
     out += [relax.transform.RewriteDataflowReshape(),
             lower_schedule(schedule, device_type_of(target), device_id, keep_alive)]
     out += [p for p in be.dataflow_lower_passes(target) if p.info.name != "RewriteDataflowReshape"]
@@ -46,28 +53,40 @@ def passes(target: tvm.target.Target, schedule: Any = None, *, keep_alive: bool 
 
 
 def pipeline(target: str | dict | tvm.target.Target, schedule: Any = None, *, keep_alive: bool = True,
-             device_id: int = -1) -> tvm.transform.Pass:
+             device_id: int = -1, database: Any = "auto") -> tvm.transform.Pass:
     """A Relax pipeline for ``tvm.compile(mod, target, relax_pipeline=...)`` that lowers
-    ``schedule`` into the module (``None``: the sequential baseline)."""
+    ``schedule`` into the module (``None``: the sequential baseline).
+
+    ``database``: MetaSchedule tuning records applied after fusion, a work directory or a
+    ``ms.Database``; ``"auto"`` (default) uses the database shipped for the target's
+    architecture when there is one; ``None``: untuned (dlight's default schedules on CUDA).
+    """
+    from .tuning import resolve_database
+
     tgt = as_target(target)
-    seq = passes(tgt, schedule, keep_alive=keep_alive, device_id=device_id)
+    db = resolve_database(database, tgt)
+    seq = passes(tgt, schedule, keep_alive=keep_alive, device_id=device_id, tuned=db is not None)
 
     @tvm.transform.module_pass(opt_level=0, name="ios_tvm.Pipeline")
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         with tgt:
-            return tvm.transform.Sequential(seq)(mod)
+            if db is None:
+                return tvm.transform.Sequential(seq)(mod)
+            with db:
+                return tvm.transform.Sequential(seq)(mod)
 
     return _pipeline
 
 
 def build(mod: tvm.IRModule, target: str | dict | tvm.target.Target, schedule: Any = None, *,
-          keep_alive: bool = True, verify: bool = True, pool_size: int | None = None) -> Any:
+          keep_alive: bool = True, verify: bool = True, pool_size: int | None = None,
+          database: Any = "auto") -> Any:
     """Compile ``mod`` for ``target`` with ``schedule`` lowered into it.
 
     Returns what ``tvm.compile`` returns (run it with ``relax.VirtualMachine``). With ``verify``
     the memory plan of the scheduled module is checked first (:func:`verify_memory`). A schedule
     needing more streams than the runtime's pool (``pool_size``, default the current
-    ``ios_tvm.runtime.pool_size()``) is refused.
+    ``ios_tvm.runtime.pool_size()``) is refused. ``database``: tuned kernels, see :func:`pipeline`.
     """
     check_model(mod)
     tgt = as_target(target)
@@ -80,16 +99,23 @@ def build(mod: tvm.IRModule, target: str | dict | tvm.target.Target, schedule: A
         if problems:
             raise RuntimeError("ios_tvm: the lowered schedule is not safe to run concurrently:\n  "
                                + "\n  ".join(problems[:20]))
-    return tvm.compile(mod, tgt, relax_pipeline=pipeline(tgt, schedule, keep_alive=keep_alive))
+    return tvm.compile(mod, tgt, relax_pipeline=pipeline(tgt, schedule, keep_alive=keep_alive, database=database))
 
 
 def plan_memory(mod: tvm.IRModule, target: str | dict | tvm.target.Target, schedule: Any = None, *,
-                keep_alive: bool = True) -> tvm.IRModule:
+                keep_alive: bool = True, database: Any = None) -> tvm.IRModule:
     """``mod`` lowered with ``schedule`` up to and including static memory planning."""
+    from .tuning import resolve_database
+
     tgt = as_target(target)
+    db = resolve_database(database, tgt)
+    seq = tvm.transform.Sequential(passes(tgt, schedule, keep_alive=keep_alive, stop_after_planning=True,
+                                          tuned=db is not None))
     with tgt:
-        return tvm.transform.Sequential(passes(tgt, schedule, keep_alive=keep_alive,
-                                               stop_after_planning=True))(mod)
+        if db is None:
+            return seq(mod)
+        with db:
+            return seq(mod)
 
 
 def _extern_name(value: Any) -> str | None:

@@ -21,7 +21,8 @@ def default_cost_model_name(target: "str | dict | tvm.target.Target") -> str:
     return "analytic"
 
 
-def get_cost_model(spec: "str | CostModel | None", target: "str | dict | tvm.target.Target") -> CostModel:
+def get_cost_model(spec: "str | CostModel | None", target: "str | dict | tvm.target.Target",
+                   database: object = "auto") -> CostModel:
     """Resolve ``cost_model=`` of :func:`ios_tvm.optimize`: an object, a name, or ``None``
     (:func:`default_cost_model_name`)."""
     if spec is None:
@@ -32,7 +33,7 @@ def get_cost_model(spec: "str | CostModel | None", target: "str | dict | tvm.tar
         if spec == "measure":
             from .measure import MeasuredCostModel
 
-            return MeasuredCostModel(target)
+            return MeasuredCostModel(target, database=database)
         raise ValueError(f"unknown cost model {spec!r}; choose one of {_NAMES} or pass a CostModel")
     if not hasattr(spec, "stage_latency"):
         raise TypeError(f"cost_model must be a name or have a stage_latency(graph, groups) method, got {type(spec).__name__}")

@@ -86,8 +86,10 @@ class MeasuredCostModel:
 
     name = "measure"
 
-    def __init__(self, target: str | dict | tvm.target.Target, config: MeasureConfig | None = None) -> None:
+    def __init__(self, target: str | dict | tvm.target.Target, config: MeasureConfig | None = None,
+                 database: Any = "auto") -> None:
         self.target = as_target(target)
+        self.database = database
         self.config = config or MeasureConfig()
         self.device_type = device_type_of(self.target)
         self.device = tvm.cpu(0) if self.device_type == 1 else tvm.cuda(self.config.device_id)
@@ -106,8 +108,11 @@ class MeasuredCostModel:
     # -- set-up ------------------------------------------------------------------------------
     def _context(self) -> dict[str, Any]:
         dev_name = str(self.device.device_name) if self.device_type == 2 else "cpu"
+        from ..tuning import database_tag
+
         return {"target": str(self.target), "device": dev_name, "tvm": tvm.__version__,
-                "warmup": self.config.warmup, "repeat": self.config.repeat}
+                "warmup": self.config.warmup, "repeat": self.config.repeat,
+                "kernels": database_tag(self.database, self.target)}
 
     def _setup(self, graph: OpGraph) -> None:
         if self._graph_fp == graph.fingerprint:
@@ -139,7 +144,7 @@ class MeasuredCostModel:
         from ..compiler import build
 
         graph = self._graph
-        self._exec = build(graph.mod, self.target)
+        self._exec = build(graph.mod, self.target, database=self.database)
         rng = np.random.default_rng(0)
         for node in graph.nodes:
             f = _find_function(self._exec.mod, node.kernel)
