@@ -19,6 +19,9 @@ from .stages import Dag
 logger = logging.getLogger("ios_tvm")
 
 
+STRATEGIES = ("concurrent", "merge", "both")
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """Settings of the search (what the dynamic program may consider), apart from how stages
@@ -33,11 +36,17 @@ class SearchConfig:
     max_block_size
         Blocks between cut points with more kernels than this are split (``None``: never). The
         DP's work grows exponentially with block width; 16 keeps full NASNet-A under 10 s.
+    strategy
+        ``"concurrent"`` (stages of concurrent groups), ``"merge"`` (single kernels, or
+        convolutions on the same input merged into one kernel), or ``"both"`` (default), as in
+        the paper's IOS-Parallel / IOS-Merge / IOS-Both. Merging needs the weights bound as
+        constants (``ios_tvm.models.bind_params``).
     """
 
     max_group_size: int = 3
     max_num_groups: int = 8
     max_block_size: int | None = 16
+    strategy: str = "both"
 
     def __post_init__(self) -> None:
         for name in ("max_group_size", "max_num_groups"):
@@ -46,37 +55,56 @@ class SearchConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if self.max_block_size is not None and (not isinstance(self.max_block_size, int) or self.max_block_size < 1):
             raise ValueError(f"max_block_size must be an integer >= 1 or None, got {self.max_block_size!r}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
 
 
-def search_graph(graph: OpGraph, cost_model: CostModel, config: SearchConfig = SearchConfig()) -> tuple[list, list, SearchStats, int]:
-    """Run the DP block by block; return ``(stages, latencies, stats, num_blocks)`` with global
-    node ids."""
+def search_graph(graph: OpGraph, cost_model: CostModel, config: SearchConfig = SearchConfig()
+                 ) -> tuple[list, list, SearchStats, int, list[str]]:
+    """Run the DP block by block; return ``(stages, latencies, stats, num_blocks, kinds)`` with
+    global node ids. Merge candidates come from ``graph.merges`` (see :func:`optimize`)."""
     blocks = blocks_mod.partition(len(graph.nodes), graph.edges, config.max_block_size)
+    r, s = config.max_group_size, config.max_num_groups
+    if config.strategy == "merge":
+        r, s = 1, 1
+    merge_sets: list[tuple[int, ...]] = []
+    if config.strategy != "concurrent" and graph.merges is not None:
+        merge_sets = graph.merges.candidates()
+        if merge_sets and not hasattr(cost_model, "merge_latency"):
+            raise TypeError(f"cost model {cost_model.name!r} cannot cost merged kernels (no merge_latency); "
+                            "use strategy='concurrent'")
     stages: list = []
     latencies: list[float] = []
+    kinds: list[str] = []
     stats = SearchStats()
     prepare = getattr(cost_model, "prepare", None)
     dags = []
     for block in blocks:
         n, local_edges = blocks_mod.sub_dag(block, graph.edges)
-        dags.append((block, Dag.from_edges(n, local_edges)))
+        index = {v: i for i, v in enumerate(block)}
+        local_merges = [sum(1 << index[v] for v in m) for m in merge_sets if all(v in index for v in m)]
+        dags.append((block, Dag.from_edges(n, local_edges), local_merges))
     if prepare is not None:
         cands = []
-        for block, dag in dags:
-            for groups in candidate_stages(dag, config.max_group_size, config.max_num_groups):
+        for block, dag, _ in dags:
+            for groups in candidate_stages(dag, r, s):
                 cands.append(tuple(tuple(block[i] for i in g) for g in groups))
         prepare(graph, cands)
-    for bi, (block, dag) in enumerate(dags):
+    for bi, (block, dag, local_merges) in enumerate(dags):
         def latency(groups, block=block):
             return cost_model.stage_latency(graph, tuple(tuple(block[i] for i in g) for g in groups))
 
-        result = dynamic_program(dag, latency, config.max_group_size, config.max_num_groups)
+        def merge_latency(nodes, block=block):
+            return cost_model.merge_latency(graph, tuple(block[i] for i in nodes))  # type: ignore[attr-defined]
+
+        result = dynamic_program(dag, latency, r, s, local_merges, merge_latency if local_merges else None)
         for stage in result.stages:
             stages.append([[block[i] for i in g] for g in stage])
         latencies.extend(result.latencies)
+        kinds.extend(result.kinds)
         stats = stats.add(result.stats)
         logger.debug("block %d/%d: %d kernels, %d states", bi + 1, len(blocks), len(block), result.stats.states)
-    return stages, latencies, stats, len(blocks)
+    return stages, latencies, stats, len(blocks), kinds
 
 
 def optimize(
@@ -104,7 +132,8 @@ def optimize(
     cost_model
         A :class:`~ios_tvm.cost.CostModel` or a name: ``"analytic"`` (default for now).
     search
-        Full search settings; overrides ``max_group_size`` / ``max_num_groups``.
+        Full search settings (also the strategy: concurrent / merge / both); overrides
+        ``max_group_size`` / ``max_num_groups``.
     graph
         The model's graph if already extracted (``extract_graph(mod, target)``).
     database
@@ -122,10 +151,14 @@ def optimize(
     t0 = time.perf_counter()
     if graph is None:
         graph = extract_graph(mod, tgt)
+    if config.strategy != "concurrent" and graph.merges is None and mod is not None:
+        from .merge import node_merges
+
+        graph.merges = node_merges(mod, graph)
     t_graph = time.perf_counter() - t0
     model = get_cost_model(cost_model, tgt, database)
     t1 = time.perf_counter()
-    stages, latencies, stats, num_blocks = search_graph(graph, model, config)
+    stages, latencies, stats, num_blocks, kinds = search_graph(graph, model, config)
     t_search = time.perf_counter() - t1
     seq = Schedule.sequential(graph, model)
     greedy = Schedule.greedy(graph, model, config.max_num_groups)
@@ -138,7 +171,7 @@ def optimize(
         "time_s": {"graph": round(t_graph, 4), "search": round(t_search, 4)},
         "baselines_s": {"sequential": seq.latency, "greedy": greedy.latency},
     }
-    sched = Schedule.from_stages(graph, stages, latencies, meta)
+    sched = Schedule.from_stages(graph, stages, latencies, meta, kinds)
     sched.validate(graph, config.max_group_size, config.max_num_groups)
     logger.info("ios_tvm: %s", sched.summary())
     return sched

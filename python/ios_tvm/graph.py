@@ -162,6 +162,7 @@ class OpGraph:
     target: str = ""
     mod: tvm.IRModule | None = field(default=None, repr=False, compare=False)
     bindings: list[Any] = field(default_factory=list, repr=False, compare=False)
+    merges: Any = field(default=None, repr=False, compare=False)  #: ios_tvm.merge.NodeMerges
 
     def __len__(self) -> int:
         return len(self.nodes)

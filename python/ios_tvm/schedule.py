@@ -20,7 +20,7 @@ from .errors import ScheduleFormatError, ScheduleMismatchError
 
 FORMAT = "ios_tvm.schedule"
 FORMAT_VERSION = 1
-STAGE_KINDS = ("concurrent",)
+STAGE_KINDS = ("concurrent", "merge")
 
 
 @dataclass
@@ -69,13 +69,14 @@ class Schedule:
     @classmethod
     def from_stages(cls, graph: Any, stages: Sequence[Sequence[Sequence[int]]],
                     latencies: Sequence[float | None] | None = None,
-                    meta: dict[str, Any] | None = None) -> "Schedule":
+                    meta: dict[str, Any] | None = None, kinds: Sequence[str] | None = None) -> "Schedule":
         """Wrap plain ``stages`` (lists of groups of node ids) of an ``OpGraph``."""
         lats = list(latencies) if latencies is not None else [None] * len(stages)
-        if len(lats) != len(stages):
-            raise ValueError(f"{len(stages)} stages but {len(lats)} latencies")
+        kinds = list(kinds) if kinds is not None else ["concurrent"] * len(stages)
+        if not len(lats) == len(kinds) == len(stages):
+            raise ValueError(f"{len(stages)} stages but {len(lats)} latencies and {len(kinds)} kinds")
         return cls(
-            stages=[Stage([list(g) for g in st], "concurrent", lat) for st, lat in zip(stages, lats)],
+            stages=[Stage([list(g) for g in st], k, lat) for st, lat, k in zip(stages, lats, kinds)],
             fingerprint=graph.fingerprint,
             node_names=[n.name for n in graph.nodes],
             kernels=[n.kernel for n in graph.nodes],
@@ -116,6 +117,11 @@ class Schedule:
         return float(sum(s.latency for s in self.stages))  # type: ignore[misc]
 
     @property
+    def merges(self) -> list[list[int]]:
+        """Node sets of the merge stages."""
+        return [s.nodes for s in self.stages if s.kind == "merge"]
+
+    @property
     def max_streams(self) -> int:
         return max((len(s.groups) for s in self.stages), default=0)
 
@@ -133,11 +139,31 @@ class Schedule:
         """
         if graph is not None:
             self.check_graph(graph)
+        edge_set = set(map(tuple, self.edges))
         for i, st in enumerate(self.stages):
             if st.kind not in STAGE_KINDS:
                 raise ScheduleMismatchError(f"stage {i} has unknown kind {st.kind!r} (known: {STAGE_KINDS})")
+            if st.kind == "merge":
+                nodes = st.nodes
+                if len(st.groups) != 1 or len(nodes) < 2:
+                    raise ScheduleMismatchError(f"merge stage {i} must be one group of >= 2 kernels")
+                if any((u, v) in edge_set for u in nodes for v in nodes):
+                    raise ScheduleMismatchError(f"merge stage {i} merges kernels that depend on each other")
+                if graph is not None and getattr(graph, "merges", None) is not None:
+                    from .merge import mergeable
+
+                    units = graph.merges.units
+                    if not all(v in units for v in nodes) or not mergeable([units[v] for v in nodes]):
+                        raise ScheduleMismatchError(f"merge stage {i}: kernels {nodes} cannot be merged")
         try:
-            search.check_stages(self.num_nodes, self.edges, self.as_lists(), max_group_size, max_num_groups)
+            search.check_stages(self.num_nodes, self.edges, self.as_lists(), None, None)
+            for i, st in enumerate(self.stages):
+                if st.kind != "concurrent":
+                    continue
+                if max_num_groups is not None and len(st.groups) > max_num_groups:
+                    raise ValueError(f"stage {i} has {len(st.groups)} groups, more than max_num_groups={max_num_groups}")
+                if max_group_size is not None and any(len(g) > max_group_size for g in st.groups):
+                    raise ValueError(f"stage {i} has a group of more than max_group_size={max_group_size} nodes")
         except ValueError as err:
             raise ScheduleMismatchError(f"invalid schedule: {err}") from None
 
@@ -239,7 +265,10 @@ class Schedule:
         width = len(str(len(self.stages)))
         for i, st in enumerate(shown):
             lat = "" if st.latency is None else f"{st.latency * 1e6:9.1f} us  "
-            groups = " | ".join("[" + " -> ".join(self.kernels[v] for v in g) + "]" for g in st.groups)
+            if st.kind == "merge":
+                groups = "MERGE{" + " + ".join(self.kernels[v] for v in st.nodes) + "}"
+            else:
+                groups = " | ".join("[" + " -> ".join(self.kernels[v] for v in g) + "]" for g in st.groups)
             lines.append(f"  stage {i:>{width}}  {lat}{groups}")
         if max_stages is not None and len(self.stages) > max_stages:
             lines.append(f"  ... {len(self.stages) - max_stages} more stages")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from .stages import Dag, bits
 
@@ -49,6 +49,7 @@ class DPResult:
     stages: StageList
     latencies: list[float]
     stats: SearchStats = field(default_factory=SearchStats)
+    kinds: list[str] = field(default_factory=list)  #: "concurrent" or "merge" per stage
 
     @property
     def latency(self) -> float:
@@ -71,30 +72,52 @@ def dynamic_program(
     stage_latency: StageLatency,
     max_group_size: int = 3,
     max_num_groups: int = 8,
+    merges: Sequence[int] = (),
+    merge_latency: Callable[[tuple[int, ...]], float] | None = None,
 ) -> DPResult:
     """Run the IOS dynamic program on ``dag``: ``cost(S) = min_E cost(S \\ E) + latency(E)``.
 
     Exact under ``stage_latency`` (any function of the stage, not necessarily additive). The
     latency of each distinct stage is asked for once. Among stage sequences of equal cost the
     first one found is kept, so the result is deterministic.
+
+    ``merges`` are node sets (masks) that may also run as one *merge* stage (several operators
+    become one kernel) whenever the set is an ending of the state; ``merge_latency(nodes)`` costs
+    them. Merge stages come back as one group with kind ``"merge"`` in :attr:`DPResult.kinds`.
     """
     _check_limits(max_group_size, max_num_groups)
+    if merges and merge_latency is None:
+        raise ValueError("merges need a merge_latency function")
+    # a merge set is an ending of S when it lies in S and no node of S descends from it
+    merge_info = []
+    for m in dict.fromkeys(merges):
+        d = 0
+        for v in bits(m):
+            d |= dag.desc[v]
+        merge_info.append((m, d))
+    # latency per ending: key e for concurrent stages, ~e (negative) for merge stages
     latency_of: dict[int, float] = {}
-    # cost and the chosen ending per visited state
     best_cost: dict[int, float] = {0: 0.0}
     best_end: dict[int, int] = {}
     transitions = 0
 
+    def check(lat: float, what: Any) -> float:
+        if not lat >= 0.0 or math.isinf(lat):  # also rejects NaN
+            raise ValueError(f"stage latency {lat!r} for {what}; latencies must be finite and >= 0")
+        return lat
+
     # Iterative post-order over states (a recursion depth of n could exceed Python's limit).
     full = dag.full
-    pending: list[tuple[int, list[tuple[int, tuple[int, ...]]] | None]] = [(full, None)]
+    pending: list[tuple[int, list[tuple[int, Any]] | None]] = [(full, None)]
     while pending:
         state, ends = pending.pop()
         if state in best_cost:
             continue
         if ends is None:
             ends = list(dag.endings(state, max_group_size, max_num_groups))
-            missing = [(state & ~e, None) for e, _ in ends if (state & ~e) not in best_cost]
+            ends += [(~m, None) for m, d in merge_info if m & state == m and d & state == 0]
+            missing = [(state & ~(e if e >= 0 else ~e), None) for e, _ in ends
+                       if (state & ~(e if e >= 0 else ~e)) not in best_cost]
             if missing:
                 pending.append((state, ends))
                 pending.extend(missing)
@@ -104,12 +127,14 @@ def dynamic_program(
         for e, groups in ends:
             lat = latency_of.get(e)
             if lat is None:
-                lat = float(stage_latency(_to_groups(dag, groups)))
-                if not lat >= 0.0 or math.isinf(lat):  # also rejects NaN
-                    raise ValueError(f"stage_latency returned {lat!r} for {_to_groups(dag, groups)}; "
-                                     "latencies must be finite and >= 0")
+                if e >= 0:
+                    stage = _to_groups(dag, groups)
+                    lat = check(float(stage_latency(stage)), stage)
+                else:
+                    nodes = tuple(bits(~e))
+                    lat = check(float(merge_latency(nodes)), ("merge", nodes))  # type: ignore[misc]
                 latency_of[e] = lat
-            c = best_cost[state & ~e] + lat
+            c = best_cost[state & ~(e if e >= 0 else ~e)] + lat
             if c < best:
                 best, arg = c, e
         transitions += len(ends)
@@ -118,16 +143,24 @@ def dynamic_program(
 
     stages: StageList = []
     lats: list[float] = []
+    kinds: list[str] = []
     state = full
     while state:
         e = best_end[state]
-        stages.append([list(g) for g in _to_groups(dag, dag.components(e))])
+        if e >= 0:
+            stages.append([list(g) for g in _to_groups(dag, dag.components(e))])
+            kinds.append("concurrent")
+            state &= ~e
+        else:
+            stages.append([list(bits(~e))])
+            kinds.append("merge")
+            state &= e
         lats.append(latency_of[e])
-        state &= ~e
     stages.reverse()
     lats.reverse()
+    kinds.reverse()
     stats = SearchStats(nodes=dag.n, states=len(best_cost), transitions=transitions, stages=len(latency_of))
-    return DPResult(stages, lats, stats)
+    return DPResult(stages, lats, stats, kinds)
 
 
 def solve(

@@ -14,6 +14,10 @@ A stage with groups ``G_1..G_m`` takes
 
 the slowest stream, but never less than the device doing all the work at full occupancy, plus a
 join cost ``J`` per extra stream. Small kernels side by side overlap; large ones do not.
+
+A *merge* of convolutions ``i`` (kernel ``k_i``, merged kernel ``K``) is one kernel with
+``f = sum f_i * |K| / |k_i|`` (zero-padded kernels compute too), the input read once, the padded
+weights and all outputs, ``e = sum e_i``; plus a ``split`` kernel copying the outputs.
 """
 
 from __future__ import annotations
@@ -80,3 +84,37 @@ class AnalyticCostModel:
             slowest = max(slowest, t_group)
         d = self.device
         return max(slowest, d.launch_overhead + total_work) + d.join_overhead * (len(groups) - 1)
+
+    def _kernel(self, flops: float, nbytes: float, elements: int) -> float:
+        d = self.device
+        work = max(flops / d.peak_flops, nbytes / d.bandwidth)
+        return d.launch_overhead + work / min(1.0, max(elements, 1) / d.lanes)
+
+    def merge_latency(self, graph: OpGraph, nodes: tuple[int, ...]) -> float:
+        """The merged kernel plus the split that hands out its channels (see module doc)."""
+        units = graph.merges.units
+        kh = max(units[v].kernel[0] for v in nodes)
+        kw = max(units[v].kernel[1] for v in nodes)
+        flops = 0.0
+        nbytes = 0.0
+        out_bytes = 0.0
+        elements = 0
+        for i, v in enumerate(nodes):
+            n = graph.nodes[v]
+            ratio = (kh * kw) / (units[v].kernel[0] * units[v].kernel[1])
+            flops += n.flops * ratio
+            (in_shape, in_dtype), (w_shape, _) = n.inputs[0], n.inputs[1]
+            item = 4 if in_dtype == "float32" else 2
+            if i == 0:
+                nbytes += item * _prod(in_shape)
+            nbytes += item * _prod(w_shape) * ratio + item * _prod(n.outputs[0][0])
+            out_bytes += item * _prod(n.outputs[0][0])
+            elements += n.out_elements
+        return self._kernel(flops, nbytes, elements) + self._kernel(0.0, 2 * out_bytes, elements)
+
+
+def _prod(shape) -> int:
+    out = 1
+    for d in shape:
+        out *= int(d)
+    return out

@@ -104,6 +104,7 @@ class MeasuredCostModel:
         self._exec: Any = None
         self.cache: StageCache | None = None
         self.measured = 0
+        self._keep: list[Any] = []  # executables whose kernels were timed
 
     # -- set-up ------------------------------------------------------------------------------
     def _context(self) -> dict[str, Any]:
@@ -207,6 +208,35 @@ class MeasuredCostModel:
         if samples is None:
             samples = self._measure(groups)
             self.cache.put(key, samples)
+        return summarize(samples, self.config.statistic)
+
+    def merge_latency(self, graph: OpGraph, nodes: tuple[int, ...]) -> float:
+        """Time the merged kernel (and its split) built from the merged module, on one stream."""
+        from ..compiler import build
+        from ..graph import extract_graph
+        from ..merge import merged_module
+
+        self._setup(graph)
+        assert self.cache is not None
+        units = [graph.merges.units[v] for v in nodes]
+        key = content_key("merge", [self._keys[v] for v in nodes],
+                          [list(u.kernel) for u in units], [list(u.padding) for u in units])
+        samples = self.cache.get(key)
+        if samples is None:
+            mini = merged_module(units, zero_weights=True)
+            mgraph = extract_graph(mini, self.target)
+            ex = build(mini, self.target, database=self.database)
+            rng = np.random.default_rng(0)
+            funcs, args = [], []
+            for node in mgraph.nodes:
+                funcs.append(_find_function(ex.mod, node.kernel))
+                args.append([tvm.runtime.tensor(rng.uniform(-1, 1, size=shape).astype(dtype), self.device)
+                             for shape, dtype in list(node.inputs) + list(node.outputs)])
+            samples = _runtime.time_stage(self.device_type, self.config.device_id, [funcs], [args],
+                                          self.config.warmup, self.config.repeat)
+            self.measured += 1
+            self.cache.put(key, samples)
+            self._keep.append(ex)
         return summarize(samples, self.config.statistic)
 
     def describe(self) -> dict[str, Any]:
