@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--json", help="also write the rows as JSON here")
     args = ap.parse_args()
     target = json.loads(args.target) if args.target.startswith("{") else args.target
-    config = SearchConfig(args.r, args.s, args.max_block_size)
+    config = SearchConfig(args.r, args.s, args.max_block_size, strategy="concurrent")
     cost = AnalyticCostModel.for_target(target)
     rows = []
     header = f"{'model':16}{'kernels':>8}{'blocks':>7}{'states':>9}{'transitions':>13}{'stages':>10}{'graph s':>9}{'search s':>9}   original IOS states/stages"
@@ -51,7 +51,7 @@ def main() -> None:
         t0 = time.perf_counter()
         graph = ios_tvm.extract_graph(mod, target)
         t1 = time.perf_counter()
-        _, lats, stats, nblocks = search_graph(graph, cost, config)
+        _, lats, stats, nblocks, _ = search_graph(graph, cost, config)
         t2 = time.perf_counter()
         orig = ORIGINAL.get(name)
         row = dict(model=name, kernels=len(graph.nodes), blocks=nblocks, states=stats.states,

@@ -226,3 +226,49 @@ def test_concurrency_is_chosen_when_it_pays():
     assert stages == [[[0, 1], [2, 3]]]
     seq_only = solve(4, [(0, 1), (2, 3)], lat, max_group_size=1, max_num_groups=1)
     assert len(seq_only) == 4
+
+
+def brute_force_with_merges(n, edges, latency, merge_lat, merges, r, s) -> float:
+    """Forward search over every stage sequence, merge stages included."""
+    preds = {v: {u for u, w in edges if w == v} for v in range(n)}
+
+    @functools.lru_cache(maxsize=None)
+    def best(done: frozenset[int]) -> float:
+        if len(done) == n:
+            return 0.0
+        options = [latency(groups) + best(done | stage) for stage, groups in next_stages(n, edges, done, r, s)]
+        for m in merges:
+            if not (m & done) and all(preds[v] <= done for v in m):
+                options.append(merge_lat(tuple(sorted(m))) + best(done | m))
+        return min(options)
+
+    return best(frozenset())
+
+
+@pytest.mark.parametrize("seed", range(120))
+def test_dp_with_merge_stages_equals_brute_force(seed):
+    rng = random.Random(5000 + seed)
+    n = 2 + seed % 7
+    edges = random_dag(rng, n, [0.1, 0.3, 0.5][seed % 3])
+    merges = set()
+    for _ in range(rng.randint(1, 4)):
+        k = rng.randint(2, min(3, n))
+        merges.add(frozenset(rng.sample(range(n), k)))
+    merges = sorted(merges, key=sorted)
+    r, s = [(1, 1), (2, 2), (3, 8)][seed % 3]
+    lat = random_latency(seed)
+    merge_lat = random_latency(10_000 + seed)
+    dag = Dag.from_edges(n, edges)
+    masks = [sum(1 << v for v in m) for m in merges]
+    result = dynamic_program(dag, lat, r, s, masks, merge_lat)
+    check_stages(n, edges, result.stages)
+    total = 0.0
+    for stage, kind in zip(result.stages, result.kinds):
+        if kind == "merge":
+            assert frozenset(stage[0]) in merges
+            total += merge_lat(tuple(sorted(stage[0])))
+        else:
+            assert len(stage) <= s and all(len(g) <= r for g in stage)
+            total += lat(tuple(tuple(g) for g in stage))
+    assert total == pytest.approx(result.latency)
+    assert total == pytest.approx(brute_force_with_merges(n, edges, lat, merge_lat, merges, r, s), rel=1e-12)

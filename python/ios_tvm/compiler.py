@@ -28,20 +28,33 @@ def _backend(target: tvm.target.Target):
     raise ValueError(f"ios_tvm builds for cuda and llvm targets, not {kind!r}")
 
 
-def passes(target: tvm.target.Target, schedule: Any = None, *, keep_alive: bool = True,
-           device_id: int = -1, stop_after_planning: bool = False,
-           tuned: bool = False) -> list[tvm.transform.Pass]:
-    """The pass list of :func:`pipeline` (``stop_after_planning``: end after memory planning;
-    ``tuned``: apply the MetaSchedule database of the enclosing context right after fusion)."""
+def _front_passes(target: tvm.target.Target, tuned: bool) -> list[tvm.transform.Pass]:
+    """Library dispatch, legalization, fusion (+ tuned schedules) and dlight: up to where the
+    schedule is lowered."""
     be = _backend(target)
     legalize = list(be.legalize_passes(target))
     if tuned:
         at = next(i for i, p in enumerate(legalize) if p.info.name == "FuseTIR") + 1
         with target:  # the pass reads the target when it is made
             legalize.insert(at, relax.transform.MetaScheduleApplyDatabase(enable_warning=False))
-    out = list(be.library_dispatch_passes(target)) + legalize
-    out += [relax.transform.RewriteDataflowReshape(),
-            lower_schedule(schedule, device_type_of(target), device_id, keep_alive)]
+    return list(be.library_dispatch_passes(target)) + legalize + [relax.transform.RewriteDataflowReshape()]
+
+
+def passes(target: tvm.target.Target, schedule: Any = None, *, keep_alive: bool = True,
+           device_id: int = -1, stop_after_planning: bool = False,
+           tuned: bool = False, merges: Any = None) -> list[tvm.transform.Pass]:
+    """The pass list of :func:`pipeline` (``stop_after_planning``: end after memory planning;
+    ``tuned``: apply the MetaSchedule database of the enclosing context right after fusion;
+    ``merges``: the model's :class:`ios_tvm.merge.NodeMerges` when the schedule merges)."""
+    be = _backend(target)
+    front = _front_passes(target, tuned)
+
+    def lower_mini(mini: tvm.IRModule) -> tvm.IRModule:
+        with target:
+            return tvm.transform.Sequential(front)(mini)
+
+    out = list(front)
+    out += [lower_schedule(schedule, device_type_of(target), device_id, keep_alive, merges, lower_mini)]
     out += [p for p in be.dataflow_lower_passes(target) if p.info.name != "RewriteDataflowReshape"]
     for p in be.finalize_passes(target):
         if p.info.name == "RewriteCUDAGraph":
@@ -69,6 +82,10 @@ def pipeline(target: str | dict | tvm.target.Target, schedule: Any = None, *, ke
 
     @tvm.transform.module_pass(opt_level=0, name="ios_tvm.Pipeline")
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        nonlocal seq
+        if schedule is not None and schedule.merges:
+            seq = passes(tgt, schedule, keep_alive=keep_alive, device_id=device_id, tuned=db is not None,
+                         merges=model_merges(mod, tgt))
         with tgt:
             if db is None:
                 return tvm.transform.Sequential(seq)(mod)
@@ -76,6 +93,14 @@ def pipeline(target: str | dict | tvm.target.Target, schedule: Any = None, *, ke
                 return tvm.transform.Sequential(seq)(mod)
 
     return _pipeline
+
+
+def model_merges(mod: tvm.IRModule, target: tvm.target.Target) -> Any:
+    """The conv units of ``mod`` mapped to the kernels of its graph."""
+    from .merge import node_merges
+
+    graph = extract_graph(mod, target)
+    return node_merges(mod, graph)
 
 
 def build(mod: tvm.IRModule, target: str | dict | tvm.target.Target, schedule: Any = None, *,
@@ -91,7 +116,12 @@ def build(mod: tvm.IRModule, target: str | dict | tvm.target.Target, schedule: A
     check_model(mod)
     tgt = as_target(target)
     if schedule is not None:
-        schedule.validate(extract_graph(mod, tgt))  # typed errors before TVM's passes wrap them
+        graph = extract_graph(mod, tgt)
+        if schedule.merges:
+            from .merge import node_merges
+
+            graph.merges = node_merges(mod, graph)
+        schedule.validate(graph)  # typed errors before TVM's passes wrap them
         _runtime.check_num_streams(max(schedule.max_streams, 1),
                                    _runtime.pool_size() if pool_size is None else pool_size)
     if verify and schedule is not None:
@@ -109,8 +139,9 @@ def plan_memory(mod: tvm.IRModule, target: str | dict | tvm.target.Target, sched
 
     tgt = as_target(target)
     db = resolve_database(database, tgt)
+    merges = model_merges(mod, tgt) if schedule is not None and schedule.merges else None
     seq = tvm.transform.Sequential(passes(tgt, schedule, keep_alive=keep_alive, stop_after_planning=True,
-                                          tuned=db is not None))
+                                          tuned=db is not None, merges=merges))
     with tgt:
         if db is None:
             return seq(mod)
