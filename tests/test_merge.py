@@ -209,3 +209,16 @@ def test_invalid_merge_stages_are_refused(bound):
     with pytest.raises(ScheduleMismatchError, match="merge stage"):
         Schedule.from_json(json.dumps(data))
     assert j > i
+
+
+def test_cost_model_without_merge_latency(bound, caplog):
+    class Plain:
+        name = "plain"
+
+        def stage_latency(self, graph, groups):
+            return 1.0
+
+    with pytest.raises(TypeError, match="merge_latency"):
+        ios_tvm.optimize(bound["squeezenet"], CUDA, cost_model=Plain(), search=SearchConfig(strategy="merge"))
+    sched = ios_tvm.optimize(bound["squeezenet"], CUDA, cost_model=Plain())  # "both": merges skipped, warned
+    assert not sched.merges and "without merge stages" in caplog.text

@@ -71,8 +71,12 @@ def search_graph(graph: OpGraph, cost_model: CostModel, config: SearchConfig = S
     if config.strategy != "concurrent" and graph.merges is not None:
         merge_sets = graph.merges.candidates()
         if merge_sets and not hasattr(cost_model, "merge_latency"):
-            raise TypeError(f"cost model {cost_model.name!r} cannot cost merged kernels (no merge_latency); "
-                            "use strategy='concurrent'")
+            if config.strategy == "merge":
+                raise TypeError(f"cost model {cost_model.name!r} cannot cost merged kernels (it has no "
+                                "merge_latency); use strategy='concurrent'")
+            logger.warning("ios_tvm: cost model %r has no merge_latency; searching without merge stages",
+                           cost_model.name)
+            merge_sets = []
     stages: list = []
     latencies: list[float] = []
     kinds: list[str] = []

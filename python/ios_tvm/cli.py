@@ -62,6 +62,11 @@ def _add_model_args(p: argparse.ArgumentParser, default_model: str | None) -> No
     p.add_argument("-r", "--max-group-size", type=int, default=3, help="most kernels per stream per stage (3)")
     p.add_argument("-s", "--max-num-groups", type=int, default=8, help="most concurrent streams per stage (8)")
     p.add_argument("--max-block-size", type=int, default=16, help="split blocks larger than this (16)")
+    p.add_argument("--strategy", choices=["concurrent", "merge", "both"], default="both",
+                   help="stages of concurrent groups, merged convolutions, or both (default)")
+    p.add_argument("--database", default="auto",
+                   help="MetaSchedule tuning database directory for the kernels; 'auto' (default): "
+                        "the one shipped for the target's architecture, if any; 'none': untuned")
     p.add_argument("--cost-model", default=None,
                    help="stage costs: 'measure' (time the stages on the device; default for a CUDA "
                         "target with its GPU present) or 'analytic' (a roofline prediction; default "
@@ -74,11 +79,16 @@ def _optimize(args: argparse.Namespace):
 
     target = _parse_target(args.target)
     mod = models.get(args.model, **_model_kwargs(args))
-    config = ios_tvm.SearchConfig(args.max_group_size, args.max_num_groups, args.max_block_size)
+    mod = models.bind_params(mod, models.random_params(mod))  # constants: merging needs them
+    config = ios_tvm.SearchConfig(args.max_group_size, args.max_num_groups, args.max_block_size, args.strategy)
     t0 = time.perf_counter()
-    sched = ios_tvm.optimize(mod, target, search=config, cost_model=args.cost_model)
-    sched.meta["model"] = {"name": args.model, **_model_kwargs(args)}
-    return sched, time.perf_counter() - t0
+    sched = ios_tvm.optimize(mod, target, search=config, cost_model=args.cost_model, database=_database(args))
+    sched.meta["model"] = {"name": args.model, **_model_kwargs(args), "weights": "random, seed 0"}
+    return sched, time.perf_counter() - t0, mod
+
+
+def _database(args: argparse.Namespace):
+    return None if str(args.database).lower() == "none" else args.database
 
 
 def _report(sched, elapsed: float) -> str:
@@ -95,12 +105,13 @@ def _report(sched, elapsed: float) -> str:
         f"({meta['cost_model']} cost model):",
         f"  sequential {base['sequential'] * 1e3:9.4f} ms   1.00x",
         f"  greedy     {base['greedy'] * 1e3:9.4f} ms   {base['sequential'] / base['greedy']:.2f}x",
-        f"  IOS        {ios * 1e3:9.4f} ms   {base['sequential'] / ios:.2f}x",
+        f"  IOS        {ios * 1e3:9.4f} ms   {base['sequential'] / ios:.2f}x"
+        f"   ({len(sched.merges)} merge stages, strategy {meta['search']['strategy']})",
     ]
     return "\n".join(lines)
 
 
-def _measure_end_to_end(sched, args) -> str:
+def _measure_end_to_end(sched, mod, args) -> str:
     """Build the sequential and the IOS model, check they agree, time both end to end."""
     import numpy as np
     import tvm
@@ -114,11 +125,9 @@ def _measure_end_to_end(sched, args) -> str:
     dev = device_of(target)
     if not dev.exist:
         return f"(not run: {dev} is not present on this machine)"
-    mod = models.get(args.model, **_model_kwargs(args))
-    mod = models.bind_params(mod, models.random_params(mod))
     data = models.random_input(mod)
-    seq_ex = ios_tvm.build(mod, target)
-    ios_ex = ios_tvm.build(mod, target, sched)
+    seq_ex = ios_tvm.build(mod, target, database=_database(args))
+    ios_ex = ios_tvm.build(mod, target, sched, database=_database(args))
     outs = [relax.VirtualMachine(ex, dev)["main"](tvm.runtime.tensor(data, dev)).numpy() for ex in (seq_ex, ios_ex)]
     np.testing.assert_allclose(outs[1], outs[0], rtol=1e-4, atol=1e-5)
     number = 20 if target.kind.name == "cuda" else 1
@@ -132,18 +141,18 @@ def _measure_end_to_end(sched, args) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    sched, elapsed = _optimize(args)
+    sched, elapsed, mod = _optimize(args)
     print(sched.to_text(max_stages=args.stages))
     print()
     print(_report(sched, elapsed), flush=True)
     if not args.no_run:
         print()
-        print(_measure_end_to_end(sched, args))
+        print(_measure_end_to_end(sched, mod, args))
     return 0
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:
-    sched, elapsed = _optimize(args)
+    sched, elapsed, _ = _optimize(args)
     out = args.output or f"{args.model}.schedule.json"
     sched.save(out)
     print(_report(sched, elapsed))
