@@ -52,3 +52,47 @@ def test_user_mistakes_are_one_line_errors(tmp_path):
 def test_models_lists_the_zoo():
     p = run("models")
     assert p.stdout.split() == ["googlenet", "inception_v3", "nasnet_a_large", "randwire", "squeezenet"]
+
+
+def test_optimize_build_run_show_png(tmp_path):
+    """The whole CLI flow on CPU: optimize -> build -> load and run the library -> show --png."""
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    import ios_tvm  # noqa: F401  (the library calls ios_tvm.runtime.*)
+    from ios_tvm import models
+
+    sched = tmp_path / "s.json"
+    lib = tmp_path / "g.so"
+    png = tmp_path / "g.png"
+    assert run("optimize", "googlenet", "--small", "--target", "llvm", "-o", str(sched)).returncode == 0
+    p = run("build", "googlenet", "--small", "--target", "llvm", "--schedule", str(sched), "-o", str(lib))
+    assert p.returncode == 0, p.stderr
+    mod = models.get("googlenet", small=True)
+    bound = models.bind_params(mod, models.random_params(mod))
+    data = models.random_input(mod)
+    got = relax.VirtualMachine(tvm.runtime.load_module(str(lib)), tvm.cpu())["main"](tvm.runtime.tensor(data)).numpy()
+    want = relax.VirtualMachine(ios_tvm.build(bound, "llvm"), tvm.cpu())["main"](tvm.runtime.tensor(data)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    p = run("show", str(sched), "--png", str(png))
+    assert p.returncode == 0, p.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    p = run("build", "squeezenet", "--small", "--target", "llvm", "--schedule", str(sched), "-o", str(lib))
+    assert p.returncode == 2 and "another model" in p.stderr
+
+
+def test_bench_and_onnx_input(tmp_path):
+    from test_frontend import _inception_like  # the ONNX model the frontend test builds
+
+    import numpy as np
+
+    onnx_path = tmp_path / "m.onnx"
+    onnx_path.write_bytes(_inception_like(np.random.default_rng(0)))
+    p = run("optimize", str(onnx_path), "--target", "llvm", "-o", str(tmp_path / "m.json"))
+    assert p.returncode == 0, p.stderr
+    p = run("bench", "squeezenet", "--small", "--target", "llvm", "--repeat", "2")
+    assert p.returncode == 0, p.stderr
+    assert all(k in p.stdout for k in ("sequential", "greedy", "IOS", "outputs equal"))
+    p = run("optimize", str(tmp_path / "missing.onnx"))
+    assert p.returncode == 2 and "no ONNX file" in p.stderr

@@ -1,6 +1,8 @@
 """ios_tvm: Inter-Operator Scheduling (IOS, Ding et al., MLSys 2021) for Apache TVM Relax.
 
 Heavy parts (TVM) load on first use, so ``from ios_tvm.search import solve`` needs no TVM.
+The small runtime library (``ios_tvm.runtime.*``, which compiled models call) is loaded on
+import, so ``import ios_tvm`` is all a program running an exported model needs.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ _LAZY = {
     "extract_graph": ("ios_tvm.graph", "extract_graph"),
     "build": ("ios_tvm.compiler", "build"),
     "pipeline": ("ios_tvm.compiler", "pipeline"),
-    "runtime": ("ios_tvm.runtime", None),
     "tune": ("ios_tvm.tuning", "tune"),
     "OpGraph": ("ios_tvm.graph", "OpGraph"),
     "Schedule": ("ios_tvm.schedule", "Schedule"),
@@ -25,6 +26,11 @@ _LAZY = {
 }
 
 __all__ = ["__version__", *_LAZY]
+
+try:  # register ios_tvm.runtime.* for models built with schedules (needs only tvm_ffi)
+    from . import runtime  # noqa: F401
+except ImportError:  # not built (a bare source checkout): raised again where the runtime is used
+    pass
 
 
 def __getattr__(name: str) -> Any:

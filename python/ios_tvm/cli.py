@@ -2,7 +2,10 @@
 
     ios-tvm demo                          optimize a zoo model for this machine, print the schedule
     ios-tvm optimize inception_v3 -o s.json --target '{"kind": "cuda", "arch": "sm_90"}'
-    ios-tvm show s.json
+    ios-tvm optimize model.onnx -o s.json  an ONNX file instead of a zoo model
+    ios-tvm build inception_v3 --schedule s.json -o model.so
+    ios-tvm bench inception_v3            sequential vs greedy vs IOS, end to end, this machine
+    ios-tvm show s.json [--png s.png]
     ios-tvm models
 """
 
@@ -50,7 +53,9 @@ def _model_kwargs(args: argparse.Namespace) -> dict:
 
 def _add_model_args(p: argparse.ArgumentParser, default_model: str | None) -> None:
     if default_model is None:
-        p.add_argument("model", help="zoo model name (see `ios-tvm models`)")
+        p.add_argument("model", help="zoo model name (see `ios-tvm models`) or an .onnx file")
+        p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
+                       help="static shape for an ONNX input with dynamic dimensions (repeatable)")
     else:
         p.add_argument("--model", default=default_model, help=f"zoo model name (default {default_model})")
     p.add_argument("--target", default="auto",
@@ -73,17 +78,44 @@ def _add_model_args(p: argparse.ArgumentParser, default_model: str | None) -> No
                         "otherwise)")
 
 
-def _optimize(args: argparse.Namespace):
-    import ios_tvm
+def _load_model(args: argparse.Namespace):
+    """The model to work on: a zoo name (random weights, seed 0, bound as constants: merging
+    needs them) or an ONNX file (its weights as constants)."""
     from ios_tvm import models
 
+    name = args.model
+    if name.endswith(".onnx"):
+        from pathlib import Path
+
+        if not Path(name).is_file():
+            raise FileNotFoundError(f"no ONNX file at {name}")
+        try:
+            import onnx
+            from tvm.relax.frontend.onnx import from_onnx
+        except ImportError as err:
+            raise ValueError(f"reading ONNX needs the onnx package: pip install onnx ({err})") from None
+        shapes = {}
+        for item in args.input_shape or []:
+            key, _, dims = item.partition("=")
+            try:
+                shapes[key] = [int(d) for d in dims.split(",")]
+            except ValueError:
+                raise ValueError(f"--input-shape wants NAME=D0,D1,..., got {item!r}") from None
+        return from_onnx(onnx.load(name), shape_dict=shapes or None, keep_params_in_input=False)
+    mod = models.get(name, **_model_kwargs(args))
+    return models.bind_params(mod, models.random_params(mod))
+
+
+def _optimize(args: argparse.Namespace):
+    import ios_tvm
+
     target = _parse_target(args.target)
-    mod = models.get(args.model, **_model_kwargs(args))
-    mod = models.bind_params(mod, models.random_params(mod))  # constants: merging needs them
+    mod = _load_model(args)
     config = ios_tvm.SearchConfig(args.max_group_size, args.max_num_groups, args.max_block_size, args.strategy)
     t0 = time.perf_counter()
     sched = ios_tvm.optimize(mod, target, search=config, cost_model=args.cost_model, database=_database(args))
-    sched.meta["model"] = {"name": args.model, **_model_kwargs(args), "weights": "random, seed 0"}
+    weights = "from the file" if args.model.endswith(".onnx") else "random, seed 0"
+    sched.meta["model"] = {"name": args.model, **_model_kwargs(args), "weights": weights}
     return sched, time.perf_counter() - t0, mod
 
 
@@ -165,7 +197,74 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     sched = Schedule.load(args.schedule)
     print(sched.to_text(max_stages=None if args.all else 40))
+    if args.png:
+        from ios_tvm.viz import gantt
+
+        print(f"Gantt chart written to {gantt(sched, args.png)}")
     return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    import ios_tvm
+    from ios_tvm.graph import as_target
+    from ios_tvm.schedule import Schedule
+
+    target = as_target(_parse_target(args.target))
+    mod = _load_model(args)
+    sched = None
+    if args.schedule:
+        sched = Schedule.load(args.schedule, ios_tvm.extract_graph(mod, target))
+    ex = ios_tvm.build(mod, target, sched, database=_database(args))
+    out = args.output or f"{args.model.rsplit('/', 1)[-1].removesuffix('.onnx')}.so"
+    ex.export_library(out)
+    what = "sequential (no schedule)" if sched is None else sched.summary()
+    print(f"{out}: {what}; load it with tvm.runtime.load_module and relax.VirtualMachine "
+          "(import ios_tvm first: the library calls its runtime)")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    import ios_tvm
+    from ios_tvm.profiling import device_of, median, time_vm
+    from ios_tvm.schedule import Schedule
+
+    sched, _, mod = _optimize(args)
+    target = ios_tvm.graph.as_target(_parse_target(args.target))
+    dev = device_of(target)
+    if not dev.exist:
+        raise RuntimeError(f"bench runs the model, and {dev} is not present on this machine")
+    from ios_tvm import models
+
+    data = models.random_input(mod) if not args.model.endswith(".onnx") else _onnx_input(mod)
+    graph = ios_tvm.extract_graph(mod, target)
+    schedules = {"sequential": None, "greedy": Schedule.greedy(graph, max_num_groups=args.max_num_groups),
+                 "IOS": sched}
+    number = 20 if target.kind.name == "cuda" else 1
+    ref = None
+    rows = []
+    for label, s in schedules.items():
+        ex = ios_tvm.build(mod, target, s, database=_database(args))
+        out = relax.VirtualMachine(ex, dev)["main"](tvm.runtime.tensor(data, dev)).numpy()
+        ref = out if ref is None else ref
+        np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+        rows.append((label, median(time_vm(ex, dev, [data], number=number, repeat=args.repeat))))
+    base = rows[0][1]
+    print(f"{args.model} on {dev} (median of {args.repeat}; outputs equal):")
+    for label, t in rows:
+        print(f"  {label:10} {t * 1e3:9.4f} ms   {base / t:.2f}x")
+    return 0
+
+
+def _onnx_input(mod):
+    import numpy as np
+
+    p = mod["main"].params[0]
+    shape = tuple(int(d) for d in p.ty.shape)
+    return np.random.default_rng(0).uniform(-1, 1, size=shape).astype(str(p.ty.dtype))
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -191,9 +290,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p, None)
     p.add_argument("-o", "--output", help="schedule file (default MODEL.schedule.json)")
     p.set_defaults(func=cmd_optimize)
-    p = sub.add_parser("show", help="print a schedule file")
+    p = sub.add_parser("build", help="compile a model with a schedule into a shared library")
+    _add_model_args(p, None)
+    p.add_argument("--schedule", help="schedule JSON from `ios-tvm optimize` (default: sequential)")
+    p.add_argument("-o", "--output", help="library path (default MODEL.so)")
+    p.set_defaults(func=cmd_build)
+    p = sub.add_parser("bench", help="time sequential, greedy and IOS side by side on this machine")
+    _add_model_args(p, None)
+    p.add_argument("--repeat", type=int, default=5, help="timing samples per schedule (5)")
+    p.set_defaults(func=cmd_bench)
+    p = sub.add_parser("show", help="print a schedule file (and draw it)")
     p.add_argument("schedule")
     p.add_argument("--all", action="store_true", help="every stage, not the first 40")
+    p.add_argument("--png", help="also draw a Gantt chart to this file (PNG/SVG/PDF)")
     p.set_defaults(func=cmd_show)
     p = sub.add_parser("models", help="list the zoo models")
     p.set_defaults(func=cmd_models)
@@ -206,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (IosTvmError, ValueError, FileNotFoundError, NotImplementedError, RuntimeError) as err:
+    except (IosTvmError, ValueError, FileNotFoundError, NotImplementedError, RuntimeError, ImportError) as err:
         print(f"ios-tvm: error: {err}", file=sys.stderr)
         return 2
 

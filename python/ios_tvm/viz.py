@@ -1,0 +1,62 @@
+"""Pictures of schedules: a Gantt chart with streams as lanes and stages as columns.
+
+Each stage takes as wide a column as its latency (or one unit when unknown); inside it every
+group is a bar on its own stream lane, split into its kernels. Merge stages are hatched.
+Needs matplotlib (``pip install ios-tvm[viz]``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+
+def gantt(schedule: Any, path: str | os.PathLike, title: str | None = None, max_stages: int | None = None) -> Path:
+    """Draw ``schedule`` to ``path`` (PNG, SVG or PDF by extension) and return the path."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.patches import Patch
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("drawing schedules needs matplotlib: pip install 'ios-tvm[viz]'") from err
+
+    stages = schedule.stages if max_stages is None else schedule.stages[:max_stages]
+    known = all(st.latency is not None for st in stages)
+    widths = [st.latency * 1e6 if known else 1.0 for st in stages]
+    lanes = max((len(st.groups) for st in stages), default=1)
+    fig_w = min(40.0, 4.0 + 0.25 * len(stages))
+    fig, ax = plt.subplots(figsize=(fig_w, 1.2 + 0.5 * lanes))
+    colors = plt.get_cmap("tab20")
+    x = 0.0
+    for si, (st, w) in enumerate(zip(stages, widths)):
+        for lane, group in enumerate(st.groups):
+            n = len(group)
+            for k, node in enumerate(group):
+                ax.barh(lane, w / n, left=x + k * w / n, height=0.8, color=colors(node % 20),
+                        edgecolor="black", linewidth=0.4, hatch="//" if st.kind == "merge" else None)
+        if si % max(1, len(stages) // 20) == 0:
+            ax.text(x + w / 2, lanes - 0.35, str(si), ha="center", va="bottom", fontsize=6)
+        ax.axvline(x, color="grey", linewidth=0.3)
+        x += w
+    ax.set_yticks(range(lanes), [f"stream {i}" for i in range(lanes)])
+    ax.set_ylim(-0.6, lanes)
+    ax.invert_yaxis()
+    ax.set_xlim(0, x)
+    ax.set_xlabel("time (us, cost model)" if known else "stage (latency unknown)")
+    lat = schedule.latency
+    head = title or f"{len(schedule.stages)} stages, {schedule.num_nodes} kernels"
+    if lat is not None:
+        head += f", {lat * 1e3:.3f} ms ({schedule.meta.get('cost_model', '')})"
+    ax.set_title(head, fontsize=9)
+    if any(st.kind == "merge" for st in stages):
+        ax.legend(handles=[Patch(facecolor="white", edgecolor="black", hatch="//", label="merged kernel")],
+                  loc="lower right", fontsize=7)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
