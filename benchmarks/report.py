@@ -1,0 +1,128 @@
+"""Render benchmark results (JSON from gpu_e2e.py, tuning.py, search_cost.py) as Markdown tables
+and, optionally, a speed-up chart.
+
+    python benchmarks/report.py benchmarks/results/*.json [--plot speedups.png]
+
+Each table says where its numbers come from (device, driver, versions, commit, date of the file),
+so CPU and GPU results never mix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _where(prov: dict[str, Any]) -> str:
+    dev = prov.get("gpu") or f"CPU ({prov.get('cpus', '?')} cores, {prov.get('machine', '?')})"
+    parts = [dev]
+    for key in ("driver", "nvcc", "tvm", "tvm_ffi", "commit"):
+        if prov.get(key):
+            parts.append(f"{key} {prov[key]}")
+    return ", ".join(parts)
+
+
+def _median(xs: list[float]) -> float:
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+def render_e2e(data: dict[str, Any], name: str) -> tuple[str, dict[str, dict[str, float]]]:
+    """Latency per model and schedule, with speed-up over TVM sequential."""
+    rows = ["| model | schedule | latency (ms) | vs sequential |", "|---|---|---:|---:|"]
+    speedups: dict[str, dict[str, float]] = {}
+    for model, row in data["models"].items():
+        seq = _median(row["sequential_s"])
+        speedups[model] = {}
+        timed = {k[:-2]: _median(v) for k, v in row.items() if k.endswith("_s") and isinstance(v, list)}
+        torch = row.get("torch") or {}
+        for k in ("torch_eager_s", "torch_compile_s"):
+            if isinstance(torch.get(k), list):
+                timed[k[:-2]] = _median(torch[k])
+        for label, t in timed.items():
+            speedups[model][label] = seq / t
+            rows.append(f"| {model} | {label} | {t * 1e3:.3f} | {seq / t:.2f}x |")
+    head = f"### End to end: {name}\n\n{_where(data.get('provenance', {}))}\n\n"
+    return head + "\n".join(rows) + "\n", speedups
+
+
+def render_tuning(data: dict[str, Any], name: str) -> str:
+    rows = ["| kernels / schedule | latency (ms) | vs untuned sequential |", "|---|---:|---:|"]
+    for label, r in data["results"].items():
+        rows.append(f"| {label} | {r['median_s'] * 1e3:.3f} | {r['speedup_vs_untuned_sequential']:.2f}x |")
+    head = (f"### Tuning: {name} ({data['model']}{' small' if data.get('small') else ''}, "
+            f"{data['trials_per_task']} trials/task)\n\n{_where(data.get('provenance', {}))}\n\n")
+    return head + "\n".join(rows) + "\n"
+
+
+def render_search(data: dict[str, Any], name: str) -> str:
+    rows = ["| model | kernels | blocks | states | transitions | stages | search (s) |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in data["rows"]:
+        rows.append(f"| {r['model']} | {r['kernels']} | {r['blocks']} | {r['states']:,} | {r['transitions']:,} | "
+                    f"{r['stages']:,} | {r['search_s']:.2f} |")
+    env = data.get("environment", {})
+    return f"### Search cost: {name}\n\n{env.get('cpus', '?')} CPUs, TVM {env.get('tvm', '?')}\n\n" + "\n".join(rows) + "\n"
+
+
+def plot(speedups: dict[str, dict[str, float]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(speedups)
+    labels = sorted({k for v in speedups.values() for k in v})
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(models)), 3.5))
+    width = 0.8 / max(1, len(labels))
+    for i, label in enumerate(labels):
+        xs = [m + i * width for m in range(len(models))]
+        ax.bar(xs, [speedups[m].get(label, 0.0) for m in models], width, label=label)
+    ax.axhline(1.0, color="black", linewidth=0.6)
+    ax.set_xticks([m + 0.4 - width / 2 for m in range(len(models))], models)
+    ax.set_ylabel("speed-up vs TVM sequential")
+    ax.legend(fontsize=7, ncols=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("files", nargs="+", type=Path)
+    ap.add_argument("--plot", type=Path, help="speed-up chart of the end-to-end results")
+    args = ap.parse_args(argv)
+    out = []
+    all_speedups: dict[str, dict[str, float]] = {}
+    for f in args.files:
+        try:
+            data = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            print(f"report: skipping {f}: {err}", file=sys.stderr)
+            continue
+        stamp = time.strftime("%Y-%m-%d", time.gmtime(f.stat().st_mtime))
+        name = f"{f.name}, {stamp}"
+        if "models" in data and "provenance" in data:
+            text, speedups = render_e2e(data, name)
+            out.append(text)
+            all_speedups.update({f"{m}": s for m, s in speedups.items()})
+        elif "results" in data and "trials_per_task" in data:
+            out.append(render_tuning(data, name))
+        elif "rows" in data:
+            out.append(render_search(data, name))
+        else:
+            print(f"report: {f} is no benchmark result I know", file=sys.stderr)
+    print("\n".join(out))
+    if args.plot and all_speedups:
+        print(f"chart: {plot(all_speedups, args.plot)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
