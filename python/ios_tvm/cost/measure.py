@@ -71,6 +71,14 @@ def summarize(samples: Sequence[float], statistic: str) -> float:
     return float(sum(middle) / len(middle))
 
 
+def _random_tensor(rng: np.random.Generator, shape: Any, dtype: str, device: Any) -> Any:
+    """Timing data: uniform floats; zeros for integer and boolean tensors (they may be indices,
+    and a random index reads out of bounds)."""
+    if dtype.startswith(("int", "uint", "bool")):
+        return tvm.runtime.tensor(np.zeros(shape, dtype=dtype), device)
+    return tvm.runtime.tensor(rng.uniform(-1, 1, size=shape).astype(dtype), device)
+
+
 def _find_function(mod: Any, name: str) -> Any:
     if mod.implements_function(name):
         return mod.get_function(name)
@@ -154,7 +162,7 @@ class MeasuredCostModel:
             if f is None:
                 raise RuntimeError(f"kernel {node.kernel} is not in the built module")
             self._funcs.append(f)
-            self._args.append([tvm.runtime.tensor(rng.uniform(-1, 1, size=shape).astype(dtype), self.device)
+            self._args.append([_random_tensor(rng, shape, dtype, self.device)
                                for shape, dtype in list(node.inputs) + list(node.outputs)])
 
     def stage_key(self, groups: Groups) -> str:
@@ -230,7 +238,7 @@ class MeasuredCostModel:
             funcs, args = [], []
             for node in mgraph.nodes:
                 funcs.append(_find_function(ex.mod, node.kernel))
-                args.append([tvm.runtime.tensor(rng.uniform(-1, 1, size=shape).astype(dtype), self.device)
+                args.append([_random_tensor(rng, shape, dtype, self.device)
                              for shape, dtype in list(node.inputs) + list(node.outputs)])
             samples = _runtime.time_stage(self.device_type, self.config.device_id, [funcs], [args],
                                           self.config.warmup, self.config.repeat)
