@@ -16,9 +16,11 @@
  *
  * Global functions live under ``ios_tvm.runtime.``; errors cross into Python as typed exceptions.
  */
+#include <tvm/ffi/extra/module.h>
 #include <tvm/ffi/tvm_ffi.h>
 
 #include <atomic>
+#include <sstream>
 #include <chrono>
 #include <string>
 #include <vector>
@@ -220,6 +222,57 @@ static ffi::Array<double> TimeStage(int64_t device_type, int64_t device_id,
   return out;
 }
 
+/*!
+ * \brief time_stage for callers that can pass only flat arguments (RPC sessions):
+ *   time_stage_named(device_type, device_id, warmup, repeat, module, spec, *tensors) -> "t0,t1,..."
+ * ``spec`` lists the kernels group by group: groups separated by '|', kernels by ';', each
+ * ``name:nargs``; the kernels are looked up in ``module`` (and its imports) and take the next
+ * ``nargs`` tensors in order.
+ */
+static void TimeStageNamed(ffi::PackedArgs args, ffi::Any* rv) {
+  if (args.size() < 6) {
+    TVM_FFI_THROW(TypeError) << "time_stage_named(device_type, device_id, warmup, repeat, module, spec, *tensors)";
+  }
+  int64_t device_type = args[0].cast<int64_t>();
+  int64_t device_id = args[1].cast<int64_t>();
+  int64_t warmup = args[2].cast<int64_t>();
+  int64_t repeat = args[3].cast<int64_t>();
+  ffi::Module mod = args[4].cast<ffi::Module>();
+  std::string spec = args[5].cast<ffi::String>();
+  ffi::Array<ffi::Array<ffi::Function>> groups;
+  ffi::Array<ffi::Array<ffi::Array<ffi::Any>>> gargs;
+  int next = 6;
+  std::stringstream gs(spec);
+  std::string group;
+  while (std::getline(gs, group, '|')) {
+    ffi::Array<ffi::Function> fs;
+    ffi::Array<ffi::Array<ffi::Any>> as;
+    std::stringstream ks(group);
+    std::string kernel;
+    while (std::getline(ks, kernel, ';')) {
+      auto colon = kernel.rfind(':');
+      if (colon == std::string::npos) TVM_FFI_THROW(ValueError) << "time_stage_named: bad kernel spec " << kernel;
+      std::string name = kernel.substr(0, colon);
+      int nargs = std::stoi(kernel.substr(colon + 1));
+      ffi::Optional<ffi::Function> f = mod->GetFunction(name, true);
+      if (!f.has_value()) TVM_FFI_THROW(ValueError) << "time_stage_named: no kernel " << name << " in the module";
+      if (next + nargs > args.size()) TVM_FFI_THROW(ValueError) << "time_stage_named: too few tensors";
+      ffi::Array<ffi::Any> a;
+      for (int i = 0; i < nargs; ++i) a.push_back(ffi::Any(args[next++]));
+      fs.push_back(f.value());
+      as.push_back(a);
+    }
+    groups.push_back(fs);
+    gargs.push_back(as);
+  }
+  if (next != args.size()) TVM_FFI_THROW(ValueError) << "time_stage_named: " << args.size() - next << " unused tensors";
+  ffi::Array<double> samples = TimeStage(device_type, device_id, groups, gargs, warmup, repeat);
+  std::ostringstream os;
+  os.precision(17);
+  for (size_t i = 0; i < samples.size(); ++i) os << (i ? "," : "") << samples[i];
+  *rv = ffi::String(os.str());
+}
+
 /*! \brief Concurrent stages joined on this thread since the library loaded (for tests). */
 static int64_t StagesRun() { return g_stages_run; }
 
@@ -235,7 +288,8 @@ TVM_FFI_STATIC_INIT_BLOCK() {
       .def("ios_tvm.runtime.stage_switch", StageSwitch)
       .def_packed("ios_tvm.runtime.stage_join", StageJoin)
       .def("ios_tvm.runtime.stages_run", StagesRun)
-      .def("ios_tvm.runtime.time_stage", TimeStage);
+      .def("ios_tvm.runtime.time_stage", TimeStage)
+      .def_packed("ios_tvm.runtime.time_stage_named", TimeStageNamed);
 }
 
 }  // namespace runtime

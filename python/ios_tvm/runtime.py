@@ -5,6 +5,11 @@ from __future__ import annotations
 from . import _ffi_api
 
 
+def library_path() -> str:
+    """Path of the runtime library (give it to ``tvm.exec.rpc_server --load-library``)."""
+    return str(_ffi_api._LIB_DIR / _ffi_api._LIB_NAME)
+
+
 def version() -> str:
     """Version string compiled into the runtime library."""
     return str(_ffi_api.version())

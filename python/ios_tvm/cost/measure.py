@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import statistics
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -46,6 +48,9 @@ class MeasureConfig:
         Which GPU (CUDA targets).
     progress
         Show a progress bar while measuring.
+    rpc
+        Measure through an RPC tracker on ``rpc.sessions`` remote devices instead of here
+        (:mod:`ios_tvm.cost.remote`).
     """
 
     warmup: int = 3
@@ -54,6 +59,7 @@ class MeasureConfig:
     cache_dir: str | Path | None | bool = None
     device_id: int = 0
     progress: bool = True
+    rpc: Any = None  #: an :class:`ios_tvm.cost.remote.RPCConfig`: measure on remote devices
 
     def __post_init__(self) -> None:
         if self.warmup < 0 or self.repeat < 1:
@@ -71,12 +77,16 @@ def summarize(samples: Sequence[float], statistic: str) -> float:
     return float(sum(middle) / len(middle))
 
 
-def _random_tensor(rng: np.random.Generator, shape: Any, dtype: str, device: Any) -> Any:
+def _random_array(rng: np.random.Generator, shape: Any, dtype: str) -> np.ndarray:
     """Timing data: uniform floats; zeros for integer and boolean tensors (they may be indices,
     and a random index reads out of bounds)."""
     if dtype.startswith(("int", "uint", "bool")):
-        return tvm.runtime.tensor(np.zeros(shape, dtype=dtype), device)
-    return tvm.runtime.tensor(rng.uniform(-1, 1, size=shape).astype(dtype), device)
+        return np.zeros(shape, dtype=dtype)
+    return rng.uniform(-1, 1, size=shape).astype(dtype)
+
+
+def _random_tensor(rng: np.random.Generator, shape: Any, dtype: str, device: Any) -> Any:
+    return tvm.runtime.tensor(_random_array(rng, shape, dtype), device)
 
 
 def _find_function(mod: Any, name: str) -> Any:
@@ -101,7 +111,10 @@ class MeasuredCostModel:
         self.config = config or MeasureConfig()
         self.device_type = device_type_of(self.target)
         self.device = tvm.cpu(0) if self.device_type == 1 else tvm.cuda(self.config.device_id)
-        if not self.device.exist:
+        self._sessions: list[Any] = []
+        self._remote_args: list[list[list[Any]]] = []
+        self._remote_mod: list[Any] = []
+        if self.config.rpc is None and not self.device.exist:
             raise RuntimeError(
                 f"cost_model='measure' needs the target's device, and {self.device} is not present "
                 "(no GPU or no NVIDIA driver). Measure on a GPU machine, or use cost_model='analytic'")
@@ -116,7 +129,10 @@ class MeasuredCostModel:
 
     # -- set-up ------------------------------------------------------------------------------
     def _context(self) -> dict[str, Any]:
-        dev_name = str(self.device.device_name) if self.device_type == 2 else "cpu"
+        if self.config.rpc is not None:
+            dev_name = f"rpc:{self.config.rpc.key}"
+        else:
+            dev_name = str(self.device.device_name) if self.device_type == 2 else "cpu"
         from ..tuning import database_tag
 
         return {"target": str(self.target), "device": dev_name, "tvm": tvm.__version__,
@@ -154,6 +170,17 @@ class MeasuredCostModel:
 
         graph = self._graph
         self._exec = build(graph.mod, self.target, database=self.database)
+        if self.config.rpc is not None:
+            from .remote import connect
+
+            self._sessions = connect(self.config.rpc, self.device_type, self.config.device_id)
+            for sess in self._sessions:
+                self._remote_mod.append(sess.load(f"ios_model_{graph.fingerprint[7:23]}", self._exec))
+                rng = np.random.default_rng(0)
+                self._remote_args.append([sess.tensors([_random_array(rng, shape, dtype)
+                                                        for shape, dtype in list(n.inputs) + list(n.outputs)])
+                                          for n in graph.nodes])
+            return
         rng = np.random.default_rng(0)
         for node in graph.nodes:
             f = _find_function(self._exec.mod, node.kernel)
@@ -168,8 +195,14 @@ class MeasuredCostModel:
     def stage_key(self, groups: Groups) -> str:
         return content_key([[self._keys[v] for v in g] for g in groups])
 
-    def _measure(self, groups: Groups) -> list[float]:
+    def _measure(self, groups: Groups, session: int = 0) -> list[float]:
         self._build()
+        if self._sessions:
+            kernels = [[(self._graph.nodes[v].kernel, self._remote_args[session][v]) for v in g] for g in groups]
+            samples = self._sessions[session].time(self._remote_mod[session], kernels,
+                                                   self.config.warmup, self.config.repeat)
+            self.measured += 1
+            return samples
         fs = [[self._funcs[v] for v in g] for g in groups]
         args = [[self._args[v] for v in g] for g in groups]
         samples = _runtime.time_stage(self.device_type, self.config.device_id, fs, args,
@@ -197,12 +230,28 @@ class MeasuredCostModel:
             bar = tqdm(total=len(todo), desc="measuring stages", unit="stage", file=sys.stderr,
                        disable=None)
         try:
-            for i, (key, groups) in enumerate(todo):
-                self.cache.put(key, self._measure(groups))
-                if bar is not None:
-                    bar.update(1)
-                if (i + 1) % 5000 == 0:
-                    self.cache.save()
+            if todo:
+                self._build()
+            workers = max(1, len(self._sessions))
+            lock = threading.Lock()
+
+            def work(w: int) -> None:
+                for i in range(w, len(todo), workers):
+                    key, groups = todo[i]
+                    samples = self._measure(groups, w)
+                    with lock:
+                        self.cache.put(key, samples)
+                        if bar is not None:
+                            bar.update(1)
+                        if (i + 1) % 5000 == 0:
+                            self.cache.save()
+
+            if workers == 1:
+                work(0)
+            else:
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    for f in [pool.submit(work, w) for w in range(workers)]:
+                        f.result()
         finally:
             if bar is not None:
                 bar.close()
@@ -230,6 +279,20 @@ class MeasuredCostModel:
         key = content_key("merge", [self._keys[v] for v in nodes],
                           [list(u.kernel) for u in units], [list(u.padding) for u in units])
         samples = self.cache.get(key)
+        if samples is None and self.config.rpc is not None:
+            self._build()
+            mini = merged_module(units, zero_weights=True)
+            mgraph = extract_graph(mini, self.target)
+            ex = build(mini, self.target, database=self.database)
+            sess = self._sessions[0]
+            rmod = sess.load(f"ios_merge_{key[:16]}", ex)
+            rng = np.random.default_rng(0)
+            kernels = [[(n.kernel, sess.tensors([_random_array(rng, shape, dtype)
+                                                  for shape, dtype in list(n.inputs) + list(n.outputs)]))
+                        for n in mgraph.nodes]]
+            samples = sess.time(rmod, kernels, self.config.warmup, self.config.repeat)
+            self.measured += 1
+            self.cache.put(key, samples)
         if samples is None:
             mini = merged_module(units, zero_weights=True)
             mgraph = extract_graph(mini, self.target)

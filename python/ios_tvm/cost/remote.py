@@ -1,0 +1,100 @@
+"""Measuring stages on other machines through TVM's RPC tracker.
+
+Each RPC server must load ios_tvm's runtime library, which holds the stage timer::
+
+    python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port 9190
+    python -m tvm.exec.rpc_server --tracker HOST:9190 --key h100 \\
+        --load-library $(python -c "import ios_tvm.runtime as r; print(r.library_path())")
+
+``MeasureConfig(rpc=RPCConfig("HOST", 9190, "h100", sessions=4))`` then builds the model here,
+uploads it to ``sessions`` servers of that key, and spreads the candidate stages over them
+(one thread per session). The servers time each stage with ``ios_tvm.runtime.time_stage_named``:
+the same fork / switch / join path as a local measurement. MetaSchedule tuning goes remote the
+same way by passing its ``ms.runner.RPCRunner`` to :func:`ios_tvm.tune`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import tvm
+
+
+@dataclass(frozen=True)
+class RPCConfig:
+    """Where to measure: a tracker, the key of the devices, how many sessions to use."""
+
+    tracker_host: str
+    tracker_port: int
+    key: str
+    sessions: int = 1
+    priority: int = 1
+    session_timeout: int = 0
+
+    def __post_init__(self) -> None:
+        if self.sessions < 1:
+            raise ValueError(f"sessions must be >= 1, got {self.sessions}")
+
+
+class RemoteSession:
+    """One RPC session with the model's library loaded and every kernel's arguments allocated."""
+
+    def __init__(self, sess: Any, device_type: int, device_id: int) -> None:
+        self.sess = sess
+        self.device_type = device_type
+        self.device_id = device_id
+        self.device = sess.cpu(0) if device_type == 1 else sess.cuda(device_id)
+        self.timer = sess.get_function("ios_tvm.runtime.time_stage_named")
+        self.modules: dict[str, Any] = {}
+        self.lock = threading.Lock()
+
+    def load(self, name: str, executable: Any) -> Any:
+        """Upload ``executable`` (exported as a shared library) once under ``name``."""
+        if name not in self.modules:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, f"{name}.so")
+                executable.export_library(path)
+                self.sess.upload(path)
+            self.modules[name] = self.sess.load_module(f"{name}.so")
+        return self.modules[name]
+
+    def tensors(self, arrays: Sequence[np.ndarray]) -> list[Any]:
+        return [tvm.runtime.tensor(a, self.device) for a in arrays]
+
+    def time(self, module: Any, kernels: Sequence[Sequence[tuple[str, list[Any]]]], warmup: int, repeat: int) -> list[float]:
+        """Time one stage: ``kernels[g]`` is group ``g`` as ``(kernel name, remote tensors)``."""
+        spec = "|".join(";".join(f"{name}:{len(args)}" for name, args in group) for group in kernels)
+        flat = [a for group in kernels for _, args in group for a in args]
+        with self.lock:
+            out = self.timer(self.device_type, self.device_id, warmup, repeat, module, spec, *flat)
+        return [float(x) for x in str(out).split(",")]
+
+
+def connect(config: RPCConfig, device_type: int, device_id: int) -> list[RemoteSession]:
+    """Request ``config.sessions`` sessions from the tracker."""
+    import socket
+
+    from tvm import rpc
+
+    try:  # fail fast: TVM's own connect retries for a minute
+        socket.create_connection((config.tracker_host, config.tracker_port), timeout=10).close()
+        tracker = rpc.connect_tracker(config.tracker_host, config.tracker_port)
+    except Exception as err:  # noqa: BLE001 - TVM raises several types for a dead tracker
+        raise RuntimeError(f"cannot reach the RPC tracker at {config.tracker_host}:{config.tracker_port}: "
+                           f"{str(err).splitlines()[-1]}") from None
+    sessions = []
+    for _ in range(config.sessions):
+        sess = tracker.request(config.key, priority=config.priority, session_timeout=config.session_timeout)
+        try:
+            sessions.append(RemoteSession(sess, device_type, device_id))
+        except Exception as err:  # noqa: BLE001
+            raise RuntimeError(
+                f"the RPC server for key {config.key!r} does not have ios_tvm's runtime: start it with "
+                "--load-library pointing to libios_tvm_runtime.so (ios_tvm.runtime.library_path())"
+                f" ({str(err).splitlines()[-1]})") from None
+    return sessions
