@@ -1,5 +1,6 @@
-"""A model imported through TVM's ONNX frontend (batch norm, softmax, flatten, concat, pads)
-schedules, builds and matches both the sequential TVM build and onnxruntime."""
+"""Models imported through TVM's ONNX frontend (batch norm, LRN, dropout, softmax, flatten,
+concat, pads, a bypass add) schedule, build and match both the sequential TVM build and
+onnxruntime."""
 
 from __future__ import annotations
 
@@ -48,11 +49,44 @@ def _inception_like(rng: np.random.Generator) -> bytes:
     return model.SerializeToString()
 
 
-def test_onnx_model_schedules_builds_and_matches():
+def _fire_like(rng: np.random.Generator) -> bytes:
+    """SqueezeNet-style fire module with a bypass: conv-LRN, squeeze, expand 1x1 | 3x3, concat,
+    add (bypass), dropout, global average pool, flatten."""
+    inits = []
+
+    def const(name, arr, dtype=np.float32):
+        inits.append(numpy_helper.from_array(np.asarray(arr).astype(dtype), name))
+        return name
+
+    nodes = [
+        helper.make_node("Conv", ["x", const("w0", rng.normal(0, 0.3, (8, 3, 3, 3)))], ["c0"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c0"], ["r0"]),
+        helper.make_node("LRN", ["r0"], ["n0"], size=3, alpha=1e-3, beta=0.75, bias=1.0),
+        helper.make_node("Conv", ["n0", const("ws", rng.normal(0, 0.3, (4, 8, 1, 1))), const("bs", rng.normal(0, 0.1, 4))], ["s0"]),
+        helper.make_node("Relu", ["s0"], ["s"]),
+        helper.make_node("Conv", ["s", const("we1", rng.normal(0, 0.3, (4, 4, 1, 1)))], ["e1"]),
+        helper.make_node("Conv", ["s", const("we3", rng.normal(0, 0.3, (4, 4, 3, 3)))], ["e3"], pads=[1, 1, 1, 1]),
+        helper.make_node("Concat", ["e1", "e3"], ["cat"], axis=1),
+        helper.make_node("Relu", ["cat"], ["rc"]),
+        helper.make_node("Add", ["rc", "n0"], ["byp"]),
+        helper.make_node("Dropout", ["byp"], ["d"]),
+        helper.make_node("GlobalAveragePool", ["d"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["y"], axis=1),
+    ]
+    graph = helper.make_graph(nodes, "fire",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize("make", [_inception_like, _fire_like], ids=["inception_like", "fire_like"])
+def test_onnx_model_schedules_builds_and_matches(make):
     from tvm.relax.frontend.onnx import from_onnx
 
     rng = np.random.default_rng(0)
-    blob = _inception_like(rng)
+    blob = make(rng)
     mod = from_onnx(onnx.load_from_string(blob), keep_params_in_input=False)
     x = rng.uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)
     graph = ios_tvm.extract_graph(mod, "llvm")
