@@ -9,6 +9,7 @@
 #include <tvm/ffi/extra/c_env_api.h>
 #include <tvm/ffi/tvm_ffi.h>
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -47,9 +48,12 @@ DevicePool* GetPool(int32_t device_id, int num_streams) {
   auto& slot = g_pools[device_id];
   if (!slot) slot = std::make_unique<DevicePool>();
   DevicePool* pool = slot.get();
+  if (pool->fork_event != nullptr && static_cast<int>(pool->streams.size()) >= num_streams) {
+    return pool;  // the common case: nothing to create, no device switch
+  }
   int prev_device = 0;
   IOS_CUDA_CALL(cudaGetDevice(&prev_device));
-  IOS_CUDA_CALL(cudaSetDevice(device_id));
+  IOS_CUDA_CALL(cudaSetDevice(device_id));  // streams and events belong to the current device
   if (pool->fork_event == nullptr) {
     IOS_CUDA_CALL(cudaEventCreateWithFlags(&pool->fork_event, cudaEventDisableTiming));
     IOS_CUDA_CALL(cudaEventCreate(&pool->timer_start));
@@ -70,11 +74,15 @@ DevicePool* GetPool(int32_t device_id, int num_streams) {
 }  // namespace
 
 int CudaDeviceCount() {
+  static std::atomic<int> cached{-1};  // a GPU does not come and go; ask the driver once
+  int known = cached.load();
+  if (known > 0) return known;
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess) {
     cudaGetLastError();  // clear the sticky "no driver" error
     return 0;
   }
+  cached.store(n);
   return n;
 }
 
@@ -87,6 +95,7 @@ int32_t CudaResolveDevice(int32_t device_id) {
 
 void CudaFork(StageState* st) {
   DevicePool* pool = GetPool(st->device_id, st->num_groups);
+  st->pool = pool;
   auto main = static_cast<cudaStream_t>(TVMFFIEnvGetStream(kCUDA, st->device_id));
   st->main_stream = main;
   IOS_CUDA_CALL(cudaEventRecord(pool->fork_event, main));
@@ -96,14 +105,14 @@ void CudaFork(StageState* st) {
 }
 
 void CudaSwitch(StageState* st, int group) {
-  DevicePool* pool = GetPool(st->device_id, st->num_groups);
+  auto* pool = static_cast<DevicePool*>(st->pool);
   if (TVMFFIEnvSetStream(kCUDA, st->device_id, pool->streams[group], nullptr) != 0) {
     TVM_FFI_THROW(RuntimeError) << "ios_tvm: TVMFFIEnvSetStream failed";
   }
 }
 
 void CudaJoin(StageState* st) {
-  DevicePool* pool = GetPool(st->device_id, st->num_groups);
+  auto* pool = static_cast<DevicePool*>(st->pool);
   auto main = static_cast<cudaStream_t>(st->main_stream);
   for (int i = 0; i < st->num_groups; ++i) {
     IOS_CUDA_CALL(cudaEventRecord(pool->join_events[i], pool->streams[i]));

@@ -24,6 +24,7 @@ struct StageState {
   int num_groups = 0;
   int current_group = -1;
   void* main_stream = nullptr;
+  void* pool = nullptr;  // the device's stream pool (CUDA), looked up once per stage at fork
 };
 
 #ifdef IOS_TVM_WITH_CUDA
