@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import tvm
 from tvm import relax
@@ -27,6 +28,22 @@ _KERNEL_OPS = ("relax.call_tir", "relax.call_tir_inplace", "relax.call_dps_packe
 # Ops that stay after lowering and launch no kernel (views, metadata).
 _FREE_OPS = ("relax.reshape", "relax.memory.view", "relax.memory.ensure_zero_offset", "relax.null_value",
              "relax.shape_of", "relax.hint_on_device", "relax.to_vdevice")
+
+
+def is_kernel_call(value: Any) -> bool:
+    """Whether a binding's value launches a kernel (``call_tir`` and friends)."""
+    return isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name in _KERNEL_OPS
+
+
+def call_args(value: relax.Call) -> list[Any]:
+    """The argument list of a kernel call (the fields of its argument tuple)."""
+    args = value.args[1] if len(value.args) > 1 else relax.Tuple([])
+    return list(args.fields) if isinstance(args, relax.Tuple) else [args]
+
+
+def tensor_bytes(shape: Sequence[int], dtype: str) -> int:
+    """Bytes of a dense tensor."""
+    return math.prod(shape) * tvm.runtime.DataType(dtype).bits // 8
 
 
 def as_target(target: str | dict | tvm.target.Target) -> tvm.target.Target:
@@ -133,13 +150,7 @@ class Node:
 
     @property
     def out_elements(self) -> int:
-        total = 0
-        for shape, _ in self.outputs:
-            n = 1
-            for d in shape:
-                n *= d
-            total += n
-        return total
+        return sum(math.prod(shape) for shape, _ in self.outputs)
 
 
 @dataclass
@@ -203,13 +214,7 @@ def _tensor_infos(expr_or_ty: Any, what: str) -> list[tuple[tuple[int, ...], str
 
 
 def _nbytes(infos: list[tuple[tuple[int, ...], str]]) -> int:
-    total = 0
-    for shape, dtype in infos:
-        n = 1
-        for d in shape:
-            n *= d
-        total += n * tvm.runtime.DataType(dtype).bits // 8
-    return total
+    return sum(tensor_bytes(shape, dtype) for shape, dtype in infos)
 
 
 def extract_graph(mod: tvm.IRModule, target: str | dict | tvm.target.Target | None = None,
@@ -240,7 +245,7 @@ def extract_graph(mod: tvm.IRModule, target: str | dict | tvm.target.Target | No
         if isinstance(block, relax.DataflowBlock):
             continue
         for b in block.bindings:
-            if isinstance(b.value, relax.Call) and isinstance(b.value.op, tvm.ir.Op) and b.value.op.name in _KERNEL_OPS:
+            if is_kernel_call(b.value):
                 raise UnsupportedModelError(
                     f"kernel launch {b.var.name!r} lies outside the dataflow block; ios_tvm only "
                     "schedules the dataflow block")
@@ -257,9 +262,7 @@ def extract_graph(mod: tvm.IRModule, target: str | dict | tvm.target.Target | No
                 f"binding {b.var.name!r} is a match_cast; ios_tvm schedules static-shape models only")
         used = relax.analysis.free_vars(value)
         srcs: frozenset[int] = frozenset().union(*(producers.get(v, frozenset()) for v in used)) if used else frozenset()
-        is_kernel = (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op)
-                     and value.op.name in _KERNEL_OPS)
-        if not is_kernel:
+        if not is_kernel_call(value):
             if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name not in _FREE_OPS:
                 raise UnsupportedModelError(
                     f"operator {value.op.name} (binding {b.var.name!r}) has no TVM lowering for "
@@ -278,10 +281,8 @@ def extract_graph(mod: tvm.IRModule, target: str | dict | tvm.target.Target | No
             kernel = str(callee.global_symbol)
         else:
             kernel = str(callee)
-        args = value.args[1] if len(value.args) > 1 else relax.Tuple([])
-        arg_list = list(args.fields) if isinstance(args, relax.Tuple) else [args]
         inputs: list[tuple[tuple[int, ...], str]] = []
-        for a in arg_list:
+        for a in call_args(value):
             inputs.extend(_tensor_infos(a, f"argument of {b.var.name!r}"))
         outputs = _tensor_infos(b.var, f"result {b.var.name!r}")
         flops = 0.0

@@ -29,7 +29,7 @@ import tvm
 from tvm import relax
 
 from .errors import ScheduleMismatchError
-from .graph import _KERNEL_OPS, extract_graph
+from .graph import call_args, extract_graph, is_kernel_call
 
 FORK = "ios_tvm.runtime.stage_fork"
 SWITCH = "ios_tvm.runtime.stage_switch"
@@ -47,12 +47,8 @@ def device_type_of(target: tvm.target.Target) -> int:
     return DEVICE_TYPES[kind]
 
 
-def _is_kernel(value: Any) -> bool:
-    return isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name in _KERNEL_OPS
-
-
 def _kernel_block_index(fn: relax.Function) -> int:
-    idx = [i for i, b in enumerate(fn.body.blocks) if any(_is_kernel(x.value) for x in b.bindings)]
+    idx = [i for i, b in enumerate(fn.body.blocks) if any(is_kernel_call(x.value) for x in b.bindings)]
     if len(idx) != 1:
         raise ScheduleMismatchError(f"expected the kernels in one binding block, found {len(idx)}")
     return idx[0]
@@ -74,7 +70,7 @@ def plan(mod: tvm.IRModule, schedule: Any) -> LoweringPlan:
     fn = mod["main"]
     block = next(b for b in fn.body.blocks if isinstance(b, relax.DataflowBlock))
     bindings = list(block.bindings)
-    kernel_pos = [i for i, b in enumerate(bindings) if _is_kernel(b.value)]
+    kernel_pos = [i for i, b in enumerate(bindings) if is_kernel_call(b.value)]
     defined_at = {b.var: i for i, b in enumerate(bindings)}
     placed = [False] * len(bindings)
     order: list[int] = []
@@ -94,7 +90,7 @@ def plan(mod: tvm.IRModule, schedule: Any) -> LoweringPlan:
             for v in relax.analysis.free_vars(bindings[j].value):
                 k = defined_at.get(v)
                 if k is not None and not placed[k]:
-                    if _is_kernel(bindings[k].value):
+                    if is_kernel_call(bindings[k].value):
                         raise ScheduleMismatchError(
                             f"binding {bindings[j].var.name!r} needs kernel {bindings[k].var.name!r}, "
                             "which the schedule runs later")
@@ -153,7 +149,7 @@ def rewrite(mod: tvm.IRModule, lp: LoweringPlan, device_type: int, device_id: in
         stage_tensors = []
 
     for b in bindings:
-        if _is_kernel(b.value):
+        if is_kernel_call(b.value):
             si, gi, _ = flat[k]
             k += 1
             if si != cur_stage:
@@ -199,7 +195,7 @@ def splice_merges(mod: tvm.IRModule, schedule: Any, merges: Any, lower_mini: Any
     blocks = list(fn.body.blocks)
     di = next(i for i, b in enumerate(blocks) if isinstance(b, relax.DataflowBlock))
     bindings = list(blocks[di].bindings)
-    kernel_pos = [i for i, b in enumerate(bindings) if _is_kernel(b.value)]
+    kernel_pos = [i for i, b in enumerate(bindings) if is_kernel_call(b.value)]
     adder = relax.BlockBuilder(tvm.IRModule(dict(mod.functions), attrs=mod.attrs))
     insert: dict[int, list[relax.Binding]] = {}
     dropped: set[int] = set()
@@ -208,7 +204,7 @@ def splice_merges(mod: tvm.IRModule, schedule: Any, merges: Any, lower_mini: Any
         nodes = sorted(nodes)
         units = [merges.units[v] for v in nodes]
         mini = lower_mini(merged_module(units))
-        data = _call_args(bindings[kernel_pos[nodes[0]]].value)[0]
+        data = call_args(bindings[kernel_pos[nodes[0]]].value)[0]
         remap: dict[Any, Any] = {mini["main"].params[0]: data}
         gvs: dict[str, Any] = {}
         for gv, f in mini.functions.items():
@@ -220,8 +216,8 @@ def splice_merges(mod: tvm.IRModule, schedule: Any, merges: Any, lower_mini: Any
         for b in mblock.bindings:
             v = relax.DataflowVar(f"ios_m{j}_{b.var.name}", b.var.ty)
             value = b.value
-            if _is_kernel(value):
-                args = [remap.get(a, a) for a in _call_args(value)]
+            if is_kernel_call(value):
+                args = [remap.get(a, a) for a in call_args(value)]
                 out_ty = list(b.var.ty.fields) if isinstance(b.var.ty, relax.TupleType) else b.var.ty
                 value = relax.op.call_tir(gvs[value.args[0].name_hint], relax.Tuple(args), out_ty)
                 kernels.append(v)
@@ -269,11 +265,6 @@ def splice_merges(mod: tvm.IRModule, schedule: Any, merges: Any, lower_mini: Any
 
 def _var_key(var: Any) -> Any:
     return var.id_ if hasattr(var, "id_") else id(var)
-
-
-def _call_args(value: Any) -> list[Any]:
-    args = value.args[1] if len(value.args) > 1 else relax.Tuple([])
-    return list(args.fields) if isinstance(args, relax.Tuple) else [args]
 
 
 def lower_schedule(schedule: Any, device_type: int, device_id: int = -1, keep_alive: bool = True,

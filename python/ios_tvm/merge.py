@@ -24,6 +24,8 @@ from tvm import relax
 from tvm.relax import op as R
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from .graph import call_args
+
 
 @dataclass(frozen=True)
 class ConvUnit:
@@ -269,7 +271,7 @@ def node_merges(mod: tvm.IRModule, graph: Any, func: str = "main") -> NodeMerges
     node_of: dict[int, ConvUnit] = {}
     for u in units:
         nodes = [i for i, b in enumerate(graph.bindings)
-                 if any(a.same_as(u.weight_expr) for a in _call_args(b.value))]
+                 if any(a.same_as(u.weight_expr) for a in call_args(b.value))]
         if len(nodes) != 1:
             continue
         n = graph.nodes[nodes[0]]
@@ -282,13 +284,6 @@ def node_merges(mod: tvm.IRModule, graph: Any, func: str = "main") -> NodeMerges
     for node, u in sorted(node_of.items()):
         fams.setdefault(u.key, []).append(node)
     return NodeMerges(node_of, [f for f in fams.values() if len(f) >= 2])
-
-
-def _call_args(value: Any) -> list[Any]:
-    if not isinstance(value, relax.Call) or len(value.args) < 2:
-        return []
-    args = value.args[1]
-    return list(args.fields) if isinstance(args, relax.Tuple) else [args]
 
 
 def merged_module(units: Sequence[ConvUnit], zero_weights: bool = False) -> tvm.IRModule:

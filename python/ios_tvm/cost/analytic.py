@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import tvm
 
-from ..graph import OpGraph, as_target
+from ..graph import OpGraph, as_target, tensor_bytes
 
 
 @dataclass(frozen=True)
@@ -64,13 +64,20 @@ class AnalyticCostModel:
     def for_target(cls, target: str | dict | tvm.target.Target) -> "AnalyticCostModel":
         return cls(DeviceSpec.for_target(target))
 
+    def _work(self, flops: float, nbytes: float) -> float:
+        """``w``: time with the whole device."""
+        return max(flops / self.device.peak_flops, nbytes / self.device.bandwidth)
+
+    def _alone(self, work: float, elements: int) -> float:
+        """``t = L + w / u``: time of a kernel alone."""
+        d = self.device
+        return d.launch_overhead + work / min(1.0, max(elements, 1) / d.lanes)
+
     def kernel_times(self, graph: OpGraph, node: int) -> tuple[float, float]:
         """``(t_k, w_k)`` of one node: time alone and full-device work time."""
-        d = self.device
         n = graph.nodes[node]
-        work = max(n.flops / d.peak_flops, n.bytes / d.bandwidth)
-        share = min(1.0, max(n.out_elements, 1) / d.lanes)
-        return d.launch_overhead + work / share, work
+        work = self._work(n.flops, n.bytes)
+        return self._alone(work, n.out_elements), work
 
     def stage_latency(self, graph: OpGraph, groups: tuple[tuple[int, ...], ...]) -> float:
         slowest = 0.0
@@ -85,11 +92,6 @@ class AnalyticCostModel:
         d = self.device
         return max(slowest, d.launch_overhead + total_work) + d.join_overhead * (len(groups) - 1)
 
-    def _kernel(self, flops: float, nbytes: float, elements: int) -> float:
-        d = self.device
-        work = max(flops / d.peak_flops, nbytes / d.bandwidth)
-        return d.launch_overhead + work / min(1.0, max(elements, 1) / d.lanes)
-
     def merge_latency(self, graph: OpGraph, nodes: tuple[int, ...]) -> float:
         """The merged kernel plus the split that hands out its channels (see module doc)."""
         units = graph.merges.units
@@ -103,18 +105,12 @@ class AnalyticCostModel:
             n = graph.nodes[v]
             ratio = (kh * kw) / (units[v].kernel[0] * units[v].kernel[1])
             flops += n.flops * ratio
-            (in_shape, in_dtype), (w_shape, _) = n.inputs[0], n.inputs[1]
-            item = 4 if in_dtype == "float32" else 2
             if i == 0:
-                nbytes += item * _prod(in_shape)
-            nbytes += item * _prod(w_shape) * ratio + item * _prod(n.outputs[0][0])
-            out_bytes += item * _prod(n.outputs[0][0])
+                nbytes += tensor_bytes(*n.inputs[0])
+            out = tensor_bytes(*n.outputs[0])
+            nbytes += tensor_bytes(*n.inputs[1]) * ratio + out
+            out_bytes += out
             elements += n.out_elements
-        return self._kernel(flops, nbytes, elements) + self._kernel(0.0, 2 * out_bytes, elements)
-
-
-def _prod(shape) -> int:
-    out = 1
-    for d in shape:
-        out *= int(d)
-    return out
+        merged = self._alone(self._work(flops, nbytes), elements)
+        split = self._alone(self._work(0.0, 2 * out_bytes), elements)
+        return merged + split
