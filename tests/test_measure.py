@@ -111,3 +111,17 @@ def test_statistics_and_config():
         MeasureConfig(statistic="mode")
     with pytest.raises(ValueError, match="repeat"):
         MeasureConfig(repeat=0)
+
+
+def test_merged_kernels_are_measured_once(tmp_path):
+    from ios_tvm.merge import node_merges
+
+    mod = models.get("squeezenet", small=True)
+    mod = models.bind_params(mod, models.random_params(mod))
+    graph = ios_tvm.extract_graph(mod, "llvm")
+    graph.merges = node_merges(mod, graph)
+    cand = graph.merges.candidates()[0]
+    cm = MeasuredCostModel("llvm", cfg(tmp_path))
+    first = cm.merge_latency(graph, cand)
+    assert first > 0 and cm.measured == 1
+    assert cm.merge_latency(graph, cand) == first and cm.measured == 1

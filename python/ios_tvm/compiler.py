@@ -42,10 +42,11 @@ def _front_passes(target: tvm.target.Target, tuned: bool) -> list[tvm.transform.
 
 def passes(target: tvm.target.Target, schedule: Any = None, *, keep_alive: bool = True,
            device_id: int = -1, stop_after_planning: bool = False,
-           tuned: bool = False, merges: Any = None) -> list[tvm.transform.Pass]:
+           tuned: bool = False, merges: Any = None, verify: bool = False) -> list[tvm.transform.Pass]:
     """The pass list of :func:`pipeline` (``stop_after_planning``: end after memory planning;
     ``tuned``: apply the MetaSchedule database of the enclosing context right after fusion;
-    ``merges``: the model's :class:`ios_tvm.merge.NodeMerges` when the schedule merges)."""
+    ``merges``: the model's :class:`ios_tvm.merge.NodeMerges` when the schedule merges;
+    ``verify``: check the memory plan right after it is made, see :func:`verify_memory`)."""
     be = _backend(target)
     front = _front_passes(target, tuned)
 
@@ -60,32 +61,50 @@ def passes(target: tvm.target.Target, schedule: Any = None, *, keep_alive: bool 
         if p.info.name == "RewriteCUDAGraph":
             continue
         out.append(p)
-        if stop_after_planning and p.info.name == "StaticPlanBlockMemory":
-            break
+        if p.info.name == "StaticPlanBlockMemory":
+            if verify and schedule is not None:
+                out.append(_verify_pass())
+            if stop_after_planning:
+                break
     return out
 
 
+def _verify_pass() -> tvm.transform.Pass:
+    @tvm.transform.module_pass(opt_level=0, name="ios_tvm.VerifyMemory")
+    def _pass(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        problems = verify_memory(mod)
+        if problems:
+            raise RuntimeError("ios_tvm: the lowered schedule is not safe to run concurrently:\n  "
+                               + "\n  ".join(problems[:20]))
+        return mod
+
+    return _pass
+
+
 def pipeline(target: str | dict | tvm.target.Target, schedule: Any = None, *, keep_alive: bool = True,
-             device_id: int = -1, database: Any = "auto") -> tvm.transform.Pass:
+             device_id: int = -1, database: Any = "auto", verify: bool = True,
+             merges: Any = None) -> tvm.transform.Pass:
     """A Relax pipeline for ``tvm.compile(mod, target, relax_pipeline=...)`` that lowers
     ``schedule`` into the module (``None``: the sequential baseline).
 
     ``database``: MetaSchedule tuning records applied after fusion, a work directory or a
     ``ms.Database``; ``"auto"`` (default) uses the database shipped for the target's
     architecture when there is one; ``None``: untuned (dlight's default schedules on CUDA).
+    ``verify``: refuse a memory plan that lets concurrent groups share storage.
+    ``merges``: the model's merge candidates if already known (else derived from the module).
     """
     from .tuning import resolve_database
 
     tgt = as_target(target)
     db = resolve_database(database, tgt)
-    seq = passes(tgt, schedule, keep_alive=keep_alive, device_id=device_id, tuned=db is not None)
 
     @tvm.transform.module_pass(opt_level=0, name="ios_tvm.Pipeline")
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        nonlocal seq
-        if schedule is not None and schedule.merges:
-            seq = passes(tgt, schedule, keep_alive=keep_alive, device_id=device_id, tuned=db is not None,
-                         merges=model_merges(mod, tgt))
+        found = merges
+        if found is None and schedule is not None and schedule.merges:
+            found = model_merges(mod, tgt)
+        seq = passes(tgt, schedule, keep_alive=keep_alive, device_id=device_id, tuned=db is not None,
+                     merges=found, verify=verify)
         with tgt:
             if db is None:
                 return tvm.transform.Sequential(seq)(mod)
@@ -109,27 +128,24 @@ def build(mod: tvm.IRModule, target: str | dict | tvm.target.Target, schedule: A
     """Compile ``mod`` for ``target`` with ``schedule`` lowered into it.
 
     Returns what ``tvm.compile`` returns (run it with ``relax.VirtualMachine``). With ``verify``
-    the memory plan of the scheduled module is checked first (:func:`verify_memory`). A schedule
+    the memory plan of the scheduled module is checked as it is made (:func:`verify_memory`). A schedule
     needing more streams than the runtime's pool (``pool_size``, default the current
     ``ios_tvm.runtime.pool_size()``) is refused. ``database``: tuned kernels, see :func:`pipeline`.
     """
     check_model(mod)
     tgt = as_target(target)
+    merges = None
     if schedule is not None:
         graph = extract_graph(mod, tgt)
         if schedule.merges:
             from .merge import node_merges
 
-            graph.merges = node_merges(mod, graph)
+            graph.merges = merges = node_merges(mod, graph)
         schedule.validate(graph)  # typed errors before TVM's passes wrap them
         _runtime.check_num_streams(max(schedule.max_streams, 1),
                                    _runtime.pool_size() if pool_size is None else pool_size)
-    if verify and schedule is not None:
-        problems = verify_memory(plan_memory(mod, tgt, schedule, keep_alive=keep_alive))
-        if problems:
-            raise RuntimeError("ios_tvm: the lowered schedule is not safe to run concurrently:\n  "
-                               + "\n  ".join(problems[:20]))
-    return tvm.compile(mod, tgt, relax_pipeline=pipeline(tgt, schedule, keep_alive=keep_alive, database=database))
+    return tvm.compile(mod, tgt, relax_pipeline=pipeline(tgt, schedule, keep_alive=keep_alive, database=database,
+                                                         verify=verify, merges=merges))
 
 
 def plan_memory(mod: tvm.IRModule, target: str | dict | tvm.target.Target, schedule: Any = None, *,

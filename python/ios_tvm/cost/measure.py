@@ -279,35 +279,27 @@ class MeasuredCostModel:
         key = content_key("merge", [self._keys[v] for v in nodes],
                           [list(u.kernel) for u in units], [list(u.padding) for u in units])
         samples = self.cache.get(key)
-        if samples is None and self.config.rpc is not None:
-            self._build()
-            mini = merged_module(units, zero_weights=True)
-            mgraph = extract_graph(mini, self.target)
-            ex = build(mini, self.target, database=self.database)
-            sess = self._sessions[0]
-            rmod = sess.load(f"ios_merge_{key[:16]}", ex)
-            rng = np.random.default_rng(0)
-            kernels = [[(n.kernel, sess.tensors([_random_array(rng, shape, dtype)
-                                                  for shape, dtype in list(n.inputs) + list(n.outputs)]))
-                        for n in mgraph.nodes]]
-            samples = sess.time(rmod, kernels, self.config.warmup, self.config.repeat)
-            self.measured += 1
-            self.cache.put(key, samples)
         if samples is None:
             mini = merged_module(units, zero_weights=True)
             mgraph = extract_graph(mini, self.target)
             ex = build(mini, self.target, database=self.database)
             rng = np.random.default_rng(0)
-            funcs, args = [], []
-            for node in mgraph.nodes:
-                funcs.append(_find_function(ex.mod, node.kernel))
-                args.append([_random_tensor(rng, shape, dtype, self.device)
-                             for shape, dtype in list(node.inputs) + list(node.outputs)])
-            samples = _runtime.time_stage(self.device_type, self.config.device_id, [funcs], [args],
-                                          self.config.warmup, self.config.repeat)
+            arrays = [[_random_array(rng, shape, dtype) for shape, dtype in list(n.inputs) + list(n.outputs)]
+                      for n in mgraph.nodes]
+            if self.config.rpc is not None:
+                self._build()
+                sess = self._sessions[0]
+                rmod = sess.load(f"ios_merge_{key[:16]}", ex)
+                kernels = [[(n.kernel, sess.tensors(a)) for n, a in zip(mgraph.nodes, arrays)]]
+                samples = sess.time(rmod, kernels, self.config.warmup, self.config.repeat)
+            else:
+                funcs = [_find_function(ex.mod, n.kernel) for n in mgraph.nodes]
+                args = [[tvm.runtime.tensor(x, self.device) for x in a] for a in arrays]
+                samples = _runtime.time_stage(self.device_type, self.config.device_id, [funcs], [args],
+                                              self.config.warmup, self.config.repeat)
+                self._keep.append(ex)
             self.measured += 1
             self.cache.put(key, samples)
-            self._keep.append(ex)
         return summarize(samples, self.config.statistic)
 
     def describe(self) -> dict[str, Any]:
