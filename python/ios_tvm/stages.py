@@ -25,6 +25,7 @@ most ``r`` nodes.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -82,8 +83,6 @@ class Dag:
         indeg = [popcount(p) for p in pred]
         ready = [v for v in range(num_nodes) if indeg[v] == 0]
         topo: list[int] = []
-        import heapq
-
         heapq.heapify(ready)
         while ready:
             v = heapq.heappop(ready)
