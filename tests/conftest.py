@@ -30,3 +30,28 @@ def small_graphs():
     from ios_tvm.graph import extract_graph
 
     return {name: extract_graph(models.get(name, small=True), "llvm") for name in models.names()}
+
+
+@pytest.fixture(scope="session")
+def tiny_branches():
+    """Two identical 3x3 convs side by side (one kernel, two call sites) and a concat: a tiny
+    model with a concurrent stage, weights bound, and its input."""
+    from ios_tvm import models
+    from ios_tvm.models._builder import NetBuilder
+
+    nb = NetBuilder("tiny_branches", (1, 4, 8, 8))
+    with nb.scope() as x:
+        nb.output(nb.concat([nb.conv(x, 8, 3), nb.conv(x, 8, 3)]))
+    mod = nb.module()
+    return models.bind_params(mod, models.random_params(mod)), models.random_input(mod)
+
+
+@pytest.fixture(scope="session")
+def tiny_tuned(tiny_branches, tmp_path_factory):
+    """``tiny_branches`` tuned for llvm with a few MetaSchedule trials per task (about a minute
+    on two cores): ``(work_dir, TuneReport)``."""
+    import ios_tvm
+
+    work = tmp_path_factory.mktemp("tune")
+    report = ios_tvm.tune(tiny_branches[0], "llvm", work, max_trials_per_task=3, num_trials_per_iter=3)
+    return work, report

@@ -11,24 +11,18 @@ from tvm import relax
 import ios_tvm
 from ios_tvm import models
 from ios_tvm.compiler import plan_memory
-from ios_tvm.models._builder import NetBuilder
+from ios_tvm.cost.measure import MeasureConfig
 from ios_tvm.tuning import arch_of, shipped_database, tuning_target
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    nb = NetBuilder("tiny", (1, 4, 8, 8))
-    with nb.scope() as x:
-        nb.output(nb.conv(nb.conv(x, 8, 3), 8, 1))
-    mod = nb.module()
-    return models.bind_params(mod, models.random_params(mod)), models.random_input(mod)
+def tiny(tiny_branches):
+    return tiny_branches
 
 
 @pytest.fixture(scope="module")
-def tuned(tiny, tmp_path_factory):
-    work = tmp_path_factory.mktemp("tune")
-    report = ios_tvm.tune(tiny[0], "llvm", work, max_trials_per_task=2, num_trials_per_iter=2)
-    return work, report
+def tuned(tiny_tuned):
+    return tiny_tuned
 
 
 def test_tuning_writes_a_database(tuned):
@@ -41,7 +35,7 @@ def test_tuning_writes_a_database(tuned):
 def test_second_call_reuses_without_tuning(tiny, tuned):
     work, _ = tuned
     before = (work / "database_tuning_record.json").read_text()
-    again = ios_tvm.tune(tiny[0], "llvm", work, max_trials_per_task=2, num_trials_per_iter=2)
+    again = ios_tvm.tune(tiny[0], "llvm", work, max_trials_per_task=3, num_trials_per_iter=3)
     assert again.tuned == [] and sorted(again.reused) == sorted(again.tasks)
     assert again.seconds < 30
     assert (work / "database_tuning_record.json").read_text() == before
@@ -70,3 +64,20 @@ def test_targets_and_shipped_databases():
     assert "num-cores" in tuning_target("llvm").attrs
     assert arch_of({"kind": "cuda", "arch": "sm_90"}) == "sm_90"
     assert shipped_database({"kind": "cuda", "arch": "sm_1"}) is None
+
+
+def test_measured_costs_build_the_source_model(tiny, tuned, monkeypatch):
+    """Regression: the measured cost model built the *lowered* module, whose kernels, lowered
+    again, no longer matched their tuning records (stage costs of untuned kernels)."""
+    import ios_tvm.compiler as compiler
+    from ios_tvm.cost.measure import MeasuredCostModel
+
+    mod, work = tiny[0], tuned[0]
+    target = tuning_target("llvm")
+    graph = ios_tvm.extract_graph(mod, target)
+    built = []
+    real = compiler.build
+    monkeypatch.setattr(compiler, "build", lambda m, *a, **k: built.append(m) or real(m, *a, **k))
+    cm = MeasuredCostModel(target, MeasureConfig(warmup=0, repeat=1, cache_dir=False, progress=False), database=work)
+    assert cm.stage_latency(graph, ((0,),)) > 0
+    assert built and built[0] is graph.source is mod

@@ -164,6 +164,10 @@ class OpGraph:
         bindings).
     mod
         The lowered module the graph was read from (not part of equality or the fingerprint).
+    source
+        The module before lowering, when :func:`extract_graph` lowered it: what builds of the
+        graph's kernels start from (lowering the lowered module again annotates its kernels
+        anew, and tuning records no longer match them).
     bindings
         ``bindings[i]`` is the ``relax.VarBinding`` of node ``i``.
     """
@@ -172,6 +176,7 @@ class OpGraph:
     edges: list[tuple[int, int]]
     target: str = ""
     mod: tvm.IRModule | None = field(default=None, repr=False, compare=False)
+    source: tvm.IRModule | None = field(default=None, repr=False, compare=False)
     bindings: list[Any] = field(default_factory=list, repr=False, compare=False)
     merges: Any = field(default=None, repr=False, compare=False)  #: ios_tvm.merge.NodeMerges
 
@@ -231,10 +236,11 @@ def extract_graph(mod: tvm.IRModule, target: str | dict | tvm.target.Target | No
     lowered
         ``mod`` already went through :func:`graph_passes`.
     """
+    source = None
     if not lowered:
         if target is None:
             raise ValueError("extract_graph needs a target unless lowered=True")
-        mod = lower_for_graph(mod, target)
+        source, mod = mod, lower_for_graph(mod, target)
     fn = check_model(mod)
     blocks = [b for b in fn.body.blocks if isinstance(b, relax.DataflowBlock)]
     if len(blocks) != 1:
@@ -302,4 +308,4 @@ def extract_graph(mod: tvm.IRModule, target: str | dict | tvm.target.Target | No
             edges.add((u, nid))
         producers[b.var] = frozenset([nid])
     tgt = str(as_target(target)) if target is not None else ""
-    return OpGraph(nodes, sorted(edges), tgt, mod, bindings)
+    return OpGraph(nodes, sorted(edges), tgt, mod, source, bindings)

@@ -22,7 +22,8 @@ from typing import Any
 logger = logging.getLogger("ios_tvm")
 
 CACHE_FORMAT = "ios_tvm.stage_cache"
-CACHE_VERSION = 1
+# 2: tuned stage costs were measured with untuned kernels before (the lowered module was rebuilt)
+CACHE_VERSION = 2
 
 
 def default_cache_dir() -> Path:

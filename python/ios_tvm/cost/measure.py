@@ -169,7 +169,15 @@ class MeasuredCostModel:
         from ..compiler import build
 
         graph = self._graph
-        self._exec = build(graph.mod, self.target, database=self.database)
+        from ..tuning import resolve_database
+
+        if graph.source is None and resolve_database(self.database, self.target) is not None:
+            logger.warning("ios_tvm: measuring the kernels of an already lowered module; tuning records "
+                           "may not apply to them (use extract_graph(mod, target) on the model itself)")
+        # From the source model when there is one: the kernels of the lowered module, lowered
+        # again, carry new attributes and no longer match their tuning records.
+        self._exec = build(graph.source if graph.source is not None else graph.mod, self.target,
+                           database=self.database)
         if self.config.rpc is not None:
             from .remote import connect
 
