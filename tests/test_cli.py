@@ -38,6 +38,8 @@ def test_user_mistakes_are_one_line_errors(tmp_path):
         (("optimize", "resnet"), "unknown model"),
         (("optimize", "squeezenet", "--small", "-r", "0"), "max_group_size"),
         (("optimize", "squeezenet", "--target", "{bad"), "JSON"),
+        (("optimize", "squeezenet", "--small", "--target", "llvm", "--variants", "2", "--database", "none"),
+         "tuning database"),
         (("show", str(tmp_path / "none.json")), "no schedule file"),
     ]:
         p = run(*args, cwd=tmp_path)

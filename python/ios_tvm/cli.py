@@ -72,6 +72,10 @@ def _add_model_args(p: argparse.ArgumentParser, default_model: str | None) -> No
     p.add_argument("--database", default="auto",
                    help="MetaSchedule tuning database directory for the kernels; 'auto' (default): "
                         "the one shipped for the target's architecture, if any; 'none': untuned")
+    p.add_argument("--variants", type=int, default=0, metavar="K",
+                   help="after the search, try the K best schedules the tuning database holds for "
+                        "each kernel of every concurrent stage and keep what runs the stage faster "
+                        "(measured on the device; needs --database); 0: off (default)")
     p.add_argument("--cost-model", default=None,
                    help="stage costs: 'measure' (time the stages on the device; default for a CUDA "
                         "target with its GPU present) or 'analytic' (a roofline prediction; default "
@@ -114,6 +118,8 @@ def _optimize(args: argparse.Namespace):
     config = ios_tvm.SearchConfig(args.max_group_size, args.max_num_groups, args.max_block_size, args.strategy)
     t0 = time.perf_counter()
     sched = ios_tvm.optimize(mod, target, search=config, cost_model=args.cost_model, database=_database(args))
+    if args.variants:
+        sched = ios_tvm.select_variants(mod, target, sched, database=_database(args), top_k=args.variants)
     weights = "from the file" if args.model.endswith(".onnx") else "random, seed 0"
     sched.meta["model"] = {"name": args.model, **_model_kwargs(args), "weights": weights}
     return sched, time.perf_counter() - t0, mod
@@ -140,6 +146,11 @@ def _report(sched, elapsed: float) -> str:
         f"  IOS        {ios * 1e3:9.4f} ms   {base['sequential'] / ios:.2f}x"
         f"   ({len(sched.merges)} merge stages, strategy {meta['search']['strategy']})",
     ]
+    if "variants" in meta:
+        v = meta["variants"]
+        lines.append(f"  kernel variants: {v['call_sites']} call sites of {v['stages_tried']} concurrent stages "
+                     f"run a runner-up schedule ({v['measurements']} measurements, "
+                     f"{v['measured_gain_s'] * 1e6:.1f} us faster)")
     return "\n".join(lines)
 
 

@@ -28,16 +28,23 @@ def _backend(target: tvm.target.Target):
     raise ValueError(f"ios_tvm builds for cuda and llvm targets, not {kind!r}")
 
 
-def _front_passes(target: tvm.target.Target, tuned: bool) -> list[tvm.transform.Pass]:
-    """Library dispatch, legalization, fusion (+ tuned schedules) and dlight: up to where the
-    schedule is lowered."""
+def _front_passes(target: tvm.target.Target, tuned: bool, variants: Any = ()) -> list[tvm.transform.Pass]:
+    """Library dispatch, legalization, fusion (+ tuned schedules and kernel variants) and dlight:
+    up to where the schedule is lowered. ``variants``: ``(binding, kernel, trace)`` triples."""
+    from .variants import apply_database_and_variants
+
     be = _backend(target)
     legalize = list(be.legalize_passes(target))
-    if tuned:
+    if tuned or variants:
         at = next(i for i, p in enumerate(legalize) if p.info.name == "FuseTIR") + 1
-        with target:  # the pass reads the target when it is made
-            legalize.insert(at, relax.transform.MetaScheduleApplyDatabase(enable_warning=False))
+        legalize.insert(at, apply_database_and_variants(target, tuned, variants))
     return list(be.library_dispatch_passes(target)) + legalize + [relax.transform.RewriteDataflowReshape()]
+
+
+def _variant_sites(schedule: Any) -> list[tuple[str, str, list]]:
+    if schedule is None:
+        return []
+    return [(schedule.node_names[v], var["kernel"], var["trace"]) for v, var in sorted(schedule.variants.items())]
 
 
 def passes(target: tvm.target.Target, schedule: Any = None, *, keep_alive: bool = True,
@@ -48,13 +55,13 @@ def passes(target: tvm.target.Target, schedule: Any = None, *, keep_alive: bool 
     ``merges``: the model's :class:`ios_tvm.merge.NodeMerges` when the schedule merges;
     ``verify``: check the memory plan right after it is made, see :func:`verify_memory`)."""
     be = _backend(target)
-    front = _front_passes(target, tuned)
+    front = _front_passes(target, tuned)  # for merged kernels: no call site of theirs has a variant
 
     def lower_mini(mini: tvm.IRModule) -> tvm.IRModule:
         with target:
             return tvm.transform.Sequential(front)(mini)
 
-    out = list(front)
+    out = _front_passes(target, tuned, _variant_sites(schedule))
     out += [lower_schedule(schedule, device_type_of(target), device_id, keep_alive, merges, lower_mini)]
     out += [p for p in be.dataflow_lower_passes(target) if p.info.name != "RewriteDataflowReshape"]
     for p in be.finalize_passes(target):

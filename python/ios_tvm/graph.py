@@ -283,6 +283,9 @@ def extract_graph(mod: tvm.IRModule, target: str | dict | tvm.target.Target | No
         callee = value.args[0]
         if isinstance(callee, tvm.ir.GlobalVar):
             kernel = callee.name_hint
+            attrs = getattr(mod[callee], "attrs", None)
+            if attrs is not None and "ios_tvm.variant_of" in attrs:  # ios_tvm.variants: same node
+                kernel = str(attrs["ios_tvm.variant_of"])
         elif isinstance(callee, relax.ExternFunc):
             kernel = str(callee.global_symbol)
         else:

@@ -19,7 +19,8 @@ from . import search
 from .errors import ScheduleFormatError, ScheduleMismatchError
 
 FORMAT = "ios_tvm.schedule"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  #: written when a schedule has kernel variants; version 1 (none) otherwise
+READ_VERSIONS = (1, 2)
 STAGE_KINDS = ("concurrent", "merge")
 
 
@@ -56,6 +57,9 @@ class Schedule:
         The graph's dependencies, so a schedule can be checked on its own.
     meta
         Free-form provenance: cost model, target, limits, search statistics, baselines.
+    variants
+        Call sites that run another schedule of their kernel than the one fastest alone
+        (:mod:`ios_tvm.variants`): node id -> ``{"kernel", "rank", "run_secs", "trace"}``.
     """
 
     stages: list[Stage]
@@ -64,6 +68,7 @@ class Schedule:
     kernels: list[str]
     edges: list[tuple[int, int]]
     meta: dict[str, Any] = field(default_factory=dict)
+    variants: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -166,6 +171,17 @@ class Schedule:
                     raise ValueError(f"stage {i} has a group of more than max_group_size={max_group_size} nodes")
         except ValueError as err:
             raise ScheduleMismatchError(f"invalid schedule: {err}") from None
+        merged = {v for nodes in self.merges for v in nodes}
+        for v, var in self.variants.items():
+            if not (isinstance(v, int) and 0 <= v < self.num_nodes):
+                raise ScheduleMismatchError(f"kernel variant for node {v!r}, which the schedule does not have")
+            if var.get("kernel") != self.kernels[v]:
+                raise ScheduleMismatchError(f"kernel variant for node {v} names kernel {var.get('kernel')!r}, "
+                                            f"but node {v} runs {self.kernels[v]}")
+            if v in merged:
+                raise ScheduleMismatchError(f"node {v} is merged into another kernel and cannot run a variant")
+            if not isinstance(var.get("trace"), list) or not isinstance(var.get("rank"), int):
+                raise ScheduleMismatchError(f"kernel variant for node {v} has no trace (list) or rank (int)")
 
     def check_graph(self, graph: Any) -> None:
         """Raise :class:`ScheduleMismatchError` if the schedule was made for another graph."""
@@ -181,15 +197,18 @@ class Schedule:
 
     # -- serialization -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "format": FORMAT,
-            "version": FORMAT_VERSION,
+            "version": FORMAT_VERSION if self.variants else 1,
             "fingerprint": self.fingerprint,
             "nodes": [{"name": n, "kernel": k} for n, k in zip(self.node_names, self.kernels)],
             "edges": [list(e) for e in self.edges],
             "stages": [{"kind": s.kind, "groups": s.groups, "latency_s": s.latency} for s in self.stages],
             "meta": self.meta,
         }
+        if self.variants:
+            out["variants"] = {str(v): var for v, var in sorted(self.variants.items())}
+        return out
 
     def to_json(self, indent: int | None = 1) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -198,10 +217,10 @@ class Schedule:
     def from_dict(cls, data: Any, graph: Any = None) -> "Schedule":
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ScheduleFormatError(f"not an ios_tvm schedule (expected \"format\": \"{FORMAT}\")")
-        if data.get("version") != FORMAT_VERSION:
+        if data.get("version") not in READ_VERSIONS:
             raise ScheduleFormatError(
                 f"schedule format version {data.get('version')!r} is not supported by this ios_tvm "
-                f"(it reads version {FORMAT_VERSION}); re-create the schedule with ios_tvm.optimize")
+                f"(it reads versions {READ_VERSIONS}); re-create the schedule with ios_tvm.optimize")
         try:
             sched = cls(
                 stages=[Stage([[int(v) for v in g] for g in s["groups"]], str(s.get("kind", "concurrent")),
@@ -212,6 +231,7 @@ class Schedule:
                 kernels=[str(n["kernel"]) for n in data["nodes"]],
                 edges=[(int(u), int(v)) for u, v in data["edges"]],
                 meta=dict(data.get("meta") or {}),
+                variants={int(v): dict(var) for v, var in (data.get("variants") or {}).items()},
             )
         except (KeyError, TypeError, ValueError) as err:
             raise ScheduleFormatError(f"corrupt schedule: {type(err).__name__}: {err}") from None
@@ -269,6 +289,9 @@ class Schedule:
                 groups = "MERGE{" + " + ".join(self.kernels[v] for v in st.nodes) + "}"
             else:
                 groups = " | ".join("[" + " -> ".join(self.kernels[v] for v in g) + "]" for g in st.groups)
+            if any(v in self.variants for v in st.nodes):
+                groups += "   (variants: " + ", ".join(
+                    f"{self.kernels[v]}#{self.variants[v]['rank']}" for v in st.nodes if v in self.variants) + ")"
             lines.append(f"  stage {i:>{width}}  {lat}{groups}")
         if max_stages is not None and len(self.stages) > max_stages:
             lines.append(f"  ... {len(self.stages) - max_stages} more stages")

@@ -218,6 +218,25 @@ class MeasuredCostModel:
         self.measured += 1
         return samples
 
+    def measure_stage(self, graph: OpGraph, groups: Groups, replace: dict[int, Any] | None = None) -> float:
+        """Time ``groups`` now (no cache), node ``v`` running ``replace[v]`` (a compiled kernel
+        with the same arguments, e.g. another schedule of it) instead of the model's kernel."""
+        if self.config.rpc is not None:
+            raise NotImplementedError("measure_stage times on this machine's device, not over RPC")
+        self._setup(graph)
+        self._build()
+        replace = replace or {}
+        fs = [[replace.get(v, self._funcs[v]) for v in g] for g in groups]
+        args = [[self._args[v] for v in g] for g in groups]
+        samples = _runtime.time_stage(self.device_type, self.config.device_id, fs, args,
+                                      self.config.warmup, self.config.repeat)
+        self.measured += 1
+        return summarize(samples, self.config.statistic)
+
+    def keep(self, executable: Any) -> None:
+        """Hold ``executable`` alive as long as this model (its kernels are being timed)."""
+        self._keep.append(executable)
+
     # -- CostModel ---------------------------------------------------------------------------
     def prepare(self, graph: OpGraph, stages: Sequence[Groups]) -> None:
         """Measure every stage not in the cache (with a progress bar), then save the cache."""
