@@ -6,10 +6,14 @@ IOS-Merge and IOS-Both).
 
     python benchmarks/gpu_e2e.py --out benchmarks/results/gpu_e2e_<gpu>.json      # on a GPU
     python benchmarks/gpu_e2e.py --target llvm --small --models squeezenet          # dry run, CPU
+    python benchmarks/gpu_e2e.py --database tuning/sm_90/inception_v3 --variants 3 --models inception_v3
 
 IOS schedules use measured stage costs on a GPU (``--cost-model measure``, the default there)
 and the analytic model elsewhere. Every scheduled model's output is checked against the
 sequential build's before it is timed. Results carry provenance (GPU, driver, CUDA, TVM, commit).
+Every TVM build uses the same kernels: ``--database`` (default ``auto``: the tuning database shipped
+for the target, else untuned). ``--variants K`` adds ``ios_variants``: the IOS-Both schedule after
+``ios_tvm.select_variants`` (needs a database).
 """
 
 from __future__ import annotations
@@ -85,6 +89,9 @@ def main() -> int:
     ap.add_argument("--number", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--database", default="auto", help="tuning database directory, 'auto' or 'none'")
+    ap.add_argument("--variants", type=int, default=0, metavar="K",
+                    help="also run IOS-Both with concurrency-aware kernel variants (top K per kernel)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     if args.target == "auto":
@@ -94,6 +101,7 @@ def main() -> int:
     else:
         target = as_target(json.loads(args.target) if args.target.startswith("{") else args.target)
     dev = device_of(target)
+    db = None if args.database.lower() == "none" else args.database
     results = {"provenance": provenance(target), "settings": {k: str(v) for k, v in vars(args).items()}, "models": {}}
     print(json.dumps(results["provenance"], indent=1), flush=True)
     for name in args.models:
@@ -102,8 +110,8 @@ def main() -> int:
         mod = models.bind_params(mod, models.random_params(mod))
         data = models.random_input(mod)
         graph = ios_tvm.extract_graph(mod, target)
-        cost = get_cost_model(args.cost_model, target)
-        strategies = {s: ios_tvm.optimize(mod, target, cost_model=cost, graph=graph,
+        cost = get_cost_model(args.cost_model, target, db)
+        strategies = {s: ios_tvm.optimize(mod, target, cost_model=cost, graph=graph, database=db,
                                           search=ios_tvm.SearchConfig(strategy=s))
                       for s in ("concurrent", "merge", "both")}
         ios = strategies["both"]
@@ -114,12 +122,18 @@ def main() -> int:
                      "ios_merge_stages": len(ios.merges),
                      "predicted_by_strategy_s": {k: v.latency for k, v in strategies.items()},
                      "search": ios.meta["stats"], "search_time_s": ios.meta["time_s"]}
-        builds = {"sequential": ios_tvm.build(mod, target), "greedy": ios_tvm.build(mod, target, greedy)}
+        builds = {"sequential": ios_tvm.build(mod, target, database=db),
+                  "greedy": ios_tvm.build(mod, target, greedy, database=db)}
         for strat, sched in strategies.items():
-            builds[f"ios_{strat}"] = ios_tvm.build(mod, target, sched)
-        if target.kind.name == "cuda":
+            builds[f"ios_{strat}"] = ios_tvm.build(mod, target, sched, database=db)
+        if args.variants:
+            with_variants = ios_tvm.select_variants(mod, target, ios, database=db, top_k=args.variants, graph=graph)
+            row["variants"] = {**with_variants.meta["variants"], "predicted_s": with_variants.latency}
+            builds["ios_variants"] = ios_tvm.build(mod, target, with_variants, database=db)
+        if target.kind.name == "cuda":  # TVM's CUDA-graph capture of the same sequential kernels
             with tvm.transform.PassContext(config={"relax.backend.use_cuda_graph": True}):
-                builds["sequential_cuda_graph"] = tvm.compile(mod, target)
+                builds["sequential_cuda_graph"] = tvm.compile(
+                    mod, target, relax_pipeline=ios_tvm.pipeline(target, None, database=db, cuda_graph=True))
         ref = None
         for label, ex in builds.items():
             out = relax.VirtualMachine(ex, dev)["main"](tvm.runtime.tensor(data, dev)).numpy()

@@ -182,3 +182,18 @@ def test_cuda_codegen_without_gpu(name):
     # one CUDA kernel per distinct PrimFunc the graph launches
     kernels = {n.kernel for n in ios_tvm.extract_graph(mod, CUDA).nodes}
     assert sum(f'extern "C" __global__' in line for line in src.splitlines()) >= len(kernels) // 2
+
+
+def test_sequential_cuda_graph_baseline_compiles_without_gpu():
+    """The CUDA-graph peer of the benchmarks: the sequential pipeline (same kernels, database
+    applied) with TVM's CUDA graph rewrite kept; refused with a schedule."""
+    mod, _ = _bound("squeezenet")
+    target = tvm.target.Target(CUDA)
+    with tvm.transform.PassContext(config={"relax.backend.use_cuda_graph": True}):
+        ex = tvm.compile(mod, target, relax_pipeline=pipeline(target, None, database=None, cuda_graph=True))
+        plain = tvm.compile(mod, target, relax_pipeline=pipeline(target, None, database=None))
+    assert "vm.builtin.cuda_graph.run_or_capture" in ex.as_text()
+    assert "cuda_graph" not in plain.as_text()
+    sched = Schedule.greedy(ios_tvm.extract_graph(mod, CUDA))
+    with pytest.raises(ValueError, match="sequential baseline"):
+        pipeline(CUDA, sched, cuda_graph=True)

@@ -73,3 +73,23 @@ def test_concurrent_streams_overlap(target, tmp_path):
     both = cm.stage_latency(graph, ((pair[0],), (pair[1],)))
     assert both < a + b
     assert both >= 0.8 * max(a, b)
+
+
+def test_kernel_variants_on_gpu(target, tiny_branches, tmp_path):
+    """Tune a two-branch model on the GPU, let select_variants try the runner-ups of the
+    concurrent stage, and check the build with its choice against the sequential one."""
+    from ios_tvm.variants import select_variants
+
+    mod, data = tiny_branches
+    work = tmp_path / "db"
+    ios_tvm.tune(mod, target, work, max_trials_per_task=4, num_trials_per_iter=4)
+    graph = ios_tvm.extract_graph(mod, target)
+    greedy = Schedule.greedy(graph)
+    out = select_variants(mod, target, greedy, database=work, min_gain=0.0, graph=graph,
+                          config=MeasureConfig(warmup=5, repeat=20, cache_dir=False, progress=False))
+    assert out.meta["variants"]["stages_tried"] == 1
+    want = _run(ios_tvm.build(mod, target, database=work), data)[0]
+    outs = _run(ios_tvm.build(mod, target, out, database=work), data, times=5)
+    np.testing.assert_allclose(outs[0], want, rtol=1e-5, atol=1e-5)
+    for again in outs[1:]:
+        np.testing.assert_array_equal(again, outs[0])

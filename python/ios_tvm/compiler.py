@@ -49,11 +49,16 @@ def _variant_sites(schedule: Any) -> list[tuple[str, str, list]]:
 
 def passes(target: tvm.target.Target, schedule: Any = None, *, keep_alive: bool = True,
            device_id: int = -1, stop_after_planning: bool = False,
-           tuned: bool = False, merges: Any = None, verify: bool = False) -> list[tvm.transform.Pass]:
+           tuned: bool = False, merges: Any = None, verify: bool = False,
+           cuda_graph: bool = False) -> list[tvm.transform.Pass]:
     """The pass list of :func:`pipeline` (``stop_after_planning``: end after memory planning;
     ``tuned``: apply the MetaSchedule database of the enclosing context right after fusion;
     ``merges``: the model's :class:`ios_tvm.merge.NodeMerges` when the schedule merges;
-    ``verify``: check the memory plan right after it is made, see :func:`verify_memory`)."""
+    ``verify``: check the memory plan right after it is made, see :func:`verify_memory`;
+    ``cuda_graph``: keep TVM's ``RewriteCUDAGraph``, for the sequential baseline only)."""
+    if cuda_graph and schedule is not None:
+        raise ValueError("cuda_graph=True is for the sequential baseline (schedule=None): TVM's CUDA graph "
+                         "capture does not see ios_tvm's stream switches")
     be = _backend(target)
     front = _front_passes(target, tuned)  # for merged kernels: no call site of theirs has a variant
 
@@ -65,7 +70,7 @@ def passes(target: tvm.target.Target, schedule: Any = None, *, keep_alive: bool 
     out += [lower_schedule(schedule, device_type_of(target), device_id, keep_alive, merges, lower_mini)]
     out += [p for p in be.dataflow_lower_passes(target) if p.info.name != "RewriteDataflowReshape"]
     for p in be.finalize_passes(target):
-        if p.info.name == "RewriteCUDAGraph":
+        if p.info.name == "RewriteCUDAGraph" and not cuda_graph:
             continue
         out.append(p)
         if p.info.name == "StaticPlanBlockMemory":
@@ -90,7 +95,7 @@ def _verify_pass() -> tvm.transform.Pass:
 
 def pipeline(target: str | dict | tvm.target.Target, schedule: Any = None, *, keep_alive: bool = True,
              device_id: int = -1, database: Any = "auto", verify: bool = True,
-             merges: Any = None) -> tvm.transform.Pass:
+             merges: Any = None, cuda_graph: bool = False) -> tvm.transform.Pass:
     """A Relax pipeline for ``tvm.compile(mod, target, relax_pipeline=...)`` that lowers
     ``schedule`` into the module (``None``: the sequential baseline).
 
@@ -99,9 +104,15 @@ def pipeline(target: str | dict | tvm.target.Target, schedule: Any = None, *, ke
     architecture when there is one; ``None``: untuned (dlight's default schedules on CUDA).
     ``verify``: refuse a memory plan that lets concurrent groups share storage.
     ``merges``: the model's merge candidates if already known (else derived from the module).
+    ``cuda_graph``: with ``schedule=None``, keep TVM's CUDA graph rewrite (it acts under
+    ``PassContext(config={"relax.backend.use_cuda_graph": True})``): the sequential baseline
+    launched as a CUDA graph, with the same (tuned) kernels.
     """
     from .tuning import resolve_database
 
+    if cuda_graph and schedule is not None:
+        raise ValueError("cuda_graph=True is for the sequential baseline (schedule=None): TVM's CUDA graph "
+                         "capture does not see ios_tvm's stream switches")
     tgt = as_target(target)
     db = resolve_database(database, tgt)
 
@@ -111,7 +122,7 @@ def pipeline(target: str | dict | tvm.target.Target, schedule: Any = None, *, ke
         if found is None and schedule is not None and schedule.merges:
             found = model_merges(mod, tgt)
         seq = passes(tgt, schedule, keep_alive=keep_alive, device_id=device_id, tuned=db is not None,
-                     merges=found, verify=verify)
+                     merges=found, verify=verify, cuda_graph=cuda_graph)
         with tgt:
             if db is None:
                 return tvm.transform.Sequential(seq)(mod)
