@@ -20,8 +20,8 @@ from ios_tvm.cost.measure import MeasureConfig
 from ios_tvm.errors import ScheduleFormatError, ScheduleMismatchError
 from ios_tvm.schedule import Schedule
 from ios_tvm.tuning import tuning_target
-from ios_tvm.variants import (VARIANT_ATTR, apply_trace, kernel_variants, refine_stage,
-                              select_variants)
+from ios_tvm.variants import (VARIANT_ATTR, _build_variants, apply_trace, kernel_variants, refine_stage,
+                              select_variants, target_key)
 
 
 # -- refine_stage: pure ----------------------------------------------------------------------------
@@ -115,10 +115,10 @@ def test_database_variants_are_distinct_and_ranked(setup):
     assert tvm_ffi.structural_equal(built.body, bodies[0])
 
 
-def _with_variant(graph, node, var):
+def _with_variant(graph, node, var, made_for="llvm:generic"):
     sched = Schedule.greedy(graph)
-    sched.variants = {node: {"kernel": graph.nodes[node].kernel, "rank": var.rank, "run_secs": var.run_secs,
-                             "trace": var.trace}}
+    sched.variants = {node: {"kernel": graph.nodes[node].kernel, "target": made_for, "rank": var.rank,
+                             "run_secs": var.run_secs, "trace": var.trace}}
     return sched
 
 
@@ -176,17 +176,63 @@ def test_schedule_files_keep_variants(setup, tmp_path):
         Schedule.from_json(broken(lambda d: d["variants"][str(a)].pop("trace")), graph)
     with pytest.raises(ScheduleFormatError, match="corrupt"):
         Schedule.from_json(broken(lambda d: d.update(variants={"x": {}})), graph)
-    with pytest.raises(ScheduleFormatError, match="version"):
+    with pytest.raises(ScheduleFormatError, match="newer ios_tvm"):
         Schedule.from_json(broken(lambda d: d.update(version=3)), graph)
+    with pytest.raises(ScheduleFormatError, match="version 1"):
+        Schedule.from_json(broken(lambda d: d.update(version=1)), graph)
+    with pytest.raises(ScheduleFormatError, match="corrupt"):
+        Schedule.from_json(broken(lambda d: d.update(variants=[1, 2])), graph)
 
 
-def test_a_variant_for_a_call_the_model_lacks_is_refused(setup):
+def test_variants_for_another_target_or_a_stale_trace_are_refused(setup):
     mod, _, target, graph, work, variants = setup
     a, _ = _conv_nodes(graph)
-    sched = _with_variant(graph, a, variants[graph.nodes[a].kernel][1])
-    sched.node_names[a] = "no_such_binding"
-    with pytest.raises(Exception, match="another model"):
-        ios_tvm.build(mod, target, sched, database=work)
+    var = variants[graph.nodes[a].kernel][1]
+    assert target_key(target) == "llvm:generic"
+    with pytest.raises(ScheduleMismatchError, match="selected for cuda:sm_90.*re-run ios_tvm.select_variants"):
+        ios_tvm.build(mod, target, _with_variant(graph, a, var, made_for="cuda:sm_90"), database=work)
+    stale = _with_variant(graph, a, var)
+    stale.variants[a]["trace"] = [[["GetSBlock", [], ["no_such_block", "main"], ["b0"]]], []]
+    with pytest.raises(ScheduleMismatchError, match="no longer applies"):
+        ios_tvm.build(mod, target, stale, database=work)
+    with pytest.raises(ScheduleMismatchError, match="no longer applies"):
+        plan_memory(mod, target, stale, database=work)
+
+
+def test_measure_stage_runs_the_replacement(setup):
+    """The stage timer calls the replacement kernel in place of the model's, warm-up + repeats."""
+    from ios_tvm.cost.measure import MeasuredCostModel
+
+    _, _, target, graph, work, _ = setup
+    a, b = _conv_nodes(graph)
+    calls = []
+    spy = tvm_ffi.convert(lambda *args: calls.append(len(args)))
+    cm = MeasuredCostModel(target, MeasureConfig(warmup=2, repeat=3, cache_dir=False, progress=False), database=work)
+    assert cm.measure_stage(graph, ((a,), (b,)), {a: spy}) > 0
+    n_args = len(graph.nodes[a].inputs) + len(graph.nodes[a].outputs)
+    assert calls == [n_args] * 5
+
+
+def test_built_variants_compute_what_the_kernel_computes(setup):
+    """Every runner-up kernel, compiled for timing, gives the model kernel's result."""
+    from ios_tvm.cost.measure import MeasuredCostModel
+
+    mod, _, target, graph, work, variants = setup
+    a, b = _conv_nodes(graph)
+    greedy = Schedule.greedy(graph)
+    stage = next(i for i, st in enumerate(greedy.stages) if a in st.nodes)
+    cm = MeasuredCostModel(target, MeasureConfig(warmup=0, repeat=1, cache_dir=False, progress=False), database=work)
+    cm.measure_stage(graph, ((a,),))  # builds the model, allocates arguments
+    built = _build_variants(graph, variants, greedy, [stage], target, cm)
+    k = len(variants[graph.nodes[a].kernel])
+    assert set(built) == {(v, r) for v in (a, b) for r in range(1, k)}
+    args = cm._args[a]
+    cm._funcs[a](*args)
+    want = args[-1].numpy().copy()
+    for r in range(1, k):
+        args[-1].copyfrom(np.zeros_like(want))
+        built[(a, r)](*args)
+        np.testing.assert_allclose(args[-1].numpy(), want, rtol=1e-5, atol=1e-5)
 
 
 def test_select_variants_end_to_end_on_cpu(setup):
@@ -197,7 +243,9 @@ def test_select_variants_end_to_end_on_cpu(setup):
     config = MeasureConfig(warmup=1, repeat=5, cache_dir=False, progress=False)
     out = select_variants(mod, target, greedy, database=work, config=config, min_gain=0.0, graph=graph)
     meta = out.meta["variants"]
-    assert meta["stages_tried"] == len(conc) and meta["measurements"] >= 1 + len(variants[graph.nodes[0].kernel]) - 1
+    k = len(variants[graph.nodes[_conv_nodes(graph)[0]].kernel])
+    # the defaults, then each conv call site's k - 1 runner-ups in the first move
+    assert meta["stages_tried"] == len(conc) and meta["measurements"] >= 1 + 2 * (k - 1)
     assert out.as_lists() == greedy.as_lists()
     for v, var in out.variants.items():
         assert var["rank"] >= 1 and v in greedy.stages[conc[0]].nodes

@@ -51,6 +51,13 @@ def _model_kwargs(args: argparse.Namespace) -> dict:
     return kwargs
 
 
+def _add_variants_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--variants", type=int, default=0, metavar="K",
+                   help="after the search, try the K best schedules the tuning database holds for "
+                        "each kernel of every concurrent stage and keep what runs the stage faster "
+                        "(measured on the device; needs --database); 0: off (default)")
+
+
 def _add_model_args(p: argparse.ArgumentParser, default_model: str | None) -> None:
     if default_model is None:
         p.add_argument("model", help="zoo model name (see `ios-tvm models`) or an .onnx file")
@@ -72,10 +79,6 @@ def _add_model_args(p: argparse.ArgumentParser, default_model: str | None) -> No
     p.add_argument("--database", default="auto",
                    help="MetaSchedule tuning database directory for the kernels; 'auto' (default): "
                         "the one shipped for the target's architecture, if any; 'none': untuned")
-    p.add_argument("--variants", type=int, default=0, metavar="K",
-                   help="after the search, try the K best schedules the tuning database holds for "
-                        "each kernel of every concurrent stage and keep what runs the stage faster "
-                        "(measured on the device; needs --database); 0: off (default)")
     p.add_argument("--cost-model", default=None,
                    help="stage costs: 'measure' (time the stages on the device; default for a CUDA "
                         "target with its GPU present) or 'analytic' (a roofline prediction; default "
@@ -118,7 +121,7 @@ def _optimize(args: argparse.Namespace):
     config = ios_tvm.SearchConfig(args.max_group_size, args.max_num_groups, args.max_block_size, args.strategy)
     t0 = time.perf_counter()
     sched = ios_tvm.optimize(mod, target, search=config, cost_model=args.cost_model, database=_database(args))
-    if args.variants:
+    if getattr(args, "variants", 0):
         sched = ios_tvm.select_variants(mod, target, sched, database=_database(args), top_k=args.variants)
     weights = "from the file" if args.model.endswith(".onnx") else "random, seed 0"
     sched.meta["model"] = {"name": args.model, **_model_kwargs(args), "weights": weights}
@@ -294,12 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="optimize a zoo model for this machine and print the schedule")
     _add_model_args(p, "inception_v3")
     p.add_argument("--stages", type=int, default=30, help="stages to print (30)")
+    _add_variants_arg(p)
     p.add_argument("--no-run", action="store_true", help="only search; do not build and time the model")
     p.add_argument("--repeat", type=int, default=3, help="end-to-end timing samples (3)")
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("optimize", help="optimize a zoo model and write its schedule as JSON")
     _add_model_args(p, None)
     p.add_argument("-o", "--output", help="schedule file (default MODEL.schedule.json)")
+    _add_variants_arg(p)
     p.set_defaults(func=cmd_optimize)
     p = sub.add_parser("build", help="compile a model with a schedule into a shared library")
     _add_model_args(p, None)
@@ -309,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="time sequential, greedy and IOS side by side on this machine")
     _add_model_args(p, None)
     p.add_argument("--repeat", type=int, default=5, help="timing samples per schedule (5)")
+    _add_variants_arg(p)
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("show", help="print a schedule file (and draw it)")
     p.add_argument("schedule")

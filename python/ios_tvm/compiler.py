@@ -41,21 +41,16 @@ def _front_passes(target: tvm.target.Target, tuned: bool, variants: Any = ()) ->
     return list(be.library_dispatch_passes(target)) + legalize + [relax.transform.RewriteDataflowReshape()]
 
 
-def _variant_sites(schedule: Any) -> list[tuple[str, str, list]]:
-    if schedule is None:
-        return []
-    return [(schedule.node_names[v], var["kernel"], var["trace"]) for v, var in sorted(schedule.variants.items())]
-
-
 def passes(target: tvm.target.Target, schedule: Any = None, *, keep_alive: bool = True,
            device_id: int = -1, stop_after_planning: bool = False,
            tuned: bool = False, merges: Any = None, verify: bool = False,
-           cuda_graph: bool = False) -> list[tvm.transform.Pass]:
+           cuda_graph: bool = False, variants: Any = ()) -> list[tvm.transform.Pass]:
     """The pass list of :func:`pipeline` (``stop_after_planning``: end after memory planning;
     ``tuned``: apply the MetaSchedule database of the enclosing context right after fusion;
     ``merges``: the model's :class:`ios_tvm.merge.NodeMerges` when the schedule merges;
     ``verify``: check the memory plan right after it is made, see :func:`verify_memory`;
-    ``cuda_graph``: keep TVM's ``RewriteCUDAGraph``, for the sequential baseline only)."""
+    ``cuda_graph``: keep TVM's ``RewriteCUDAGraph``, for the sequential baseline only;
+    ``variants``: the schedule's kernel variants, see :func:`ios_tvm.variants.variant_sites`)."""
     if cuda_graph and schedule is not None:
         raise ValueError("cuda_graph=True is for the sequential baseline (schedule=None): TVM's CUDA graph "
                          "capture does not see ios_tvm's stream switches")
@@ -66,7 +61,7 @@ def passes(target: tvm.target.Target, schedule: Any = None, *, keep_alive: bool 
         with target:
             return tvm.transform.Sequential(front)(mini)
 
-    out = _front_passes(target, tuned, _variant_sites(schedule))
+    out = _front_passes(target, tuned, variants)
     out += [lower_schedule(schedule, device_type_of(target), device_id, keep_alive, merges, lower_mini)]
     out += [p for p in be.dataflow_lower_passes(target) if p.info.name != "RewriteDataflowReshape"]
     for p in be.finalize_passes(target):
@@ -95,7 +90,7 @@ def _verify_pass() -> tvm.transform.Pass:
 
 def pipeline(target: str | dict | tvm.target.Target, schedule: Any = None, *, keep_alive: bool = True,
              device_id: int = -1, database: Any = "auto", verify: bool = True,
-             merges: Any = None, cuda_graph: bool = False) -> tvm.transform.Pass:
+             merges: Any = None, cuda_graph: bool = False, graph: Any = None) -> tvm.transform.Pass:
     """A Relax pipeline for ``tvm.compile(mod, target, relax_pipeline=...)`` that lowers
     ``schedule`` into the module (``None``: the sequential baseline).
 
@@ -103,7 +98,8 @@ def pipeline(target: str | dict | tvm.target.Target, schedule: Any = None, *, ke
     ``ms.Database``; ``"auto"`` (default) uses the database shipped for the target's
     architecture when there is one; ``None``: untuned (dlight's default schedules on CUDA).
     ``verify``: refuse a memory plan that lets concurrent groups share storage.
-    ``merges``: the model's merge candidates if already known (else derived from the module).
+    ``merges``: the model's merge candidates if already known (else derived from the module);
+    ``graph``: the model's graph if already extracted (used to place kernel variants).
     ``cuda_graph``: with ``schedule=None``, keep TVM's CUDA graph rewrite (it acts under
     ``PassContext(config={"relax.backend.use_cuda_graph": True})``): the sequential baseline
     launched as a CUDA graph, with the same (tuned) kernels.
@@ -121,8 +117,13 @@ def pipeline(target: str | dict | tvm.target.Target, schedule: Any = None, *, ke
         found = merges
         if found is None and schedule is not None and schedule.merges:
             found = model_merges(mod, tgt)
+        sites: Any = ()
+        if schedule is not None and schedule.variants:
+            from .variants import variant_sites
+
+            sites = variant_sites(schedule, graph if graph is not None else extract_graph(mod, tgt), tgt)
         seq = passes(tgt, schedule, keep_alive=keep_alive, device_id=device_id, tuned=db is not None,
-                     merges=found, verify=verify, cuda_graph=cuda_graph)
+                     merges=found, verify=verify, cuda_graph=cuda_graph, variants=sites)
         with tgt:
             if db is None:
                 return tvm.transform.Sequential(seq)(mod)
@@ -152,7 +153,7 @@ def build(mod: tvm.IRModule, target: str | dict | tvm.target.Target, schedule: A
     """
     check_model(mod)
     tgt = as_target(target)
-    merges = None
+    merges = graph = None
     if schedule is not None:
         graph = extract_graph(mod, tgt)
         if schedule.merges:
@@ -160,10 +161,14 @@ def build(mod: tvm.IRModule, target: str | dict | tvm.target.Target, schedule: A
 
             graph.merges = merges = node_merges(mod, graph)
         schedule.validate(graph)  # typed errors before TVM's passes wrap them
+        if schedule.variants:
+            from .variants import variant_sites
+
+            variant_sites(schedule, graph, tgt)
         _runtime.check_num_streams(max(schedule.max_streams, 1),
                                    _runtime.pool_size() if pool_size is None else pool_size)
     return tvm.compile(mod, tgt, relax_pipeline=pipeline(tgt, schedule, keep_alive=keep_alive, database=database,
-                                                         verify=verify, merges=merges))
+                                                         verify=verify, merges=merges, graph=graph))
 
 
 def plan_memory(mod: tvm.IRModule, target: str | dict | tvm.target.Target, schedule: Any = None, *,
@@ -174,8 +179,13 @@ def plan_memory(mod: tvm.IRModule, target: str | dict | tvm.target.Target, sched
     tgt = as_target(target)
     db = resolve_database(database, tgt)
     merges = model_merges(mod, tgt) if schedule is not None and schedule.merges else None
+    sites: Any = ()
+    if schedule is not None and schedule.variants:
+        from .variants import variant_sites
+
+        sites = variant_sites(schedule, extract_graph(mod, tgt), tgt)
     seq = tvm.transform.Sequential(passes(tgt, schedule, keep_alive=keep_alive, stop_after_planning=True,
-                                          tuned=db is not None, merges=merges))
+                                          tuned=db is not None, merges=merges, variants=sites))
     with tgt:
         if db is None:
             return seq(mod)

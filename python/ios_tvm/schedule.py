@@ -220,7 +220,10 @@ class Schedule:
         if data.get("version") not in READ_VERSIONS:
             raise ScheduleFormatError(
                 f"schedule format version {data.get('version')!r} is not supported by this ios_tvm "
-                f"(it reads versions {READ_VERSIONS}); re-create the schedule with ios_tvm.optimize")
+                f"(it reads versions {READ_VERSIONS}): a newer ios_tvm wrote it (upgrade ios_tvm) or it is "
+                "corrupt (re-create the schedule with ios_tvm.optimize)")
+        if data.get("variants") and data.get("version") < 2:
+            raise ScheduleFormatError("corrupt schedule: kernel variants in a version 1 file (variants need version 2)")
         try:
             sched = cls(
                 stages=[Stage([[int(v) for v in g] for g in s["groups"]], str(s.get("kind", "concurrent")),
@@ -233,7 +236,7 @@ class Schedule:
                 meta=dict(data.get("meta") or {}),
                 variants={int(v): dict(var) for v, var in (data.get("variants") or {}).items()},
             )
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise ScheduleFormatError(f"corrupt schedule: {type(err).__name__}: {err}") from None
         sched.validate(graph)
         return sched

@@ -116,6 +116,7 @@ class TuneReport:
     trial_budget: int
     seconds: float
     database: Any = field(default=None, repr=False)
+    failed: list[str] = field(default_factory=list)  #: tuned now, yet no schedule that built and ran
 
 
 def _has_record(db: ms.Database, task: Any) -> bool:
@@ -137,6 +138,7 @@ def tune(
     seed: int | None = 0,
     runner: Any = "local",
     builder: Any = "local",
+    build_timeout_s: float = 120.0,
 ) -> TuneReport:
     """Tune the kernels of ``mod`` for ``target`` into the JSON database in ``work_dir``.
 
@@ -150,6 +152,9 @@ def tune(
         Also tune tasks the database already has records of (extends it; nothing is lost).
     runner, builder
         MetaSchedule's (``"local"``, or e.g. an ``ms.runner.RPCRunner``).
+    build_timeout_s
+        Per-candidate build limit of the local builder (MetaSchedule's own default, 30 s, kills
+        whole batches on a small or busy machine, leaving tasks without any schedule).
 
     Progress goes to MetaSchedule's logs in ``work_dir/logs`` and to the ``ios_tvm`` logger.
     """
@@ -165,6 +170,8 @@ def tune(
     logger.info("ios_tvm.tune: %d tasks, %d to tune, %d found in %s", len(tasks), len(todo), len(reused), work_dir)
     budget = 0
     if todo:
+        if isinstance(builder, str) and builder == "local":
+            builder = ms.builder.LocalBuilder(timeout_sec=build_timeout_s)
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             extracted_tasks=todo, work_dir=work_dir, seed=seed)
         budget = max_trials_global if max_trials_global is not None else max_trials_per_task * len(contexts)
@@ -172,5 +179,11 @@ def tune(
             tasks=contexts, task_weights=weights, work_dir=work_dir, max_trials_global=budget,
             max_trials_per_task=max_trials_per_task, num_trials_per_iter=num_trials_per_iter,
             builder=builder, runner=runner, database=db, cost_model="xgb")
+    failed = [t.task_name for t in todo if not _has_record(db, t)]
+    if failed:
+        logger.warning("ios_tvm.tune: %d of %d tuned tasks have no schedule that built and ran (%s); builds use "
+                       "dlight's defaults for them. See %s/logs; raise build_timeout_s or the trial budget and tune "
+                       "again (tasks without a record are tuned again)", len(failed), len(todo),
+                       ", ".join(failed[:5]), work_dir)
     return TuneReport(work_dir, [t.task_name for t in tasks], [t.task_name for t in todo], reused, budget,
-                      time.perf_counter() - t0, db)
+                      time.perf_counter() - t0, db, failed)

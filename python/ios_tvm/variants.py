@@ -62,11 +62,53 @@ def _normalize(func: tvm.tirx.PrimFunc) -> tvm.IRModule:
 
 
 def _leaves(db: Any) -> list[Any]:
-    """The databases a (possibly nested) ``UnionDatabase`` reads from."""
-    inner = getattr(db, "databases", None)
-    if inner is None:
+    """The databases a (possibly nested) ``UnionDatabase`` reads from (its best record wins,
+    as here). Other databases, ``OrderedUnionDatabase`` included, are queried as they are."""
+    from tvm.s_tir.meta_schedule.database import UnionDatabase
+
+    if not isinstance(db, UnionDatabase):
         return [db]
-    return [leaf for d in inner for leaf in _leaves(d)]
+    return [leaf for d in db.databases for leaf in _leaves(d)]
+
+
+def target_key(target: tvm.target.Target) -> str:
+    """What a variant's trace was made for: the target kind and architecture (``cuda:sm_90``)."""
+    from .tuning import arch_of
+
+    return f"{target.kind.name}:{arch_of(target)}"
+
+
+def variant_sites(schedule: Any, graph: OpGraph, target: tvm.target.Target) -> list[tuple[str, str, list]]:
+    """``(binding name, kernel, trace)`` of each call site with a variant, for the build pass.
+
+    Raises :class:`ScheduleMismatchError` when the variants were selected for another target,
+    when a call site's binding name is not unique in the model, or when a trace no longer
+    applies to its kernel (another TVM version, an edited file), each saying what to do.
+    """
+    schedule.validate(graph)
+    want = target_key(target)
+    names = [n.name for n in graph.nodes]
+    out = []
+    for v, var in sorted(schedule.variants.items()):
+        made_for = var.get("target")
+        if made_for != want:
+            raise ScheduleMismatchError(
+                f"the schedule's kernel variants were selected for {made_for}, and this build targets {want}: "
+                "re-run ios_tvm.select_variants for this target, or build without them (schedule.variants = {})")
+        node = graph.nodes[v]
+        if names.count(node.name) != 1:
+            raise ScheduleMismatchError(
+                f"node {v} binds {node.name!r}, a name {names.count(node.name)} kernel calls of the model share, "
+                "so its kernel variant cannot be placed; give the bindings unique names or drop the variants")
+        try:
+            apply_trace(graph.mod[node.kernel], var["trace"])
+        except Exception as err:  # noqa: BLE001 - TVM raises several error types here
+            raise ScheduleMismatchError(
+                f"the kernel variant of node {v} ({node.kernel}) no longer applies to its kernel "
+                f"({type(err).__name__}: {str(err).splitlines()[-1] if str(err) else ''}); re-run "
+                "ios_tvm.select_variants with this TVM, or build without them (schedule.variants = {})") from None
+        out.append((node.name, node.kernel, var["trace"]))
+    return out
 
 
 def _native(obj: Any) -> Any:
@@ -302,16 +344,27 @@ def select_variants(mod: tvm.IRModule, target: str | dict | tvm.target.Target, s
     db = resolve_database(database, tgt)
     if db is None:
         raise ValueError("kernel variants come from a tuning database, and there is none for this target: "
-                         "tune first (ios_tvm.tune) and pass database=<its work_dir>")
+                         "tune first (ios_tvm.tune) and pass database=<its work_dir> (CLI: --database DIR)")
     config = config or MeasureConfig()
     if config.rpc is not None:
         raise NotImplementedError("variant selection measures on this machine's device; drop rpc= from the MeasureConfig")
+    device = tvm.cpu(0) if tgt.kind.name == "llvm" else tvm.cuda(config.device_id)
+    if not device.exist:
+        raise RuntimeError(f"kernel variants are chosen by timing stages on the target's device, and {device} is not "
+                           "present here: run select_variants on the GPU machine (CLI: leave out --variants)")
     graph = graph or extract_graph(mod, tgt)
     schedule.validate(graph)
     options_by_kernel = kernel_variants(graph, db, top_k)
-    stages = [i for i, st in enumerate(schedule.stages)
-              if st.kind == "concurrent" and len(st.groups) > 1
-              and any(len(options_by_kernel.get(graph.nodes[v].kernel, ())) > 1 for v in st.nodes)]
+    names = [n.name for n in graph.nodes]
+
+    def options_of(v: int) -> int:  # a call site whose binding name is not unique cannot be placed
+        return len(options_by_kernel.get(graph.nodes[v].kernel, ())) if names.count(names[v]) == 1 else 1
+
+    concurrent = [i for i, st in enumerate(schedule.stages) if st.kind == "concurrent" and len(st.groups) > 1]
+    stages = [i for i in concurrent if any(options_of(v) > 1 for v in schedule.stages[i].nodes)]
+    if concurrent and not stages:
+        logger.warning("ios_tvm: the database has no second schedule for any kernel of the %d concurrent stages, "
+                       "so there are no variants to try; tune the model into it first (ios_tvm.tune)", len(concurrent))
     model = MeasuredCostModel(tgt, config, database=db)
     timed: dict[tuple[int, int], Any] = _build_variants(graph, options_by_kernel, schedule, stages, tgt, model)
 
@@ -329,7 +382,7 @@ def select_variants(mod: tvm.IRModule, target: str | dict | tvm.target.Target, s
         for i in stages:
             st = schedule.stages[i]
             groups = tuple(tuple(g) for g in st.groups)
-            options = {v: len(options_by_kernel.get(graph.nodes[v].kernel, ())) for v in st.nodes}
+            options = {v: options_of(v) for v in st.nodes}
 
             def measure(choice: Mapping[int, int], groups=groups) -> float:
                 return model.measure_stage(graph, groups, {v: timed[(v, k)] for v, k in choice.items()})
@@ -339,8 +392,8 @@ def select_variants(mod: tvm.IRModule, target: str | dict | tvm.target.Target, s
             evaluated += result.evaluated
             for v, k in result.choice.items():
                 var = options_by_kernel[graph.nodes[v].kernel][k]
-                chosen[v] = {"kernel": graph.nodes[v].kernel, "rank": var.rank, "run_secs": var.run_secs,
-                             "trace": var.trace}
+                chosen[v] = {"kernel": graph.nodes[v].kernel, "target": target_key(tgt), "rank": var.rank,
+                             "run_secs": var.run_secs, "trace": var.trace}
             if result.choice:
                 if schedule.meta.get("cost_model") == "measure":  # never mix in another model's units
                     new_stages[i].latency = result.latency_s
