@@ -74,7 +74,8 @@ def main() -> int:
                 rows[f"{kernels}_{label}"] = {"samples_s": samples, "median_s": median(samples),
                                               "stages": len(s.stages) if s is not None else len(graph.nodes),
                                               "max_streams": s.max_streams if s is not None else 1,
-                                              "variant_call_sites": len(s.variants) if s is not None else 0}
+                                              "variant_call_sites": len(s.variants) if s is not None else 0,
+                                              "variants": s.meta.get("variants") if s is not None else None}
     base = rows["untuned_sequential"]["median_s"]
     for k, r in rows.items():
         r["speedup_vs_untuned_sequential"] = base / r["median_s"]

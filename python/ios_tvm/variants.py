@@ -1,16 +1,16 @@
 """Concurrency-aware kernel variants: re-measure the chosen concurrent stages with the runner-up
 schedules a tuning database holds, and keep what wins.
 
-MetaSchedule ranks a kernel's schedules by their latency *alone on the GPU*; a kernel that fills
-every SM alone is not always the best one to run beside another (IOS, section 7; the paper's
-tuned-kernel gap). A tuning database keeps every schedule it measured, so the runner-ups cost
-nothing to find. After the search has chosen its stages, :func:`select_variants` times each
-concurrent stage with the kernels' alternative schedules (steepest descent: each move changes the
-one kernel's variant that helps the stage most, taken when the stage gets faster by more than
-``min_gain``; the result is confirmed against the defaults once more) and records the winners in the schedule. Builds apply
-them per *call site*: a kernel called from several places gets a private copy where its variant
-differs (:func:`apply_database_and_variants`), so the sequential baseline and the other call
-sites keep the kernel that is fastest alone.
+MetaSchedule ranks a kernel's schedules by their latency *alone* on the device; a kernel that
+fills every SM alone is not always the best one to run beside another. A tuning database keeps
+every schedule it measured, so the runner-ups cost nothing to find. After the search has chosen
+its stages, :func:`select_variants` times each concurrent stage with the kernels' alternative
+schedules (steepest descent: each move changes the one kernel's variant that helps the stage
+most, taken when the stage gets faster by more than ``min_gain``; the result is confirmed
+against the defaults once more) and records the winners in the schedule. Builds apply them per
+*call site*: a kernel called from several places gets a private copy where its variant differs
+(:func:`apply_database_and_variants`), so the sequential baseline and the other call sites keep
+the kernel that is fastest alone.
 
 A variant is stored as its MetaSchedule trace (JSON), so a schedule file builds without the
 database it came from. The graph (and its fingerprint) does not change: a copy carries the
@@ -29,7 +29,7 @@ import tvm_ffi
 from tvm import relax
 
 from .errors import ScheduleMismatchError
-from .graph import OpGraph, as_target, call_args, extract_graph, is_kernel_call
+from .graph import OpGraph, as_target, extract_graph, is_kernel_call
 
 logger = logging.getLogger("ios_tvm")
 
