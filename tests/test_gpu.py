@@ -78,7 +78,7 @@ def test_concurrent_streams_overlap(target, tmp_path):
 def test_kernel_variants_on_gpu(target, tiny_branches, tmp_path):
     """Tune a two-branch model on the GPU, let select_variants try the runner-ups of the
     concurrent stage, and check the build with its choice against the sequential one."""
-    from ios_tvm.variants import select_variants
+    from ios_tvm.variant_search import select_variants
 
     mod, data = tiny_branches
     work = tmp_path / "db"

@@ -20,8 +20,8 @@ from ios_tvm.cost.measure import MeasureConfig
 from ios_tvm.errors import ScheduleFormatError, ScheduleMismatchError
 from ios_tvm.schedule import Schedule
 from ios_tvm.tuning import tuning_target
-from ios_tvm.variants import (VARIANT_ATTR, _build_variants, apply_trace, kernel_variants, refine_stage,
-                              select_variants, target_key)
+from ios_tvm.variant_search import _build_variants, refine_stage, select_variants
+from ios_tvm.variants import VARIANT_ATTR, apply_trace, kernel_variants, target_key
 
 
 # -- refine_stage: pure ----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ _LAZY = {
     "build": ("ios_tvm.compiler", "build"),
     "pipeline": ("ios_tvm.compiler", "pipeline"),
     "tune": ("ios_tvm.tuning", "tune"),
-    "select_variants": ("ios_tvm.variants", "select_variants"),
+    "select_variants": ("ios_tvm.variant_search", "select_variants"),
     "OpGraph": ("ios_tvm.graph", "OpGraph"),
     "Schedule": ("ios_tvm.schedule", "Schedule"),
     "models": ("ios_tvm.models", None),
