@@ -17,6 +17,7 @@ from tvm import relax
 from . import runtime as _runtime  # noqa: F401  (registers ios_tvm.runtime.* globals)
 from .graph import as_target, check_model, extract_graph
 from .lower import FORK, JOIN, RUNTIME_CALLS, SWITCH, device_type_of, lower_schedule
+from .variants import apply_database_and_variants, variant_sites
 
 
 def _backend(target: tvm.target.Target):
@@ -31,14 +32,18 @@ def _backend(target: tvm.target.Target):
 def _front_passes(target: tvm.target.Target, tuned: bool, variants: Any = ()) -> list[tvm.transform.Pass]:
     """Library dispatch, legalization, fusion (+ tuned schedules and kernel variants) and dlight:
     up to where the schedule is lowered. ``variants``: ``(binding, kernel, trace)`` triples."""
-    from .variants import apply_database_and_variants
-
     be = _backend(target)
     legalize = list(be.legalize_passes(target))
     if tuned or variants:
         at = next(i for i, p in enumerate(legalize) if p.info.name == "FuseTIR") + 1
         legalize.insert(at, apply_database_and_variants(target, tuned, variants))
     return list(be.library_dispatch_passes(target)) + legalize + [relax.transform.RewriteDataflowReshape()]
+
+
+def _check_cuda_graph(schedule: Any, cuda_graph: bool) -> None:
+    if cuda_graph and schedule is not None:
+        raise ValueError("cuda_graph=True is for the sequential baseline (schedule=None): TVM's CUDA graph "
+                         "capture does not see ios_tvm's stream switches")
 
 
 def passes(target: tvm.target.Target, schedule: Any = None, *, keep_alive: bool = True,
@@ -51,9 +56,7 @@ def passes(target: tvm.target.Target, schedule: Any = None, *, keep_alive: bool 
     ``verify``: check the memory plan right after it is made, see :func:`verify_memory`;
     ``cuda_graph``: keep TVM's ``RewriteCUDAGraph``, for the sequential baseline only;
     ``variants``: the schedule's kernel variants, see :func:`ios_tvm.variants.variant_sites`)."""
-    if cuda_graph and schedule is not None:
-        raise ValueError("cuda_graph=True is for the sequential baseline (schedule=None): TVM's CUDA graph "
-                         "capture does not see ios_tvm's stream switches")
+    _check_cuda_graph(schedule, cuda_graph)
     be = _backend(target)
     front = _front_passes(target, tuned)  # for merged kernels: no call site of theirs has a variant
 
@@ -106,22 +109,21 @@ def pipeline(target: str | dict | tvm.target.Target, schedule: Any = None, *, ke
     """
     from .tuning import resolve_database
 
-    if cuda_graph and schedule is not None:
-        raise ValueError("cuda_graph=True is for the sequential baseline (schedule=None): TVM's CUDA graph "
-                         "capture does not see ios_tvm's stream switches")
+    _check_cuda_graph(schedule, cuda_graph)
     tgt = as_target(target)
     db = resolve_database(database, tgt)
+    has_variants = schedule is not None and bool(schedule.variants)
+    # with the graph at hand, placing the variants fails here, with typed errors, not inside TVM's passes
+    known_sites = variant_sites(schedule, graph, tgt) if has_variants and graph is not None else None
 
     @tvm.transform.module_pass(opt_level=0, name="ios_tvm.Pipeline")
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         found = merges
         if found is None and schedule is not None and schedule.merges:
             found = model_merges(mod, tgt)
-        sites: Any = ()
-        if schedule is not None and schedule.variants:
-            from .variants import variant_sites
-
-            sites = variant_sites(schedule, graph if graph is not None else extract_graph(mod, tgt), tgt)
+        sites: Any = known_sites
+        if sites is None:
+            sites = variant_sites(schedule, extract_graph(mod, tgt), tgt) if has_variants else ()
         seq = passes(tgt, schedule, keep_alive=keep_alive, device_id=device_id, tuned=db is not None,
                      merges=found, verify=verify, cuda_graph=cuda_graph, variants=sites)
         with tgt:
@@ -161,10 +163,6 @@ def build(mod: tvm.IRModule, target: str | dict | tvm.target.Target, schedule: A
 
             graph.merges = merges = node_merges(mod, graph)
         schedule.validate(graph)  # typed errors before TVM's passes wrap them
-        if schedule.variants:
-            from .variants import variant_sites
-
-            variant_sites(schedule, graph, tgt)
         _runtime.check_num_streams(max(schedule.max_streams, 1),
                                    _runtime.pool_size() if pool_size is None else pool_size)
     return tvm.compile(mod, tgt, relax_pipeline=pipeline(tgt, schedule, keep_alive=keep_alive, database=database,
@@ -179,11 +177,7 @@ def plan_memory(mod: tvm.IRModule, target: str | dict | tvm.target.Target, sched
     tgt = as_target(target)
     db = resolve_database(database, tgt)
     merges = model_merges(mod, tgt) if schedule is not None and schedule.merges else None
-    sites: Any = ()
-    if schedule is not None and schedule.variants:
-        from .variants import variant_sites
-
-        sites = variant_sites(schedule, extract_graph(mod, tgt), tgt)
+    sites = variant_sites(schedule, extract_graph(mod, tgt), tgt) if schedule is not None and schedule.variants else ()
     seq = tvm.transform.Sequential(passes(tgt, schedule, keep_alive=keep_alive, stop_after_planning=True,
                                           tuned=db is not None, merges=merges, variants=sites))
     with tgt:
