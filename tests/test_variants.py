@@ -270,3 +270,10 @@ def test_select_variants_needs_a_database_and_a_local_device(setup):
         select_variants(mod, target, greedy, database=work, config=MeasureConfig(rpc=RPCConfig("localhost", 1, "k")))
     with pytest.raises(ValueError, match="top_k"):
         select_variants(mod, target, greedy, database=work, top_k=0)
+
+
+@pytest.mark.skipif(tvm.cuda(0).exist, reason="checks the error for a missing GPU, and this machine has one")
+def test_select_variants_without_the_gpu_says_where_to_run(setup):
+    mod, _, _, graph, work, _ = setup
+    with pytest.raises(RuntimeError, match="GPU machine"):
+        select_variants(mod, {"kind": "cuda", "arch": "sm_90"}, Schedule.greedy(graph), database=work)

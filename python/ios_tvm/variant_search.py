@@ -126,10 +126,11 @@ def select_variants(mod: tvm.IRModule, target: str | dict | tvm.target.Target, s
     config = config or MeasureConfig()
     if config.rpc is not None:
         raise NotImplementedError("variant selection measures on this machine's device; drop rpc= from the MeasureConfig")
-    device = tvm.cpu(0) if tgt.kind.name == "llvm" else tvm.cuda(config.device_id)
-    if not device.exist:
-        raise RuntimeError(f"kernel variants are chosen by timing stages on the target's device, and {device} is not "
-                           "present here: run select_variants on the GPU machine (CLI: leave out --variants)")
+    try:
+        model = MeasuredCostModel(tgt, config, database=db)
+    except RuntimeError as err:  # the device is missing: say what to do here
+        raise RuntimeError(f"kernel variants are chosen by timing stages on the target's device ({err}); run "
+                           "select_variants on the GPU machine (CLI: leave out --variants)") from None
     graph = graph or extract_graph(mod, tgt)
     schedule.validate(graph)
     options_by_kernel = kernel_variants(graph, db, top_k)
@@ -143,7 +144,6 @@ def select_variants(mod: tvm.IRModule, target: str | dict | tvm.target.Target, s
     if concurrent and not stages:
         logger.warning("ios_tvm: the database has no second schedule for any kernel of the %d concurrent stages, "
                        "so there are no variants to try; tune the model into it first (ios_tvm.tune)", len(concurrent))
-    model = MeasuredCostModel(tgt, config, database=db)
     timed: dict[tuple[int, int], Any] = _build_variants(graph, options_by_kernel, schedule, stages, tgt, model)
 
     bar = None
@@ -198,21 +198,16 @@ def _build_variants(graph: OpGraph, options: Mapping[str, list[Variant]], schedu
     """Compile every alternative variant the stages may try, once per (kernel, rank), and return
     ``(node, rank) -> kernel function`` (rank 0 is the model's own kernel, never needed here)."""
     funcs: dict[str, tvm.tirx.PrimFunc] = {}
+    names: dict[tuple[int, int], str] = {}
     for i in stages:
         for v in schedule.stages[i].nodes:
             kernel = graph.nodes[v].kernel
             for var in options.get(kernel, ())[1:]:
-                name = f"ios_variant_{kernel}_{var.rank}"
+                name = names[(v, var.rank)] = f"ios_variant_{kernel}_{var.rank}"
                 if name not in funcs:
                     funcs[name] = apply_trace(graph.mod[kernel], var.trace).with_attr("global_symbol", name)
     if not funcs:
         return {}
     built = tvm.compile(tvm.IRModule(funcs), target)
     model.keep(built)
-    out = {}
-    for i in stages:
-        for v in schedule.stages[i].nodes:
-            kernel = graph.nodes[v].kernel
-            for var in options.get(kernel, ())[1:]:
-                out[(v, var.rank)] = built[f"ios_variant_{kernel}_{var.rank}"]
-    return out
+    return {key: built[name] for key, name in names.items()}

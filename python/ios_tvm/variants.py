@@ -4,10 +4,10 @@ schedules a tuning database holds, and keep what wins.
 MetaSchedule ranks a kernel's schedules by their latency *alone* on the device; a kernel that
 fills every SM alone is not always the best one to run beside another. A tuning database keeps
 every schedule it measured, so the runner-ups cost nothing to find. After the search has chosen
-its stages, :func:`ios_tvm.variant_search.select_variants` times each concurrent stage with the kernels' alternative
-schedules (steepest descent: each move changes the one kernel's variant that helps the stage
-most, taken when the stage gets faster by more than ``min_gain``; the result is confirmed
-against the defaults once more) and records the winners in the schedule. Builds apply them per
+its stages, :func:`ios_tvm.variant_search.select_variants` times each concurrent stage with the
+kernels' alternative schedules (steepest descent: each move changes the one kernel's variant
+that helps the stage most, taken when the stage gets faster by more than ``min_gain``; the
+result is confirmed against the defaults once more) and records the winners in the schedule. Builds apply them per
 *call site*: a kernel called from several places gets a private copy where its variant differs
 (:func:`apply_database_and_variants`), so the sequential baseline and the other call sites keep
 the kernel that is fastest alone.

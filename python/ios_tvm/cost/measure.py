@@ -203,7 +203,8 @@ class MeasuredCostModel:
     def stage_key(self, groups: Groups) -> str:
         return content_key([[self._keys[v] for v in g] for g in groups])
 
-    def _measure(self, groups: Groups, session: int = 0) -> list[float]:
+    def _measure(self, groups: Groups, session: int = 0, replace: dict[int, Any] | None = None) -> list[float]:
+        """Samples of one stage; ``replace``: node -> kernel run instead of the model's (local only)."""
         self._build()
         if self._sessions:
             kernels = [[(self._graph.nodes[v].kernel, self._remote_args[session][v]) for v in g] for g in groups]
@@ -211,7 +212,8 @@ class MeasuredCostModel:
                                                    self.config.warmup, self.config.repeat)
             self.measured += 1
             return samples
-        fs = [[self._funcs[v] for v in g] for g in groups]
+        replace = replace or {}
+        fs = [[replace.get(v, self._funcs[v]) for v in g] for g in groups]
         args = [[self._args[v] for v in g] for g in groups]
         samples = _runtime.time_stage(self.device_type, self.config.device_id, fs, args,
                                       self.config.warmup, self.config.repeat)
@@ -224,14 +226,7 @@ class MeasuredCostModel:
         if self.config.rpc is not None:
             raise NotImplementedError("measure_stage times on this machine's device, not over RPC")
         self._setup(graph)
-        self._build()
-        replace = replace or {}
-        fs = [[replace.get(v, self._funcs[v]) for v in g] for g in groups]
-        args = [[self._args[v] for v in g] for g in groups]
-        samples = _runtime.time_stage(self.device_type, self.config.device_id, fs, args,
-                                      self.config.warmup, self.config.repeat)
-        self.measured += 1
-        return summarize(samples, self.config.statistic)
+        return summarize(self._measure(groups, replace=replace), self.config.statistic)
 
     def keep(self, executable: Any) -> None:
         """Hold ``executable`` alive as long as this model (its kernels are being timed)."""
