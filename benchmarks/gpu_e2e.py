@@ -31,8 +31,8 @@ from tvm import relax
 import ios_tvm
 from ios_tvm import models
 from ios_tvm.cost import get_cost_model
-from ios_tvm.graph import as_target
-from ios_tvm.profiling import device_of, median, provenance, time_vm
+from ios_tvm.profiling import median, provenance, time_vm
+from ios_tvm.target import device_of, resolve_target
 from ios_tvm.schedule import Schedule
 
 TORCHVISION = {"inception_v3": "inception_v3", "googlenet": "googlenet", "squeezenet": "squeezenet1_0"}
@@ -94,12 +94,7 @@ def main() -> int:
                     help="also run IOS-Both with concurrency-aware kernel variants (top K per kernel)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    if args.target == "auto":
-        from ios_tvm.cli import local_target
-
-        target = as_target(local_target())
-    else:
-        target = as_target(json.loads(args.target) if args.target.startswith("{") else args.target)
+    target = resolve_target(args.target)
     dev = device_of(target)
     db = None if args.database.lower() == "none" else args.database
     results = {"provenance": provenance(target), "settings": {k: str(v) for k, v in vars(args).items()}, "models": {}}

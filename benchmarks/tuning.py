@@ -26,8 +26,8 @@ from tvm import relax
 import ios_tvm
 from ios_tvm import models
 from ios_tvm.cost.measure import MeasureConfig, MeasuredCostModel
-from ios_tvm.profiling import device_of, median, provenance, time_vm
-from ios_tvm.tuning import tuning_target
+from ios_tvm.profiling import median, provenance, time_vm
+from ios_tvm.target import device_of, tuning_target
 
 
 def main() -> int:
@@ -43,7 +43,7 @@ def main() -> int:
                     help="also time the tuned IOS schedule with concurrency-aware kernel variants (top K)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    target = tuning_target(json.loads(args.target) if args.target.startswith("{") else args.target)
+    target = tuning_target(args.target)
     dev = device_of(target)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="ios_tvm_tune_"))
     mod = models.get(args.model, small=args.small)

@@ -17,7 +17,7 @@ CUDA = {"kind": "cuda", "arch": "sm_90"}
 @pytest.mark.parametrize("r, s", [(3, 8), (1, 1), (2, 3)])
 def test_small_zoo_schedules_validate(name, r, s, small_graphs):
     graph = small_graphs[name]
-    sched = ios_tvm.optimize(None, CUDA, graph=graph, max_group_size=r, max_num_groups=s)
+    sched = ios_tvm.optimize(graph.source, CUDA, graph=graph, max_group_size=r, max_num_groups=s)
     sched.validate(graph, r, s)
     assert all(len(st.groups) <= s and all(len(g) <= r for g in st.groups) for st in sched.stages)
     # the sequential schedule is in the search space: IOS is never predicted slower
@@ -30,7 +30,7 @@ def test_small_zoo_schedules_validate(name, r, s, small_graphs):
 def test_unsplit_ios_beats_greedy_and_sequential(name, small_graphs):
     # (NASNet's unsplit cells are too wide for a quick exact search.)
     graph = small_graphs[name]
-    sched = ios_tvm.optimize(None, CUDA, graph=graph, search=SearchConfig(3, 8, None))
+    sched = ios_tvm.optimize(graph.source, CUDA, graph=graph, search=SearchConfig(3, 8, None))
     base = sched.meta["baselines_s"]
     assert sched.latency <= base["sequential"] * (1 + 1e-9)
     assert sched.latency <= base["greedy"] * (1 + 1e-9)
@@ -48,7 +48,7 @@ def test_full_size_zoo_schedules_validate(name):
 
 
 def test_schedule_for_other_model_is_refused(small_graphs):
-    sched = ios_tvm.optimize(None, CUDA, graph=small_graphs["squeezenet"])
+    sched = ios_tvm.optimize(small_graphs["squeezenet"].source, CUDA, graph=small_graphs["squeezenet"])
     with pytest.raises(ScheduleMismatchError, match="made for another model"):
         sched.validate(small_graphs["googlenet"])
     with pytest.raises(ScheduleMismatchError, match="made for another model"):
@@ -62,7 +62,7 @@ def test_schedule_for_other_model_is_refused(small_graphs):
 ])
 def test_bad_limits(kwargs, match, small_graphs):
     with pytest.raises(ValueError, match=match):
-        ios_tvm.optimize(None, CUDA, graph=small_graphs["squeezenet"], **kwargs)
+        ios_tvm.optimize(small_graphs["squeezenet"].source, CUDA, graph=small_graphs["squeezenet"], **kwargs)
 
 
 def test_search_config_validates():
@@ -90,14 +90,14 @@ def test_custom_cost_model_and_prepare(small_graphs):
             return 1.0  # every stage costs the same: fewest stages wins
 
     cm = Counting()
-    sched = ios_tvm.optimize(None, CUDA, graph=graph, cost_model=cm)
+    sched = ios_tvm.optimize(graph.source, CUDA, graph=graph, cost_model=cm)
     assert cm.prepared and cm.asked <= cm.prepared
     assert sched.meta["cost_model"] == "counting"
-    seq = ios_tvm.optimize(None, CUDA, graph=graph, cost_model=AnalyticCostModel.for_target(CUDA))
+    seq = ios_tvm.optimize(graph.source, CUDA, graph=graph, cost_model=AnalyticCostModel.for_target(CUDA))
     assert len(sched.stages) <= len(seq.stages)
 
 
 def test_cpu_target_prefers_few_streams(small_graphs):
     # On a CPU target kernels fill the cores; the analytic model should see no gain in streams.
-    sched = ios_tvm.optimize(None, {"kind": "llvm", "num-cores": 2}, graph=small_graphs["inception_v3"])
+    sched = ios_tvm.optimize(small_graphs["inception_v3"].source, {"kind": "llvm", "num-cores": 2}, graph=small_graphs["inception_v3"])
     assert sched.latency <= sched.meta["baselines_s"]["sequential"] * (1 + 1e-9)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import tvm
-from tvm import relax
 from tvm.script import ir as I
 from tvm.script import relax as R
 

@@ -68,10 +68,10 @@ def test_rpc_measurement_matches_local(tracker, tmp_path):
     graph = ios_tvm.extract_graph(models.get("squeezenet", small=True), "llvm")
     rpc_cfg = RPCConfig("127.0.0.1", tracker, KEY, sessions=2)
     remote = MeasuredCostModel("llvm", _cfg(tmp_path / "remote", rpc=rpc_cfg))
-    ios_tvm.optimize(None, "llvm", graph=graph, cost_model=remote, search=ios_tvm.SearchConfig(strategy="concurrent"))
-    assert remote.measured > 0 and len(remote._sessions) == 2
+    ios_tvm.optimize(graph.source, "llvm", graph=graph, cost_model=remote, search=ios_tvm.SearchConfig(strategy="concurrent"))
+    assert remote.measured > 0 and len(remote.timer.sessions) == 2
     local = MeasuredCostModel("llvm", _cfg(tmp_path / "local"))
-    ios_tvm.optimize(None, "llvm", graph=graph, cost_model=local, search=ios_tvm.SearchConfig(strategy="concurrent"))
+    ios_tvm.optimize(graph.source, "llvm", graph=graph, cost_model=local, search=ios_tvm.SearchConfig(strategy="concurrent"))
     files = {}
     for side in ("remote", "local"):
         (f,) = (tmp_path / side).glob("stages-*.json")
@@ -87,8 +87,8 @@ def test_rpc_measurement_matches_local(tracker, tmp_path):
     again_remote = MeasuredCostModel("llvm", _cfg(tmp_path / "remote", rpc=rpc_cfg))
     again_local = MeasuredCostModel("llvm", _cfg(tmp_path / "local"))
     cfg = ios_tvm.SearchConfig(strategy="concurrent")
-    a = ios_tvm.optimize(None, "llvm", graph=graph, cost_model=again_remote, search=cfg)
-    b = ios_tvm.optimize(None, "llvm", graph=graph, cost_model=again_local, search=cfg)
+    a = ios_tvm.optimize(graph.source, "llvm", graph=graph, cost_model=again_remote, search=cfg)
+    b = ios_tvm.optimize(graph.source, "llvm", graph=graph, cost_model=again_local, search=cfg)
     assert again_remote.measured == again_local.measured == 0
     assert a.as_lists() == b.as_lists() and a.latency == pytest.approx(b.latency)
 
@@ -97,4 +97,4 @@ def test_unreachable_tracker_is_a_clear_error(tmp_path):
     graph = ios_tvm.extract_graph(models.get("squeezenet", small=True), "llvm")
     cm = MeasuredCostModel("llvm", _cfg(tmp_path, rpc=RPCConfig("127.0.0.1", _free_port(), KEY)))
     with pytest.raises(RuntimeError, match="cannot reach the RPC tracker"):
-        ios_tvm.optimize(None, "llvm", graph=graph, cost_model=cm)
+        ios_tvm.optimize(graph.source, "llvm", graph=graph, cost_model=cm)

@@ -20,7 +20,7 @@ def graph(small_graphs):
 
 @pytest.fixture
 def sched(graph):
-    return ios_tvm.optimize(None, CUDA, graph=graph)
+    return ios_tvm.optimize(graph.source, CUDA, graph=graph)
 
 
 def test_json_round_trip(sched, graph):

@@ -9,10 +9,10 @@ import tvm
 from tvm import relax
 
 import ios_tvm
-from ios_tvm import models
 from ios_tvm.compiler import plan_memory
 from ios_tvm.cost.measure import MeasureConfig
-from ios_tvm.tuning import arch_of, shipped_database, tuning_target
+from ios_tvm.target import arch_of, tuning_target
+from ios_tvm.tuning import shipped_database
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,9 @@ from ios_tvm.compiler import plan_memory
 from ios_tvm.cost.measure import MeasureConfig
 from ios_tvm.errors import ScheduleFormatError, ScheduleMismatchError
 from ios_tvm.schedule import Schedule
-from ios_tvm.tuning import tuning_target
+from ios_tvm.target import target_key, tuning_target
 from ios_tvm.variant_search import _build_variants, refine_stage, select_variants
-from ios_tvm.variants import VARIANT_ATTR, apply_trace, kernel_variants, target_key
+from ios_tvm.variants import VARIANT_ATTR, apply_trace, kernel_variants
 
 
 # -- refine_stage: pure ----------------------------------------------------------------------------
@@ -226,8 +226,8 @@ def test_built_variants_compute_what_the_kernel_computes(setup):
     built = _build_variants(graph, variants, greedy, [stage], target, cm)
     k = len(variants[graph.nodes[a].kernel])
     assert set(built) == {(v, r) for v in (a, b) for r in range(1, k)}
-    args = cm._args[a]
-    cm._funcs[a](*args)
+    args = cm.timer.args[a]
+    cm.timer.funcs[a](*args)
     want = args[-1].numpy().copy()
     for r in range(1, k):
         args[-1].copyfrom(np.zeros_like(want))

@@ -11,10 +11,11 @@ import tvm
 
 from . import blocks as blocks_mod
 from .cost import CostModel, get_cost_model
-from .graph import OpGraph, as_target, extract_graph
+from .graph import OpGraph, extract_graph
 from .schedule import Schedule
 from .search import SearchStats, candidate_stages, dynamic_program
 from .stages import Dag
+from .target import as_target
 
 logger = logging.getLogger("ios_tvm")
 
@@ -70,7 +71,7 @@ def search_graph(graph: OpGraph, cost_model: CostModel, config: SearchConfig = S
     merge_sets: list[tuple[int, ...]] = []
     if config.strategy != "concurrent" and graph.merges is not None:
         merge_sets = graph.merges.candidates()
-        if merge_sets and not hasattr(cost_model, "merge_latency"):
+        if merge_sets and not cost_model.supports_merge:
             if config.strategy == "merge":
                 raise TypeError(f"cost model {cost_model.name!r} cannot cost merged kernels (it has no "
                                 "merge_latency); use strategy='concurrent'")
@@ -81,25 +82,21 @@ def search_graph(graph: OpGraph, cost_model: CostModel, config: SearchConfig = S
     latencies: list[float] = []
     kinds: list[str] = []
     stats = SearchStats()
-    prepare = getattr(cost_model, "prepare", None)
     dags = []
     for block in blocks:
         n, local_edges = blocks_mod.sub_dag(block, graph.edges)
         index = {v: i for i, v in enumerate(block)}
         local_merges = [sum(1 << index[v] for v in m) for m in merge_sets if all(v in index for v in m)]
         dags.append((block, Dag.from_edges(n, local_edges), local_merges))
-    if prepare is not None:
-        cands = []
-        for block, dag, _ in dags:
-            for groups in candidate_stages(dag, r, s):
-                cands.append(tuple(tuple(block[i] for i in g) for g in groups))
-        prepare(graph, cands)
+    # lazily: a model that needs no preparation never pays for the enumeration
+    cost_model.prepare(graph, (tuple(tuple(block[i] for i in g) for g in groups)
+                               for block, dag, _ in dags for groups in candidate_stages(dag, r, s)))
     for bi, (block, dag, local_merges) in enumerate(dags):
         def latency(groups, block=block):
             return cost_model.stage_latency(graph, tuple(tuple(block[i] for i in g) for g in groups))
 
         def merge_latency(nodes, block=block):
-            return cost_model.merge_latency(graph, tuple(block[i] for i in nodes))  # type: ignore[attr-defined]
+            return cost_model.merge_latency(graph, tuple(block[i] for i in nodes))
 
         result = dynamic_program(dag, latency, r, s, local_merges, merge_latency if local_merges else None)
         for stage in result.stages:
@@ -150,12 +147,14 @@ def optimize(
         Validated, with predicted stage latencies; ``meta`` holds the search statistics and the
         same cost model's latency of the sequential and greedy baselines.
     """
+    if not isinstance(mod, tvm.IRModule):
+        raise TypeError(f"optimize takes the model as a tvm.IRModule, got {type(mod).__name__}")
     config = search or SearchConfig(max_group_size, max_num_groups)
     tgt = as_target(target)
     t0 = time.perf_counter()
     if graph is None:
         graph = extract_graph(mod, tgt)
-    if config.strategy != "concurrent" and graph.merges is None and mod is not None:
+    if config.strategy != "concurrent" and graph.merges is None:
         from .merge import node_merges
 
         graph.merges = node_merges(mod, graph)

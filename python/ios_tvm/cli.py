@@ -12,34 +12,16 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from typing import Sequence
 
 
-def local_target() -> dict:
-    """The target of this machine: its CUDA GPU if the driver sees one, else the CPU."""
-    import tvm
+def _target(args: argparse.Namespace):
+    """``--target``: ``auto`` (this machine), a name, a tag or JSON."""
+    from ios_tvm.target import resolve_target
 
-    dev = tvm.cuda(0)
-    if dev.exist:
-        major, minor = str(dev.compute_version).split(".")
-        return {"kind": "cuda", "arch": f"sm_{major}{minor}"}
-    return {"kind": "llvm", "num-cores": os.cpu_count() or 1}
-
-
-def _parse_target(text: str | None) -> "str | dict":
-    if text is None or text == "auto":
-        return local_target()
-    text = text.strip()
-    if text.startswith("{"):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"--target looks like JSON but does not parse: {err}") from None
-    return text
+    return resolve_target(args.target)
 
 
 def _model_kwargs(args: argparse.Namespace) -> dict:
@@ -116,7 +98,7 @@ def _load_model(args: argparse.Namespace):
 def _optimize(args: argparse.Namespace):
     import ios_tvm
 
-    target = _parse_target(args.target)
+    target = _target(args)
     mod = _load_model(args)
     config = ios_tvm.SearchConfig(args.max_group_size, args.max_num_groups, args.max_block_size, args.strategy)
     t0 = time.perf_counter()
@@ -165,9 +147,10 @@ def _measure_end_to_end(sched, mod, args) -> str:
 
     import ios_tvm
     from ios_tvm import models
-    from ios_tvm.profiling import device_of, median, time_vm
+    from ios_tvm.profiling import median, time_vm
+    from ios_tvm.target import device_of
 
-    target = ios_tvm.graph.as_target(_parse_target(args.target))
+    target = _target(args)
     dev = device_of(target)
     if not dev.exist:
         return f"(not run: {dev} is not present on this machine)"
@@ -220,10 +203,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     import ios_tvm
-    from ios_tvm.graph import as_target
     from ios_tvm.schedule import Schedule
 
-    target = as_target(_parse_target(args.target))
+    target = _target(args)
     mod = _load_model(args)
     sched = None
     if args.schedule:
@@ -243,14 +225,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from tvm import relax
 
     import ios_tvm
-    from ios_tvm.profiling import device_of, median, time_vm
+    from ios_tvm.profiling import median, time_vm
     from ios_tvm.schedule import Schedule
+    from ios_tvm.target import require_device
 
+    target = _target(args)
+    dev = require_device(target, 0, "ios-tvm bench (it runs the model)")
     sched, _, mod = _optimize(args)
-    target = ios_tvm.graph.as_target(_parse_target(args.target))
-    dev = device_of(target)
-    if not dev.exist:
-        raise RuntimeError(f"bench runs the model, and {dev} is not present on this machine")
     from ios_tvm import models
 
     data = models.random_input(mod) if not args.model.endswith(".onnx") else _onnx_input(mod)

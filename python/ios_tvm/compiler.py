@@ -15,8 +15,9 @@ import tvm
 from tvm import relax
 
 from . import runtime as _runtime  # noqa: F401  (registers ios_tvm.runtime.* globals)
-from .graph import as_target, check_model, extract_graph
-from .lower import FORK, JOIN, RUNTIME_CALLS, SWITCH, device_type_of, lower_schedule
+from .graph import check_model, extract_graph
+from .lower import FORK, JOIN, RUNTIME_CALLS, SWITCH, lower_schedule
+from .target import as_target, device_type_of
 from .variants import apply_database_and_variants, variant_sites
 
 

@@ -1,5 +1,6 @@
-"""Errors ios_tvm raises for bad input. All are ``ValueError``s, so callers that already catch
-``ValueError`` keep working; each message says what is wrong and what to do."""
+"""Errors ios_tvm raises for bad input and missing devices; each message says what is wrong and
+what to do. The input errors are ``ValueError``s (callers that catch ``ValueError`` keep
+working); :class:`DeviceNotFoundError` is a ``RuntimeError``."""
 
 from __future__ import annotations
 
@@ -19,3 +20,7 @@ class ScheduleMismatchError(IosTvmError, ValueError):
 
 class ScheduleFormatError(IosTvmError, ValueError):
     """A schedule file is corrupt or of an unknown format version."""
+
+
+class DeviceNotFoundError(IosTvmError, RuntimeError):
+    """Something needs the target's device (measuring, running) and it is not on this machine."""

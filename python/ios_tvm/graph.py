@@ -21,6 +21,7 @@ import tvm
 from tvm import relax
 
 from .errors import UnsupportedModelError
+from .target import as_target
 
 GRAPH_FORMAT_VERSION = 1
 
@@ -44,17 +45,6 @@ def call_args(value: relax.Call) -> list[Any]:
 def tensor_bytes(shape: Sequence[int], dtype: str) -> int:
     """Bytes of a dense tensor."""
     return math.prod(shape) * tvm.runtime.DataType(dtype).bits // 8
-
-
-def as_target(target: str | dict | tvm.target.Target) -> tvm.target.Target:
-    """A ``tvm.target.Target`` from a target, a target string (``"llvm"``, ``"cuda"``, a tag) or a
-    JSON dict (``{"kind": "cuda", "arch": "sm_90"}``)."""
-    if isinstance(target, tvm.target.Target):
-        return target
-    try:
-        return tvm.target.Target(target)
-    except Exception as err:  # TVM raises several error types here
-        raise ValueError(f"not a valid TVM target: {target!r} ({str(err).splitlines()[-1]})") from None
 
 
 def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:

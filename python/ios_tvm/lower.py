@@ -36,17 +36,6 @@ SWITCH = "ios_tvm.runtime.stage_switch"
 JOIN = "ios_tvm.runtime.stage_join"
 RUNTIME_CALLS = (FORK, SWITCH, JOIN)
 
-DEVICE_TYPES = {"llvm": 1, "c": 1, "cuda": 2}
-
-
-def device_type_of(target: tvm.target.Target) -> int:
-    """DLPack device type the model's kernels run on."""
-    kind = target.kind.name
-    if kind not in DEVICE_TYPES:
-        raise ValueError(f"ios_tvm has no runtime for target kind {kind!r} (supported: cuda, llvm)")
-    return DEVICE_TYPES[kind]
-
-
 def _kernel_block_index(fn: relax.Function) -> int:
     idx = [i for i, b in enumerate(fn.body.blocks) if any(is_kernel_call(x.value) for x in b.bindings)]
     if len(idx) != 1:

@@ -13,9 +13,7 @@ from typing import Any, Sequence
 import tvm
 from tvm import relax
 
-
-def device_of(target: tvm.target.Target, device_id: int = 0) -> Any:
-    return tvm.cuda(device_id) if target.kind.name == "cuda" else tvm.cpu(0)
+from .target import compute_capability
 
 
 def time_vm(executable: Any, device: Any, inputs: Sequence[Any], *, number: int = 20, repeat: int = 5,
@@ -65,8 +63,8 @@ def provenance(target: tvm.target.Target | None = None) -> dict[str, Any]:
     if smi:
         name, driver, mem = [s.strip() for s in smi.splitlines()[0].split(",")]
         info.update(gpu=name, driver=driver, gpu_memory=mem)
-    if tvm.cuda(0).exist:
-        info["compute_capability"] = str(tvm.cuda(0).compute_version)
+    if compute_capability() is not None:
+        info["compute_capability"] = compute_capability()
     nvcc = _run(["nvcc", "--version"])
     if nvcc:
         info["nvcc"] = nvcc.splitlines()[-1]

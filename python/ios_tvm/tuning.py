@@ -28,31 +28,14 @@ from typing import Any
 import tvm
 from tvm.s_tir import meta_schedule as ms
 
-from .graph import as_target, lower_for_graph
+from .graph import lower_for_graph
+from .target import arch_of, tuning_target
 
 logger = logging.getLogger("ios_tvm")
 
 # The repo's tuning/ directory: installed into the wheel as ios_tvm/tuning_db (CMakeLists.txt);
 # in a source checkout it is read in place.
 SHIPPED_DIRS = (Path(__file__).resolve().parent / "tuning_db", Path(__file__).resolve().parents[2] / "tuning")
-
-
-def tuning_target(target: str | dict | tvm.target.Target) -> tvm.target.Target:
-    """``target`` with what MetaSchedule needs: CPU targets get ``num-cores`` (all cores)."""
-    tgt = as_target(target)
-    if tgt.kind.name == "llvm" and "num-cores" not in tgt.attrs:
-        cfg = {k: v for k, v in dict(tgt.export()).items() if k not in ("tag", "keys")}
-        cfg["num-cores"] = os.cpu_count() or 1
-        tgt = tvm.target.Target(cfg)
-    return tgt
-
-
-def arch_of(target: str | dict | tvm.target.Target) -> str:
-    """Directory name for a target's databases: ``sm_90`` or the CPU's ``mcpu`` (``generic``)."""
-    tgt = as_target(target)
-    if tgt.kind.name == "cuda":
-        return str(tgt.attrs.get("arch", "cuda"))
-    return str(tgt.attrs.get("mcpu", "generic")) or "generic"
 
 
 def open_database(database: str | os.PathLike | ms.Database) -> ms.Database:

@@ -13,8 +13,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import tvm
 
-from .graph import OpGraph, as_target, extract_graph
-from .variants import Variant, apply_trace, kernel_variants, target_key
+from .errors import DeviceNotFoundError
+from .graph import OpGraph, extract_graph
+from .target import as_target, target_key
+from .variants import Variant, apply_trace, kernel_variants
 
 logger = logging.getLogger("ios_tvm")
 
@@ -128,9 +130,9 @@ def select_variants(mod: tvm.IRModule, target: str | dict | tvm.target.Target, s
         raise NotImplementedError("variant selection measures on this machine's device; drop rpc= from the MeasureConfig")
     try:
         model = MeasuredCostModel(tgt, config, database=db)
-    except RuntimeError as err:  # the device is missing: say what to do here
-        raise RuntimeError(f"kernel variants are chosen by timing stages on the target's device ({err}); run "
-                           "select_variants on the GPU machine (CLI: leave out --variants)") from None
+    except DeviceNotFoundError as err:  # say what to do here
+        raise DeviceNotFoundError(f"kernel variants are chosen by timing stages on the target's device ({err}); run "
+                                  "select_variants on the GPU machine (CLI: leave out --variants)") from None
     graph = graph or extract_graph(mod, tgt)
     schedule.validate(graph)
     options_by_kernel = kernel_variants(graph, db, top_k)

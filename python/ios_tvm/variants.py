@@ -29,6 +29,7 @@ from tvm import relax
 
 from .errors import ScheduleMismatchError
 from .graph import OpGraph, is_kernel_call
+from .target import target_key
 
 logger = logging.getLogger("ios_tvm")
 
@@ -68,13 +69,6 @@ def _leaves(db: Any) -> list[Any]:
     if not isinstance(db, UnionDatabase):
         return [db]
     return [leaf for d in db.databases for leaf in _leaves(d)]
-
-
-def target_key(target: tvm.target.Target) -> str:
-    """What a variant's trace was made for: the target kind and architecture (``cuda:sm_90``)."""
-    from .tuning import arch_of
-
-    return f"{target.kind.name}:{arch_of(target)}"
 
 
 def variant_sites(schedule: Any, graph: OpGraph, target: tvm.target.Target) -> list[tuple[str, str, list]]:

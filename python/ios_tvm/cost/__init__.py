@@ -1,43 +1,39 @@
-"""Stage cost models: :class:`CostModel` (the interface) and :class:`AnalyticCostModel`."""
+"""Stage cost models: :class:`CostModel` (the interface), :class:`AnalyticCostModel` and the
+measured one (:mod:`ios_tvm.cost.measure`), found by name through a registry."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import tvm
 
+from ..target import TargetLike, as_target, has_gpu
 from .analytic import AnalyticCostModel, DeviceSpec
-from .model import CostModel
-
-_NAMES = ("analytic", "measure")
+from .model import CostModel, as_cost_model, cost_model_names, register_cost_model
 
 
-def default_cost_model_name(target: "str | dict | tvm.target.Target") -> str:
+def _measured(target: tvm.target.Target, database: Any) -> CostModel:
+    from .measure import MeasuredCostModel
+
+    return MeasuredCostModel(target, database=database)
+
+
+register_cost_model("analytic", lambda target, database: AnalyticCostModel.for_target(target))
+register_cost_model("measure", _measured)
+
+
+def default_cost_model_name(target: TargetLike) -> str:
     """``"measure"`` for a CUDA target whose GPU is present, else ``"analytic"`` (measuring the
     many candidate stages of a large model on a CPU takes long and shows no concurrency)."""
-    from ..graph import as_target
+    return "measure" if as_target(target).kind.name == "cuda" and has_gpu() else "analytic"
 
+
+def get_cost_model(spec: str | Any | None, target: TargetLike, database: Any = "auto") -> CostModel:
+    """Resolve ``cost_model=`` of :func:`ios_tvm.optimize`: a :class:`CostModel`, a registered
+    name, any object with ``stage_latency``, or ``None`` (:func:`default_cost_model_name`)."""
     tgt = as_target(target)
-    if tgt.kind.name == "cuda" and tvm.cuda(0).exist:
-        return "measure"
-    return "analytic"
+    return as_cost_model(default_cost_model_name(tgt) if spec is None else spec, tgt, database)
 
 
-def get_cost_model(spec: "str | CostModel | None", target: "str | dict | tvm.target.Target",
-                   database: object = "auto") -> CostModel:
-    """Resolve ``cost_model=`` of :func:`ios_tvm.optimize`: an object, a name, or ``None``
-    (:func:`default_cost_model_name`)."""
-    if spec is None:
-        spec = default_cost_model_name(target)
-    if isinstance(spec, str):
-        if spec == "analytic":
-            return AnalyticCostModel.for_target(target)
-        if spec == "measure":
-            from .measure import MeasuredCostModel
-
-            return MeasuredCostModel(target, database=database)
-        raise ValueError(f"unknown cost model {spec!r}; choose one of {_NAMES} or pass a CostModel")
-    if not hasattr(spec, "stage_latency"):
-        raise TypeError(f"cost_model must be a name or have a stage_latency(graph, groups) method, got {type(spec).__name__}")
-    return spec
-
-
-__all__ = ["CostModel", "AnalyticCostModel", "DeviceSpec", "get_cost_model", "default_cost_model_name"]
+__all__ = ["CostModel", "AnalyticCostModel", "DeviceSpec", "get_cost_model", "default_cost_model_name",
+           "register_cost_model", "cost_model_names", "as_cost_model"]

@@ -27,7 +27,9 @@ from dataclasses import dataclass
 
 import tvm
 
-from ..graph import OpGraph, as_target, tensor_bytes
+from ..graph import OpGraph, tensor_bytes
+from ..target import as_target
+from .model import CostModel
 
 
 @dataclass(frozen=True)
@@ -52,10 +54,11 @@ class DeviceSpec:
         return DeviceSpec(f"{tgt.kind.name}-{tgt.attrs.get('arch', 'gpu')}")
 
 
-class AnalyticCostModel:
+class AnalyticCostModel(CostModel):
     """The formula in this module's docstring, over the graph's FLOP and byte estimates."""
 
     name = "analytic"
+    supports_merge = True
 
     def __init__(self, device: DeviceSpec | None = None) -> None:
         self.device = device or DeviceSpec()

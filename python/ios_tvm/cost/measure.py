@@ -2,9 +2,13 @@
 
 Flow (driven by :func:`ios_tvm.optimize`): the search enumerates every candidate stage first and
 hands them to :meth:`MeasuredCostModel.prepare`, which builds the model once (the sequential
-pipeline, so the very kernels the scheduled model launches), allocates arguments for every
-kernel, and times each stage not already in the cache with ``ios_tvm.runtime.time_stage``: the
-same fork / switch / join calls a lowered model makes, so a stage costs here what it costs there.
+pipeline, so the very kernels the scheduled model launches) and times each stage not already in
+the cache with the same fork / switch / join calls a lowered model makes, so a stage costs here
+what it costs there.
+
+Where the timing happens is a *timer* (:class:`StageTimer`): :class:`LocalTimer` on this
+machine's device, :class:`ios_tvm.cost.remote.RPCTimer` on devices behind an RPC tracker. The
+model decides what to time and caches it; the timer only runs kernels.
 """
 
 from __future__ import annotations
@@ -14,18 +18,19 @@ import statistics
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 import tvm
 import tvm_ffi
 
 from .. import runtime as _runtime
-from ..graph import OpGraph, as_target
-from ..lower import device_type_of
+from ..graph import Node, OpGraph
+from ..target import CUDA, as_target, device_type_of, require_device
 from .cache import StageCache, content_key, default_cache_dir
+from .model import CostModel
 
 logger = logging.getLogger("ios_tvm")
 
@@ -69,6 +74,7 @@ class MeasureConfig:
 
 
 def summarize(samples: Sequence[float], statistic: str) -> float:
+    """``statistic`` (see :class:`MeasureConfig`) of the samples."""
     if statistic == "median":
         return float(statistics.median(samples))
     s = sorted(samples)
@@ -77,7 +83,7 @@ def summarize(samples: Sequence[float], statistic: str) -> float:
     return float(sum(middle) / len(middle))
 
 
-def _random_array(rng: np.random.Generator, shape: Any, dtype: str) -> np.ndarray:
+def random_array(rng: np.random.Generator, shape: Any, dtype: str) -> np.ndarray:
     """Timing data: uniform floats; zeros for integer and boolean tensors (they may be indices,
     and a random index reads out of bounds)."""
     if dtype.startswith(("int", "uint", "bool")):
@@ -85,69 +91,131 @@ def _random_array(rng: np.random.Generator, shape: Any, dtype: str) -> np.ndarra
     return rng.uniform(-1, 1, size=shape).astype(dtype)
 
 
-def _random_tensor(rng: np.random.Generator, shape: Any, dtype: str, device: Any) -> Any:
-    return tvm.runtime.tensor(_random_array(rng, shape, dtype), device)
+def node_arrays(nodes: Sequence[Node], seed: int = 0) -> list[list[np.ndarray]]:
+    """Arguments (inputs, then outputs) of every node, as host arrays."""
+    rng = np.random.default_rng(seed)
+    return [[random_array(rng, shape, dtype) for shape, dtype in list(n.inputs) + list(n.outputs)] for n in nodes]
 
 
-def _find_function(mod: Any, name: str) -> Any:
+def find_function(mod: Any, name: str) -> Any:
+    """Function ``name`` of a runtime module or of one of its imports (``None``: absent)."""
     if mod.implements_function(name):
         return mod.get_function(name)
     for sub in mod.imports:
-        f = _find_function(sub, name)
+        f = find_function(sub, name)
         if f is not None:
             return f
     return None
 
 
-class MeasuredCostModel:
-    """Stage latencies measured on the target's device (CPU or one CUDA GPU)."""
+class StageTimer(Protocol):
+    """Runs kernels of a built model as stages and returns the seconds of each timed run."""
+
+    #: stages that can be timed at once (one per device or session)
+    workers: int
+    #: the device, for cache keys (``"cpu"``, the GPU's name, ``"rpc:<key>"``)
+    device_name: str
+
+    def load(self, executable: Any, nodes: Sequence[Node]) -> None:
+        """Make the kernels of ``executable`` (the model's graph ``nodes``) ready to time."""
+
+    def time(self, groups: Groups, worker: int = 0, replace: Mapping[int, Any] | None = None) -> list[float]:
+        """Samples of one stage of the loaded model; ``replace``: node -> another kernel function
+        with the same arguments (local timers only)."""
+
+    def time_once(self, executable: Any, nodes: Sequence[Node], name: str) -> list[float]:
+        """Samples of all kernels of a small separate ``executable`` (``nodes``) run as one group,
+        on new arguments (a merged kernel); ``name`` identifies it."""
+
+
+class LocalTimer:
+    """Times stages on this machine's device with ``ios_tvm.runtime.time_stage``."""
+
+    workers = 1
+
+    def __init__(self, device_type: int, device: Any, warmup: int, repeat: int) -> None:
+        self.device_type = device_type
+        self.device = device
+        self.warmup, self.repeat = warmup, repeat
+        self.device_name = str(device.device_name) if device_type == CUDA else "cpu"
+        self.funcs: list[Any] = []  #: kernel function of each node of the loaded model
+        self.args: list[list[Any]] = []  #: its arguments on the device
+        self._keep: list[Any] = []  # executables whose kernels may be timed
+
+    def load(self, executable: Any, nodes: Sequence[Node]) -> None:
+        self.funcs = [self._function(executable, n.kernel) for n in nodes]
+        self.args = [[tvm.runtime.tensor(a, self.device) for a in arrays] for arrays in node_arrays(nodes)]
+        self._keep.append(executable)
+
+    @staticmethod
+    def _function(executable: Any, kernel: str) -> Any:
+        f = find_function(executable.mod, kernel) or tvm_ffi.get_global_func(kernel, allow_missing=True)
+        if f is None:
+            raise AssertionError(f"kernel {kernel} of the graph is not in the module built from it")
+        return f
+
+    def _run(self, funcs: list[list[Any]], args: list[list[Any]]) -> list[float]:
+        return _runtime.time_stage(self.device_type, self.device.index, funcs, args, self.warmup, self.repeat)
+
+    def time(self, groups: Groups, worker: int = 0, replace: Mapping[int, Any] | None = None) -> list[float]:
+        replace = replace or {}
+        return self._run([[replace.get(v, self.funcs[v]) for v in g] for g in groups],
+                         [[self.args[v] for v in g] for g in groups])
+
+    def time_once(self, executable: Any, nodes: Sequence[Node], name: str) -> list[float]:
+        self._keep.append(executable)
+        args = [[tvm.runtime.tensor(a, self.device) for a in arrays] for arrays in node_arrays(nodes)]
+        return self._run([[self._function(executable, n.kernel) for n in nodes]], [args])
+
+    def keep(self, executable: Any) -> None:
+        """Hold ``executable`` alive as long as this timer (its kernels are being timed)."""
+        self._keep.append(executable)
+
+
+class MeasuredCostModel(CostModel):
+    """Stage latencies measured on the target's device (CPU or one CUDA GPU), or on remote
+    devices (``MeasureConfig(rpc=...)``)."""
 
     name = "measure"
+    supports_merge = True
 
     def __init__(self, target: str | dict | tvm.target.Target, config: MeasureConfig | None = None,
                  database: Any = "auto") -> None:
         self.target = as_target(target)
         self.database = database
         self.config = config or MeasureConfig()
-        self.device_type = device_type_of(self.target)
-        self.device = tvm.cpu(0) if self.device_type == 1 else tvm.cuda(self.config.device_id)
-        self._sessions: list[Any] = []
-        self._remote_args: list[list[list[Any]]] = []
-        self._remote_mod: list[Any] = []
-        if self.config.rpc is None and not self.device.exist:
-            raise RuntimeError(
-                f"cost_model='measure' needs the target's device, and {self.device} is not present "
-                "(no GPU or no NVIDIA driver). Measure on a GPU machine, or use cost_model='analytic'")
-        self._graph_fp: str | None = None
-        self._funcs: list[Any] = []
-        self._args: list[list[Any]] = []
+        device_type = device_type_of(self.target)
+        self.timer: StageTimer
+        if self.config.rpc is not None:
+            from .remote import RPCTimer
+
+            self.timer = RPCTimer(self.config.rpc, device_type, self.config.device_id,
+                                  self.config.warmup, self.config.repeat)
+        else:
+            device = require_device(self.target, self.config.device_id, "cost_model='measure'")
+            self.timer = LocalTimer(device_type, device, self.config.warmup, self.config.repeat)
+        self._graph: OpGraph | None = None
         self._keys: list[Any] = []
-        self._exec: Any = None
+        self._loaded = False
         self.cache: StageCache | None = None
         self.measured = 0
-        self._keep: list[Any] = []  # executables whose kernels were timed
 
     # -- set-up ------------------------------------------------------------------------------
     def _context(self) -> dict[str, Any]:
-        if self.config.rpc is not None:
-            dev_name = f"rpc:{self.config.rpc.key}"
-        else:
-            dev_name = str(self.device.device_name) if self.device_type == 2 else "cpu"
         from ..tuning import database_tag
 
-        return {"target": str(self.target), "device": dev_name, "tvm": tvm.__version__,
+        return {"target": str(self.target), "device": self.timer.device_name, "tvm": tvm.__version__,
                 "warmup": self.config.warmup, "repeat": self.config.repeat,
                 "kernels": database_tag(self.database, self.target)}
 
     def _setup(self, graph: OpGraph) -> None:
-        if self._graph_fp == graph.fingerprint:
+        if self._graph is not None and self._graph.fingerprint == graph.fingerprint:
             return
         if graph.mod is None:
             raise ValueError("measuring needs the graph's lowered module (graph.mod); use extract_graph")
         hashes: dict[str, int] = {}
-        self._funcs, self._args, self._keys = [], [], []
-        self._exec = None
-        self._graph = graph
+        self._keys = []
+        self._loaded = False
         for node in graph.nodes:
             if node.op not in ("relax.call_tir", "relax.call_dps_packed"):
                 raise ValueError(f"cannot measure kernel {node.kernel} ({node.op}) on its own yet")
@@ -159,16 +227,20 @@ class MeasuredCostModel:
         cache_dir = self.config.cache_dir
         directory = None if cache_dir is False else (default_cache_dir() if cache_dir in (None, True) else cache_dir)
         self.cache = StageCache(directory, self._context())
-        self._graph_fp = graph.fingerprint
+        self._graph = graph
 
-    def _build(self) -> None:
-        """Build the model once and allocate every kernel's arguments (first measurement only:
-        a search whose stages are all cached builds nothing)."""
-        if self._exec is not None:
-            return
+    def _build(self, mod: tvm.IRModule) -> Any:
         from ..compiler import build
 
+        return build(mod, self.target, database=self.database)
+
+    def _load(self) -> None:
+        """Build the model once and load it into the timer (first measurement only: a search
+        whose stages are all cached builds nothing)."""
+        if self._loaded:
+            return
         graph = self._graph
+        assert graph is not None
         from ..tuning import resolve_database
 
         if graph.source is None and resolve_database(self.database, self.target) is not None:
@@ -176,51 +248,20 @@ class MeasuredCostModel:
                            "may not apply to them (use extract_graph(mod, target) on the model itself)")
         # From the source model when there is one: the kernels of the lowered module, lowered
         # again, carry new attributes and no longer match their tuning records.
-        self._exec = build(graph.source if graph.source is not None else graph.mod, self.target,
-                           database=self.database)
-        if self.config.rpc is not None:
-            from .remote import connect
-
-            self._sessions = connect(self.config.rpc, self.device_type, self.config.device_id)
-            for sess in self._sessions:
-                self._remote_mod.append(sess.load(f"ios_model_{graph.fingerprint[7:23]}", self._exec))
-                rng = np.random.default_rng(0)
-                self._remote_args.append([sess.tensors([_random_array(rng, shape, dtype)
-                                                        for shape, dtype in list(n.inputs) + list(n.outputs)])
-                                          for n in graph.nodes])
-            return
-        rng = np.random.default_rng(0)
-        for node in graph.nodes:
-            f = _find_function(self._exec.mod, node.kernel)
-            if f is None:
-                f = tvm_ffi.get_global_func(node.kernel, allow_missing=True)
-            if f is None:
-                raise RuntimeError(f"kernel {node.kernel} is not in the built module")
-            self._funcs.append(f)
-            self._args.append([_random_tensor(rng, shape, dtype, self.device)
-                               for shape, dtype in list(node.inputs) + list(node.outputs)])
+        self.timer.load(self._build(graph.source if graph.source is not None else graph.mod), graph.nodes)
+        self._loaded = True
 
     def stage_key(self, groups: Groups) -> str:
+        """Cache key of a stage: its kernels, shapes and dtypes per group, in order."""
         return content_key([[self._keys[v] for v in g] for g in groups])
 
-    def _measure(self, groups: Groups, session: int = 0, replace: dict[int, Any] | None = None) -> list[float]:
-        """Samples of one stage; ``replace``: node -> kernel run instead of the model's (local only)."""
-        self._build()
-        if self._sessions:
-            kernels = [[(self._graph.nodes[v].kernel, self._remote_args[session][v]) for v in g] for g in groups]
-            samples = self._sessions[session].time(self._remote_mod[session], kernels,
-                                                   self.config.warmup, self.config.repeat)
-            self.measured += 1
-            return samples
-        replace = replace or {}
-        fs = [[replace.get(v, self._funcs[v]) for v in g] for g in groups]
-        args = [[self._args[v] for v in g] for g in groups]
-        samples = _runtime.time_stage(self.device_type, self.config.device_id, fs, args,
-                                      self.config.warmup, self.config.repeat)
+    def _measure(self, groups: Groups, worker: int = 0, replace: Mapping[int, Any] | None = None) -> list[float]:
+        self._load()
+        samples = self.timer.time(groups, worker, replace)
         self.measured += 1
         return samples
 
-    def measure_stage(self, graph: OpGraph, groups: Groups, replace: dict[int, Any] | None = None) -> float:
+    def measure_stage(self, graph: OpGraph, groups: Groups, replace: Mapping[int, Any] | None = None) -> float:
         """Time ``groups`` now (no cache), node ``v`` running ``replace[v]`` (a compiled kernel
         with the same arguments, e.g. another schedule of it) instead of the model's kernel."""
         if self.config.rpc is not None:
@@ -230,21 +271,25 @@ class MeasuredCostModel:
 
     def keep(self, executable: Any) -> None:
         """Hold ``executable`` alive as long as this model (its kernels are being timed)."""
-        self._keep.append(executable)
+        assert isinstance(self.timer, LocalTimer), "kernel replacements are timed locally"
+        self.timer.keep(executable)
 
     # -- CostModel ---------------------------------------------------------------------------
-    def prepare(self, graph: OpGraph, stages: Sequence[Groups]) -> None:
+    def prepare(self, graph: OpGraph, stages: Iterable[Groups]) -> None:
         """Measure every stage not in the cache (with a progress bar), then save the cache."""
         self._setup(graph)
         assert self.cache is not None
+        cache = self.cache
         todo = []
         seen = set()
+        total = 0
         for groups in stages:
+            total += 1
             key = self.stage_key(groups)
-            if key not in seen and self.cache.get(key) is None:
+            if key not in seen and cache.get(key) is None:
                 seen.add(key)
                 todo.append((key, groups))
-        logger.info("ios_tvm: %d candidate stages, %d to measure", len(stages), len(todo))
+        logger.info("ios_tvm: %d candidate stages, %d to measure", total, len(todo))
         bar = None
         if self.config.progress and todo:
             from tqdm import tqdm
@@ -253,8 +298,8 @@ class MeasuredCostModel:
                        disable=None)
         try:
             if todo:
-                self._build()
-            workers = max(1, len(self._sessions))
+                self._load()
+            workers = max(1, self.timer.workers)
             lock = threading.Lock()
 
             def work(w: int) -> None:
@@ -262,11 +307,11 @@ class MeasuredCostModel:
                     key, groups = todo[i]
                     samples = self._measure(groups, w)
                     with lock:
-                        self.cache.put(key, samples)
+                        cache.put(key, samples)
                         if bar is not None:
                             bar.update(1)
                         if (i + 1) % 5000 == 0:
-                            self.cache.save()
+                            cache.save()
 
             if workers == 1:
                 work(0)
@@ -277,7 +322,7 @@ class MeasuredCostModel:
         finally:
             if bar is not None:
                 bar.close()
-            self.cache.save()
+            cache.save()
 
     def stage_latency(self, graph: OpGraph, groups: Groups) -> float:
         self._setup(graph)
@@ -291,38 +336,19 @@ class MeasuredCostModel:
 
     def merge_latency(self, graph: OpGraph, nodes: tuple[int, ...]) -> float:
         """Time the merged kernel (and its split) built from the merged module, on one stream."""
-        from ..compiler import build
         from ..graph import extract_graph
         from ..merge import merged_module
 
         self._setup(graph)
-        assert self.cache is not None
+        assert self.cache is not None and graph.merges is not None
         units = [graph.merges.units[v] for v in nodes]
         key = content_key("merge", [self._keys[v] for v in nodes],
                           [list(u.kernel) for u in units], [list(u.padding) for u in units])
         samples = self.cache.get(key)
         if samples is None:
             mini = merged_module(units, zero_weights=True)
-            mgraph = extract_graph(mini, self.target)
-            ex = build(mini, self.target, database=self.database)
-            rng = np.random.default_rng(0)
-            arrays = [[_random_array(rng, shape, dtype) for shape, dtype in list(n.inputs) + list(n.outputs)]
-                      for n in mgraph.nodes]
-            if self.config.rpc is not None:
-                self._build()
-                sess = self._sessions[0]
-                rmod = sess.load(f"ios_merge_{key[:16]}", ex)
-                kernels = [[(n.kernel, sess.tensors(a)) for n, a in zip(mgraph.nodes, arrays)]]
-                samples = sess.time(rmod, kernels, self.config.warmup, self.config.repeat)
-            else:
-                funcs = [_find_function(ex.mod, n.kernel) for n in mgraph.nodes]
-                args = [[tvm.runtime.tensor(x, self.device) for x in a] for a in arrays]
-                samples = _runtime.time_stage(self.device_type, self.config.device_id, [funcs], [args],
-                                              self.config.warmup, self.config.repeat)
-                self._keep.append(ex)
+            samples = self.timer.time_once(self._build(mini), extract_graph(mini, self.target).nodes,
+                                           f"ios_merge_{key[:16]}")
             self.measured += 1
             self.cache.put(key, samples)
         return summarize(samples, self.config.statistic)
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, **asdict(self.config), **self._context()}

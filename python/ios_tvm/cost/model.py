@@ -1,27 +1,106 @@
-"""The interface between the search and whatever says how long a stage takes."""
+"""The interface between the search and whatever says how long a stage takes, and the registry
+that finds cost models by name."""
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Callable, Iterable
+
+import tvm
 
 from ..graph import OpGraph
 
+Groups = tuple[tuple[int, ...], ...]
 
-@runtime_checkable
-class CostModel(Protocol):
-    """Latency of a candidate stage of a graph, in seconds.
+
+class CostModel:
+    """Latency of a candidate stage of a graph, in seconds. Subclass it and override
+    :meth:`stage_latency` (and, where the model can, :meth:`prepare` and :meth:`merge_latency`).
 
     ``groups`` are tuples of node ids of ``graph``: each group runs its nodes in order on one
-    stream, the groups run concurrently, the stage ends when all are done. The search calls
-    :meth:`stage_latency` once per distinct stage.
+    stream, the groups run concurrently, the stage ends when all are done.
 
-    A model may also define ``prepare(graph, stages)``: the search then enumerates every
-    candidate stage first and hands them over in one call before asking for latencies (a
-    measuring model builds and times them in bulk).
+    Attributes
+    ----------
+    name
+        Recorded in schedules (``schedule.meta["cost_model"]``).
+    supports_merge
+        Whether :meth:`merge_latency` costs merged convolutions; without it the search leaves
+        merge stages out (strategy ``"both"``) or refuses (strategy ``"merge"``).
     """
 
-    name: str
+    name: str = "custom"
+    supports_merge: bool = False
 
-    def stage_latency(self, graph: OpGraph, groups: tuple[tuple[int, ...], ...]) -> float:
+    def stage_latency(self, graph: OpGraph, groups: Groups) -> float:
         """Seconds from the stage's start to its join."""
-        ...
+        raise NotImplementedError(f"{type(self).__name__} does not define stage_latency")
+
+    def prepare(self, graph: OpGraph, stages: Iterable[Groups]) -> None:
+        """Called once by the search with every candidate stage (an iterable, produced as it is
+        read) before it asks for latencies (a measuring model times them in bulk here).
+        Default: nothing."""
+
+    def merge_latency(self, graph: OpGraph, nodes: tuple[int, ...]) -> float:
+        """Seconds of the convolutions ``nodes`` merged into one kernel (plus the split of its
+        output), for models with :attr:`supports_merge`."""
+        raise NotImplementedError(f"cost model {self.name!r} cannot cost merged kernels")
+
+
+class _Wrapped(CostModel):
+    """A plain object with ``stage_latency`` (and optionally ``prepare`` / ``merge_latency``), as
+    a :class:`CostModel`: what ios_tvm accepted before the base class existed."""
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+        self.name = str(getattr(obj, "name", type(obj).__name__))
+        self.supports_merge = callable(getattr(obj, "merge_latency", None))
+
+    def stage_latency(self, graph: OpGraph, groups: Groups) -> float:
+        return self.obj.stage_latency(graph, groups)
+
+    def prepare(self, graph: OpGraph, stages: Iterable[Groups]) -> None:
+        if callable(getattr(self.obj, "prepare", None)):
+            self.obj.prepare(graph, list(stages))
+
+    def merge_latency(self, graph: OpGraph, nodes: tuple[int, ...]) -> float:
+        if not self.supports_merge:
+            return super().merge_latency(graph, nodes)
+        return self.obj.merge_latency(graph, nodes)
+
+
+#: name -> factory(target, database) of the cost models ``cost_model="<name>"`` selects
+_REGISTRY: dict[str, Callable[[tvm.target.Target, Any], CostModel]] = {}
+
+
+def register_cost_model(name: str, factory: Callable[[tvm.target.Target, Any], CostModel]) -> None:
+    """Make ``cost_model=name`` (API) and ``--cost-model name`` (CLI) build ``factory(target,
+    database)``; ``database`` is the tuning database argument of the call."""
+    _REGISTRY[name] = factory
+
+
+def cost_model_names() -> list[str]:
+    """Registered cost model names."""
+    return sorted(_REGISTRY)
+
+
+def as_cost_model(spec: str | Any, target: tvm.target.Target, database: Any = "auto") -> CostModel:
+    """A :class:`CostModel` from a registered name, a :class:`CostModel`, or any object with a
+    ``stage_latency(graph, groups)`` method.
+
+    Raises
+    ------
+    ValueError
+        An unknown name.
+    TypeError
+        An object that cannot cost stages.
+    """
+    if isinstance(spec, str):
+        if spec not in _REGISTRY:
+            raise ValueError(f"unknown cost model {spec!r}; choose one of {cost_model_names()} or pass a CostModel")
+        return _REGISTRY[spec](target, database)
+    if isinstance(spec, CostModel):
+        return spec
+    if not callable(getattr(spec, "stage_latency", None)):
+        raise TypeError("cost_model must be a name or have a stage_latency(graph, groups) method, "
+                        f"got {type(spec).__name__}")
+    return _Wrapped(spec)

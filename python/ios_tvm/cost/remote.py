@@ -24,6 +24,9 @@ from typing import Any, Sequence
 import numpy as np
 import tvm
 
+from ..errors import DeviceNotFoundError
+from ..target import CPU
+
 
 @dataclass(frozen=True)
 class RPCConfig:
@@ -48,7 +51,7 @@ class RemoteSession:
         self.sess = sess
         self.device_type = device_type
         self.device_id = device_id
-        self.device = sess.cpu(0) if device_type == 1 else sess.cuda(device_id)
+        self.device = sess.cpu(0) if device_type == CPU else sess.cuda(device_id)
         self.timer = sess.get_function("ios_tvm.runtime.time_stage_named")
         self.modules: dict[str, Any] = {}
         self.lock = threading.Lock()
@@ -85,16 +88,62 @@ def connect(config: RPCConfig, device_type: int, device_id: int) -> list[RemoteS
         socket.create_connection((config.tracker_host, config.tracker_port), timeout=10).close()
         tracker = rpc.connect_tracker(config.tracker_host, config.tracker_port)
     except Exception as err:  # noqa: BLE001 - TVM raises several types for a dead tracker
-        raise RuntimeError(f"cannot reach the RPC tracker at {config.tracker_host}:{config.tracker_port}: "
-                           f"{str(err).splitlines()[-1]}") from None
+        raise DeviceNotFoundError(f"cannot reach the RPC tracker at {config.tracker_host}:{config.tracker_port}: "
+                                  f"{str(err).splitlines()[-1]}; start it (python -m tvm.exec.rpc_tracker) or "
+                                  "fix RPCConfig's host and port") from None
     sessions = []
     for _ in range(config.sessions):
         sess = tracker.request(config.key, priority=config.priority, session_timeout=config.session_timeout)
         try:
             sessions.append(RemoteSession(sess, device_type, device_id))
         except Exception as err:  # noqa: BLE001
-            raise RuntimeError(
+            raise DeviceNotFoundError(
                 f"the RPC server for key {config.key!r} does not have ios_tvm's runtime: start it with "
                 "--load-library pointing to libios_tvm_runtime.so (ios_tvm.runtime.library_path())"
                 f" ({str(err).splitlines()[-1]})") from None
     return sessions
+
+
+class RPCTimer:
+    """A :class:`ios_tvm.cost.measure.StageTimer` on ``config.sessions`` remote devices: connects
+    on the first use, uploads the model to every session, one stage at a time per session."""
+
+    def __init__(self, config: RPCConfig, device_type: int, device_id: int, warmup: int, repeat: int) -> None:
+        self.config = config
+        self.device_type, self.device_id = device_type, device_id
+        self.warmup, self.repeat = warmup, repeat
+        self.device_name = f"rpc:{config.key}"
+        self.workers = config.sessions
+        self.sessions: list[RemoteSession] = []
+        self._model: list[Any] = []  # the loaded model, per session
+        self._args: list[list[list[Any]]] = []  # its kernels' arguments, per session and node
+        self._nodes: Sequence[Any] = ()
+
+    def _connect(self) -> list[RemoteSession]:
+        if not self.sessions:
+            self.sessions = connect(self.config, self.device_type, self.device_id)
+        return self.sessions
+
+    def load(self, executable: Any, nodes: Sequence[Any]) -> None:
+        from .cache import content_key
+        from .measure import node_arrays
+
+        self._nodes = nodes
+        name = "ios_model_" + content_key([[n.kernel, n.inputs, n.outputs] for n in nodes])[:16]
+        self._model = [sess.load(name, executable) for sess in self._connect()]
+        arrays = node_arrays(nodes)
+        self._args = [[sess.tensors(a) for a in arrays] for sess in self.sessions]
+
+    def time(self, groups: Any, worker: int = 0, replace: Any = None) -> list[float]:
+        if replace:
+            raise NotImplementedError("kernel replacements are timed on this machine's device, not over RPC")
+        kernels = [[(self._nodes[v].kernel, self._args[worker][v]) for v in g] for g in groups]
+        return self.sessions[worker].time(self._model[worker], kernels, self.warmup, self.repeat)
+
+    def time_once(self, executable: Any, nodes: Sequence[Any], name: str) -> list[float]:
+        from .measure import node_arrays
+
+        sess = self._connect()[0]
+        module = sess.load(name, executable)
+        kernels = [[(n.kernel, sess.tensors(a)) for n, a in zip(nodes, node_arrays(nodes))]]
+        return sess.time(module, kernels, self.warmup, self.repeat)
