@@ -11,7 +11,8 @@ from tvm import relax
 
 import ios_tvm
 from ios_tvm import models, runtime
-from ios_tvm.compiler import build, pipeline, plan_memory, verify_memory
+from ios_tvm.compiler import build, pipeline, plan_memory
+from ios_tvm.memory import verify_memory
 from ios_tvm.errors import ScheduleMismatchError
 from ios_tvm.lower import FORK, JOIN, SWITCH
 from ios_tvm.schedule import Schedule

@@ -14,7 +14,7 @@ from .cost import CostModel, get_cost_model
 from .graph import OpGraph, extract_graph
 from .schedule import Schedule
 from .search import SearchStats, candidate_stages, dynamic_program
-from .stages import Dag
+from .dag import Dag
 from .target import as_target
 
 logger = logging.getLogger("ios_tvm")

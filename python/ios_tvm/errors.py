@@ -24,3 +24,12 @@ class ScheduleFormatError(IosTvmError, ValueError):
 
 class DeviceNotFoundError(IosTvmError, RuntimeError):
     """Something needs the target's device (measuring, running) and it is not on this machine."""
+
+
+class MemoryPlanError(IosTvmError, RuntimeError):
+    """The memory plan of a scheduled build lets concurrent groups share storage (a build with
+    ``keep_alive=False``, or a bug of ios_tvm's lowering)."""
+
+
+class PipelineError(IosTvmError, RuntimeError):
+    """TVM's pass pipeline is not the one ios_tvm was written for (another TVM version)."""

@@ -1,6 +1,6 @@
 """Lower a schedule into a Relax module: reorder kernels by stage and insert the runtime calls.
 
-Runs where :func:`ios_tvm.graph.graph_passes` ends (after fusion, while ``main`` still has its
+Runs where :func:`ios_tvm.passes.fusion_passes` ends (after fusion, while ``main`` still has its
 dataflow block), plan first, rewrite second:
 
 1. *plan*: read the kernel graph of the module, check the schedule was made for it
@@ -16,8 +16,8 @@ dataflow block), plan first, rewrite second:
 
 The join call takes every tensor the stage reads or writes. Relax's static memory planner frees a
 tensor after its last use *in binding order*; without the keep-alive, a buffer last read by group
-0 could be handed to a kernel of group 1 of the same stage while group 0 still runs (the race in
-DESIGN.md). :func:`verify_memory` checks a planned module for exactly that.
+0 could be handed to a kernel of group 1 of the same stage while group 0 still runs;
+:mod:`ios_tvm.memory` checks a planned module for exactly that.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from tvm import relax
 
 from .errors import ScheduleMismatchError
 from .graph import call_args, extract_graph, is_kernel_call
+from .ir import dataflow_index, replace_block
 
 FORK = "ios_tvm.runtime.stage_fork"
 SWITCH = "ios_tvm.runtime.stage_switch"
@@ -38,8 +39,7 @@ RUNTIME_CALLS = (FORK, SWITCH, JOIN)
 
 def _kernel_block_index(fn: relax.Function) -> int:
     idx = [i for i, b in enumerate(fn.body.blocks) if any(is_kernel_call(x.value) for x in b.bindings)]
-    if len(idx) != 1:
-        raise ScheduleMismatchError(f"expected the kernels in one binding block, found {len(idx)}")
+    assert len(idx) == 1, f"the kernels lie in {len(idx)} binding blocks; extract_graph checked they lie in one"
     return idx[0]
 
 
@@ -56,9 +56,7 @@ def plan(mod: tvm.IRModule, schedule: Any) -> LoweringPlan:
     """Check ``schedule`` against ``mod`` (fused, dataflow form) and compute the new order."""
     graph = extract_graph(mod, lowered=True)
     schedule.validate(graph)
-    fn = mod["main"]
-    block = next(b for b in fn.body.blocks if isinstance(b, relax.DataflowBlock))
-    bindings = list(block.bindings)
+    bindings = list(mod["main"].body.blocks[dataflow_index(mod)].bindings)
     kernel_pos = [i for i, b in enumerate(bindings) if is_kernel_call(b.value)]
     defined_at = {b.var: i for i, b in enumerate(bindings)}
     placed = [False] * len(bindings)
@@ -79,10 +77,9 @@ def plan(mod: tvm.IRModule, schedule: Any) -> LoweringPlan:
             for v in relax.analysis.free_vars(bindings[j].value):
                 k = defined_at.get(v)
                 if k is not None and not placed[k]:
-                    if is_kernel_call(bindings[k].value):
-                        raise ScheduleMismatchError(
-                            f"binding {bindings[j].var.name!r} needs kernel {bindings[k].var.name!r}, "
-                            "which the schedule runs later")
+                    # a validated schedule runs every kernel after the kernels it reads
+                    assert not is_kernel_call(bindings[k].value), \
+                        f"{bindings[j].var.name!r} needs kernel {bindings[k].var.name!r}, which runs later"
                     stack.append((k, False))
 
     stages = schedule.as_lists()
@@ -106,20 +103,13 @@ def _tensor_vars(expr: relax.Expr, local: set) -> list[relax.Var]:
 def rewrite(mod: tvm.IRModule, lp: LoweringPlan, device_type: int, device_id: int = -1,
             keep_alive: bool = True) -> tvm.IRModule:
     """Apply a :class:`LoweringPlan`: reorder, leave dataflow form, insert runtime calls."""
-    fn = mod["main"]
-    blocks = list(fn.body.blocks)
-    di = next(i for i, b in enumerate(blocks) if isinstance(b, relax.DataflowBlock))
-    old = list(blocks[di].bindings)
-    blocks[di] = relax.DataflowBlock([old[i] for i in lp.order])
-    mod = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
-    mod["main"] = relax.Function(fn.params, relax.SeqExpr(blocks, fn.body.body), fn.ret_ty, fn.is_pure,
-                                 fn.attrs)
+    di = dataflow_index(mod)
+    old = list(mod["main"].body.blocks[di].bindings)
+    mod = replace_block(mod, di, [old[i] for i in lp.order])
     mod = tvm.transform.Sequential([relax.transform.ToNonDataflow(),
                                     relax.transform.RemovePurityChecking()])(mod)
-    fn = mod["main"]
-    blocks = list(fn.body.blocks)
-    bi = _kernel_block_index(fn)
-    bindings = list(blocks[bi].bindings)
+    bi = _kernel_block_index(mod["main"])
+    bindings = list(mod["main"].body.blocks[bi].bindings)
     # node id of each kernel binding, in the new order
     flat = [(si, gi, v) for si, st in enumerate(lp.stages) for gi, g in enumerate(st) for v in g]
     local_vars = {b.var for b in bindings}
@@ -161,8 +151,9 @@ def rewrite(mod: tvm.IRModule, lp: LoweringPlan, device_type: int, device_id: in
             cur_stage = -1
         out.append(b)
     close_stage()
-    blocks[bi] = relax.BindingBlock(out)
-    mod["main"] = relax.Function(fn.params, relax.SeqExpr(blocks, fn.body.body), fn.ret_ty, False, fn.attrs)
+    mod = replace_block(mod, bi, out, is_pure=False)
+    # impure now (the stream calls), so not "forced pure" either: a well-formed module
+    mod["main"] = mod["main"].without_attr("relax.force_pure")
     return relax.transform.Normalize()(mod)
 
 
