@@ -125,3 +125,51 @@ def test_merged_kernels_are_measured_once(tmp_path):
     first = cm.merge_latency(graph, cand)
     assert first > 0 and cm.measured == 1
     assert cm.merge_latency(graph, cand) == first and cm.measured == 1
+
+
+def test_cache_state_follows_the_model_and_the_device():
+    from ios_tvm.cost.measure import resolve_cache_state
+
+    l2 = 50 << 20
+    assert resolve_cache_state("auto", l2, 95 << 20) == ("flush", 2 * l2)  # Inception-v3 on an H100
+    assert resolve_cache_state("auto", l2, 5 << 20) == ("hot", 0)  # SqueezeNet stays in L2
+    assert resolve_cache_state("auto", 0, 1 << 30) == ("hot", 0)  # a CPU
+    assert resolve_cache_state("flush", 0, 0) == ("flush", 2 * (64 << 20))
+    assert resolve_cache_state("hot", l2, 1 << 30) == ("hot", 0)
+    with pytest.raises(ValueError, match="cache_state"):
+        MeasureConfig(cache_state="warm")
+
+
+def test_weight_bytes_counts_parameters_and_constants(graph):
+    from ios_tvm.cost.measure import weight_bytes
+
+    mod = models.get("squeezenet", small=True)
+    params = models.random_params(mod)
+    want = sum(a.nbytes for a in params.values())
+    assert weight_bytes(graph) == want  # weights as parameters of main
+    bound = ios_tvm.extract_graph(models.bind_params(mod, params), "llvm")
+    assert weight_bytes(bound) == want  # the same weights as constants
+
+
+def test_flushed_samples_start_cold(graph, tmp_path, monkeypatch):
+    """With cache_state="flush" every timed sample runs alone, after a flush, and is cached apart
+    from hot samples."""
+    from ios_tvm.cost.measure import LocalTimer
+
+    flushes = []
+    real = LocalTimer._flush
+
+    def counting(self):
+        f = real(self)
+        return None if f is None else (lambda: flushes.append(1) or f())
+
+    monkeypatch.setattr(LocalTimer, "_flush", counting)
+    cold = MeasuredCostModel("llvm", cfg(tmp_path, cache_state="flush"))
+    before = runtime.stages_run()
+    assert cold.stage_latency(graph, ((2,), (3,))) > 0 and cold.cache_state == "flush"
+    assert len(flushes) == 3  # one per timed sample
+    assert runtime.stages_run() - before == 1 + 3  # warm-up, then the samples one by one
+    hot = MeasuredCostModel("llvm", cfg(tmp_path))
+    hot.stage_latency(graph, ((2,), (3,)))
+    assert hot.cache_state == "hot" and len(flushes) == 3
+    assert hot.cache.path != cold.cache.path  # never mixed in one cache file

@@ -70,6 +70,9 @@ def test_rpc_measurement_matches_local(tracker, tmp_path):
     remote = MeasuredCostModel("llvm", _cfg(tmp_path / "remote", rpc=rpc_cfg))
     ios_tvm.optimize(graph.source, "llvm", graph=graph, cost_model=remote, search=ios_tvm.SearchConfig(strategy="concurrent"))
     assert remote.measured > 0 and len(remote.timer.sessions) == 2
+    # cold-cache samples over RPC (the servers hold both sessions: reuse them): flush buffers on the server
+    remote.timer.flush_before_samples(1 << 20)
+    assert len(remote.timer.time(((0,), (1,)), worker=1)) == 2 and len(remote.timer._scratch) == 2
     local = MeasuredCostModel("llvm", _cfg(tmp_path / "local"))
     ios_tvm.optimize(graph.source, "llvm", graph=graph, cost_model=local, search=ios_tvm.SearchConfig(strategy="concurrent"))
     files = {}
