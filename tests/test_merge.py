@@ -1,5 +1,5 @@
-"""IOS-Merge: the conv-merge rewrite (structure and numbers), what is left alone, merge stages in
-the search, and merged schedules built and run."""
+"""IOS-Merge: the splice of merged kernels at lowering (structure), merge stages built and run
+(numbers), what is left alone, merge stages in the search, and merged schedules of the zoo."""
 
 from __future__ import annotations
 
@@ -8,19 +8,22 @@ import json
 import numpy as np
 import pytest
 import tvm
-import tvm_ffi
 from tvm import relax
 from tvm.relax import op as R
 
 import ios_tvm
 from ios_tvm import models
 from ios_tvm.api import SearchConfig
+from ios_tvm.compiler import _front_passes
 from ios_tvm.errors import ScheduleMismatchError
-from ios_tvm.merge import find_families, find_units, merge_all, merge_units, mergeable, merged_weights
+from ios_tvm.merge import find_units, mergeable, merged_weights, node_merges, splice_merges
 from ios_tvm.models._builder import NetBuilder
 from ios_tvm.schedule import Schedule
 
 CUDA = {"kind": "cuda", "arch": "sm_90"}
+
+
+LLVM = tvm.target.Target("llvm")
 
 
 def _net(build, shape=(1, 4, 9, 9)):
@@ -31,33 +34,80 @@ def _net(build, shape=(1, 4, 9, 9)):
     return models.bind_params(mod, models.random_params(mod, 3)), models.random_input(mod, 4)
 
 
-def _run(mod, data):
-    return relax.VirtualMachine(tvm.compile(mod, "llvm"), tvm.cpu())["main"](tvm.runtime.tensor(data)).numpy()
+def _plan(mod):
+    """The model's graph for llvm, with its merge candidates (what ``ios_tvm.optimize`` reads)."""
+    graph = ios_tvm.extract_graph(mod, LLVM)
+    graph.merges = node_merges(mod, graph)
+    return graph
 
 
-def test_rewrite_structure():
+def _front(mod):
+    """``mod`` lowered as the build lowers it up to ``splice_merges`` (fusion, llvm)."""
+    with LLVM:
+        return tvm.transform.Sequential(_front_passes(LLVM, tuned=False))(mod)
+
+
+def _merging(graph, sets):
+    """A schedule of ``graph``: one merge stage per node set (where its first node was), every
+    other kernel alone, in binding order."""
+    first = {min(s): sorted(s) for s in sets}
+    merged = {v for s in sets for v in s}
+    stages, kinds = [], []
+    for v in range(len(graph.nodes)):
+        if v in first:
+            stages.append([first[v]])
+            kinds.append("merge")
+        elif v not in merged:
+            stages.append([[v]])
+            kinds.append("concurrent")
+    return Schedule.from_stages(graph, stages, kinds=kinds)
+
+
+def _run(mod, data, sched=None):
+    ex = ios_tvm.build(mod, "llvm", sched)
+    return relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(data)).numpy()
+
+
+def test_splice_merges_structure():
     mod, _ = _net(lambda nb, x: nb.concat([nb.conv(x, 3, 1), nb.conv(x, 5, 3)]))
-    units = find_units(mod["main"])
-    got = merge_units(mod, [units])
+    graph = _plan(mod)
+    assert graph.merges.families == [[0, 1]] and [n.kernel for n in graph.nodes][2] == "concatenate"
+    before = _front(mod)
+    sched = _merging(graph, [(0, 1)])
+    got, translated = splice_merges(before, sched, graph.merges, _front)
 
-    # Expected, written out: one conv over both weights (1x1 padded to 3x3, centred), one bias
-    # add, one relu, a split at channel 3, the concat of the two parts.
-    w1, w3 = units[0].weight, units[1].weight
-    w = np.concatenate([np.pad(w1, ((0, 0), (0, 0), (1, 1), (1, 1))), w3])
-    b = np.concatenate([units[0].bias, units[1].bias]).reshape(1, 8, 1, 1)
-    bb = relax.BlockBuilder()
+    # Expected, written out: the merged kernel (the 1x1's weights padded to 3x3, centred, then the
+    # 3x3's; both biases; relu) and its split, lowered on their own and added as ios_merge0_*;
+    # the split's parts bound to the variables the two kernels defined; the concat as before.
+    u1, u3 = graph.merges.units[0], graph.merges.units[1]
+    w = np.concatenate([np.pad(u1.weight, ((0, 0), (0, 0), (1, 1), (1, 1))), u3.weight])
+    b = np.concatenate([u1.bias, u3.bias]).reshape(1, 8, 1, 1)
+    mb = relax.BlockBuilder()
+    xm = relax.Var("x", relax.TensorType((1, 4, 9, 9), "float32"))
+    with mb.function("main", [xm]):
+        with mb.dataflow():
+            y = mb.emit(R.nn.relu(R.add(mb.emit(R.nn.conv2d(xm, relax.const(w), padding=[1, 1, 1, 1])), relax.const(b))))
+            out = mb.emit_output(R.split(y, [3], axis=1))
+        mb.emit_func_output(out)
+    mini = _front(mb.get())
+
+    bb = relax.BlockBuilder(tvm.IRModule({gv: f for gv, f in before.functions.items() if gv.name_hint != "main"}))
+    conv = bb.add_func(mini["fused_conv2d_add_relu"], "ios_merge0_fused_conv2d_add_relu")
+    split = bb.add_func(mini["split"], "ios_merge0_split")
     x = relax.Var("data", relax.TensorType((1, 4, 9, 9), "float32"))
+    t = lambda c: relax.TensorType((1, c, 9, 9), "float32")  # noqa: E731
     with bb.function("main", [x], attrs={"num_input": 1}):
         with bb.dataflow():
-            y = bb.emit(R.nn.conv2d(x, relax.const(w), padding=[1, 1, 1, 1]))
-            y = bb.emit(R.add(y, relax.const(b)))
-            y = bb.emit(R.nn.relu(y))
-            parts = bb.emit(R.split(y, [3], axis=1))
+            y = bb.emit(R.call_tir(conv, (x, relax.const(w), relax.const(b)), t(8)))
+            parts = bb.emit(R.call_tir(split, (y,), [t(3), t(5)]))
             p0 = bb.emit(relax.TupleGetItem(parts, 0))
             p1 = bb.emit(relax.TupleGetItem(parts, 1))
-            out = bb.emit_output(bb.emit(R.concat([p0, p1], axis=1)))
+            out = bb.emit_output(R.call_tir(before.get_global_var("concatenate"), (p0, p1), t(8)))
         bb.emit_func_output(out)
-    tvm.ir.assert_structural_equal(got["main"], bb.get()["main"])
+    tvm.ir.assert_structural_equal(got, bb.get())
+    assert translated.as_lists() == [[[0, 1]], [[2]]]
+    assert translated.kernels == ["ios_merge0_fused_conv2d_add_relu", "ios_merge0_split", "concatenate"]
+    assert translated.meta["merged_from"] == sched.fingerprint
 
 
 @pytest.mark.parametrize("case", ["1x1+3x3", "1x3+3x1", "paddings 1x1/p0 3x3/p1 5x5/p2", "no bias, no relu"])
@@ -71,16 +121,16 @@ def test_merged_equals_unmerged(case):
             ys = [nb.conv(x, 2, 1, padding=0), nb.conv(x, 3, 3, padding=1), nb.conv(x, 4, 5, padding=2)]
         else:
             ys = [nb.conv(x, 2, 1, relu=False, bias=False), nb.conv(x, 3, 3, relu=False, bias=False)]
-        return nb.concat([nb.relu(nb.add(y, y)) for y in ys])
+        return nb.relu(nb.concat(ys))
 
     mod, data = _net(build)
-    fams = find_families(mod["main"])
-    assert len(fams) == 1 and mergeable(fams[0])
-    merged = merge_all(mod)
-    convs = [b for b in merged["main"].body.blocks[0].bindings
-             if isinstance(b.value, relax.Call) and b.value.op.name == "relax.nn.conv2d"]
-    assert len(convs) == 1
-    np.testing.assert_allclose(_run(merged, data), _run(mod, data), rtol=1e-5, atol=1e-6)
+    graph = _plan(mod)
+    fams = graph.merges.families
+    assert len(fams) == 1 and graph.merges.candidates()[-1] == tuple(fams[0])
+    sched = _merging(graph, fams)
+    kernels = ios_tvm.build(mod, "llvm", sched).as_text()  # the kernels it calls, as "@name packed_func"
+    assert "@ios_merge0_split " in kernels and not any(f"@{graph.nodes[v].kernel} " in kernels for v in fams[0])
+    np.testing.assert_allclose(_run(mod, data, sched), _run(mod, data), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("case", ["stride", "grouped", "other input", "misaligned padding", "params not bound",
@@ -112,12 +162,15 @@ def test_non_mergeable_sets_are_left_alone(case):
         mod = nb.module()
     else:
         mod, _ = _net(build)
-    fams = find_families(mod["main"])
-    assert all(not mergeable(f) for f in fams), case
-    assert tvm_ffi.structural_equal(merge_all(mod), mod)
+    graph = _plan(mod)
+    assert graph.merges.candidates() == [], case
+    convs = [n.id for n in graph.nodes if "conv2d" in n.kernel]
+    assert len(convs) == 2
+    with pytest.raises(ScheduleMismatchError, match="cannot be merged"):
+        ios_tvm.build(mod, "llvm", _merging(graph, [convs]))
 
 
-def test_merge_units_refuses_bad_sets():
+def test_misaligned_weights_are_refused():
     def build(nb, x):
         a = nb.emit(R.nn.conv2d(x, nb.weight("w", (2, 4, 3, 3)), padding=[0, 0, 2, 2]))
         b = nb.emit(R.nn.conv2d(x, nb.weight("w", (2, 4, 1, 1)), padding=[0, 0, 0, 0]))
@@ -125,25 +178,9 @@ def test_merge_units_refuses_bad_sets():
 
     mod, _ = _net(build)
     units = find_units(mod["main"])
-    with pytest.raises(ValueError, match="cannot be merged"):
-        merge_units(mod, [units])
+    assert len(units) == 2 and not mergeable(units)
     with pytest.raises(ValueError, match="do not align"):
         merged_weights(units)
-
-
-@pytest.mark.parametrize("name", ["googlenet", "inception_v3", "squeezenet"])
-def test_zoo_merged_models_compute_the_same(name):
-    mod = models.get(name, small=True)
-    mod = models.bind_params(mod, models.random_params(mod))
-    data = models.random_input(mod)
-    merged = merge_all(mod)
-
-    def convs(m):
-        return sum(isinstance(b.value, relax.Call) and b.value.op.name == "relax.nn.conv2d"
-                   for b in m["main"].body.blocks[0].bindings)
-
-    assert convs(merged) < convs(mod)
-    np.testing.assert_allclose(_run(merged, data), _run(mod, data), rtol=1e-5, atol=1e-5)
 
 
 @pytest.fixture(scope="module")

@@ -8,23 +8,32 @@ and their outputs align once every kernel is zero-padded, centred, to the larges
 ``pad_i + (K - k_i) / 2`` is the same for every unit on every side (a 1x1 with pad 0 merges with
 a 3x3 with pad 1; a 1x3 with a 3x1; a 3x3 with pad 0 and a 3x3 with pad 1 do not).
 
-:func:`find_families` plans (which units could merge with which), :func:`merge_units` rewrites:
-one ``conv2d`` over the concatenated output channels (+ bias, + relu), then ``split`` hands each
-former consumer its channels. This runs *before* legalization, on the model as given.
+One path, plan then rewrite:
+
+1. *plan*, on the model as given (``ios_tvm.optimize``, ``ios_tvm.build``): :func:`find_units`
+   reads the conv units of ``main``; :func:`node_merges` maps each to the kernel of the fused
+   graph that computes it (the only kernel taking the unit's weight constant, the same
+   object: TVM's passes keep constants they do not fold) and groups the kernels into families;
+   :meth:`NodeMerges.candidates` lists the subsets that merge, which the search may choose as
+   merge stages;
+2. *rewrite*, at lowering (:func:`ios_tvm.lower.lower_schedule`, in the build pipeline right
+   after fusion): :func:`splice_merges` lowers :func:`merged_module` (one ``conv2d`` over the
+   concatenated output channels, + bias, + relu, then ``split``) of each merge stage with the
+   passes the model went through, and splices its kernels in place of the merged ones.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import tvm
 from tvm import relax
 from tvm.relax import op as R
-from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .graph import call_args
+from .errors import ScheduleMismatchError
+from .graph import call_args, extract_graph, is_kernel_call
 
 
 @dataclass(frozen=True)
@@ -141,15 +150,6 @@ def mergeable(units: Sequence[ConvUnit]) -> bool:
             and len({id(u) for u in units}) == len(units) and _aligned_padding(units) is not None)
 
 
-def find_families(fn: relax.Function) -> list[list[ConvUnit]]:
-    """Units grouped by what must be equal to merge (same input, strides, ...); families of one
-    are dropped. Any subset of a family whose paddings align can merge."""
-    groups: dict[tuple, list[ConvUnit]] = {}
-    for u in find_units(fn):
-        groups.setdefault(u.key, []).append(u)
-    return [g for g in groups.values() if len(g) >= 2]
-
-
 def merged_weights(units: Sequence[ConvUnit]) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int, int, int]]:
     """Concatenated, centred zero-padded weights (and biases), and the merged padding."""
     aligned = _aligned_padding(units)
@@ -167,72 +167,6 @@ def merged_weights(units: Sequence[ConvUnit]) -> tuple[np.ndarray, np.ndarray | 
 def _out_dtype(attrs: Any) -> str | None:
     dt = attrs.out_dtype
     return None if dt is None or str(dt) in ("", "void") else str(dt)
-
-
-@mutator
-class _Rewriter(PyExprMutator):
-    def __init__(self, sets: list[list[ConvUnit]], mod: tvm.IRModule, attrs: dict) -> None:
-        super().__init__(mod)
-        self._attrs = attrs
-        self.first = {s[0].conv: s for s in sets}
-        self.drop = {v for s in sets for u in s for v in u.bindings}
-
-    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
-        var = binding.var
-        if var in self.first:
-            units = self.first[var]
-            weight, bias, padding = merged_weights(units)
-            a = self._attrs[var]  # strides / dilation / out_dtype are shared by the family
-            x = self.visit_expr(units[0].data)
-            dtype = str(units[0].weight.dtype)
-            y = self.builder_.emit(R.nn.conv2d(x, relax.const(weight, dtype), strides=list(a.strides), padding=list(padding),
-                                               dilation=list(a.dilation), out_dtype=_out_dtype(a)), "ios_merged")
-            if bias is not None:
-                y = self.builder_.emit(R.add(y, relax.const(bias.reshape(1, -1, 1, 1), dtype)))
-            if units[0].relu:
-                y = self.builder_.emit(R.nn.relu(y))
-            bounds = list(np.cumsum([u.channels for u in units])[:-1])
-            parts = self.builder_.emit(R.split(y, [int(b) for b in bounds], axis=1), "ios_split")
-            for k, u in enumerate(units):
-                part = self.builder_.emit(relax.TupleGetItem(parts, k))
-                self.set_var_remap(u.output, part)
-            return
-        if var in self.drop:
-            return
-        super().visit_var_binding_(binding)
-
-
-def merge_units(mod: tvm.IRModule, sets: Sequence[Sequence[ConvUnit]], func: str = "main") -> tvm.IRModule:
-    """Rewrite ``mod[func]``: each set of mergeable units becomes one conv + split.
-
-    ``sets`` must come from :func:`find_units` / :func:`find_families` on this same module, be
-    pairwise disjoint and each :func:`mergeable`.
-    """
-    sets = [sorted(s, key=lambda u: u.index) for s in sets if s]
-    seen: set[int] = set()
-    for s in sets:
-        if not mergeable(s):
-            raise ValueError(f"units {[u.conv.name for u in s]} cannot be merged")
-        for u in s:
-            if u.index in seen:
-                raise ValueError(f"unit {u.conv.name} is in two merge sets")
-            seen.add(u.index)
-    if not sets:
-        return mod
-    fn = mod[func]
-    block = next(b for b in fn.body.blocks if isinstance(b, relax.DataflowBlock))
-    attrs = {b.var: b.value.attrs for b in block.bindings if _op_name(b.value) == "relax.nn.conv2d"}
-    rw = _Rewriter([list(s) for s in sets], mod, attrs)
-    new_fn = rw.visit_expr(fn)
-    out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
-    out[func] = new_fn
-    return relax.transform.Normalize()(out)
-
-
-def merge_all(mod: tvm.IRModule, func: str = "main") -> tvm.IRModule:
-    """Merge every family whose members all align (a test and demo helper)."""
-    sets = [f for f in find_families(mod[func]) if mergeable(f)]
-    return merge_units(mod, sets, func)
 
 
 # -- merges at the level of the kernel graph --------------------------------------------------------
@@ -311,3 +245,113 @@ def merged_module(units: Sequence[ConvUnit], zero_weights: bool = False) -> tvm.
             out = bb.emit_output(bb.emit(R.split(y, bounds, axis=1)))
         bb.emit_func_output(out)
     return bb.get()
+
+
+# -- the rewrite, at lowering ---------------------------------------------------------------------------
+
+def splice_merges(mod: tvm.IRModule, schedule: Any, merges: NodeMerges,
+                  lower_mini: Callable[[tvm.IRModule], tvm.IRModule]) -> tuple[tvm.IRModule, Any]:
+    """Replace the kernels of each merge stage of ``schedule`` by one merged kernel (+ split), in
+    the fused module ``mod``, and translate the schedule to the new module's kernels.
+
+    Parameters
+    ----------
+    mod
+        The model after fusion (where :func:`ios_tvm.lower.lower_schedule` runs), ``main`` in
+        dataflow form.
+    schedule
+        A :class:`ios_tvm.schedule.Schedule` of ``mod``'s graph with merge stages.
+    merges
+        Which conv unit each kernel computes (:func:`node_merges`).
+    lower_mini
+        Lowers :func:`merged_module` with the very passes the model went through.
+
+    Returns
+    -------
+    tuple
+        ``(module, schedule)``. The merged kernels come first where the first merged kernel was;
+        the split's parts are bound to the *same* variables the old kernels defined, so nothing
+        else in the module changes. Their PrimFuncs are added as ``ios_merge{j}_{name}`` (``j``:
+        the merge stage's rank among the merge stages).
+    """
+    graph = extract_graph(mod, lowered=True)
+    schedule.validate(graph)
+    fn = mod["main"]
+    blocks = list(fn.body.blocks)
+    di = next(i for i, b in enumerate(blocks) if isinstance(b, relax.DataflowBlock))
+    bindings = list(blocks[di].bindings)
+    kernel_pos = [i for i, b in enumerate(bindings) if is_kernel_call(b.value)]
+    adder = relax.BlockBuilder(tvm.IRModule(dict(mod.functions), attrs=mod.attrs))
+    insert: dict[int, list[relax.Binding]] = {}
+    merged_kernels: list[list[relax.Var]] = []
+    for j, nodes in enumerate(schedule.merges):
+        nodes = sorted(nodes)
+        replaced = [bindings[kernel_pos[v]] for v in nodes]
+        out, kernels = _merged_bindings(j, [merges.units[v] for v in nodes], replaced, lower_mini, adder)
+        insert[kernel_pos[nodes[0]]] = out
+        insert.update({kernel_pos[v]: [] for v in nodes[1:]})
+        merged_kernels.append(kernels)
+    new_bindings: list[relax.Binding] = []
+    for i, b in enumerate(bindings):
+        new_bindings.extend(insert.get(i, [b]))
+    blocks[di] = relax.DataflowBlock(new_bindings)
+    new_mod = adder.get()
+    new_mod["main"] = relax.Function(fn.params, relax.SeqExpr(blocks, fn.body.body), fn.ret_ty, fn.is_pure, fn.attrs)
+    new_mod = relax.transform.Normalize()(new_mod)
+    return new_mod, _translate_schedule(schedule, graph, new_mod, merged_kernels)
+
+
+def _merged_bindings(j: int, units: list[ConvUnit], replaced: list[relax.VarBinding],
+                     lower_mini: Callable[[tvm.IRModule], tvm.IRModule], adder: relax.BlockBuilder
+                     ) -> tuple[list[relax.Binding], list[relax.Var]]:
+    """The bindings of merge stage ``j`` (the lowered :func:`merged_module` of ``units``, its
+    PrimFuncs added to ``adder``, then the ``replaced`` kernels' variables bound to the split's
+    parts), and the variables of its kernels."""
+    mini = lower_mini(merged_module(units))
+    gvs = {gv.name_hint: adder.add_func(f, f"ios_merge{j}_{gv.name_hint}")
+           for gv, f in mini.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
+    remap: dict[Any, Any] = {mini["main"].params[0]: call_args(replaced[0].value)[0]}
+    block = next(b for b in mini["main"].body.blocks if isinstance(b, relax.DataflowBlock))
+    out: list[relax.Binding] = []
+    kernels = []
+    for b in block.bindings:
+        var = relax.DataflowVar(f"ios_m{j}_{b.var.name}", b.var.ty)
+        value = b.value
+        if is_kernel_call(value):
+            args = [remap.get(a, a) for a in call_args(value)]
+            out_ty = list(b.var.ty.fields) if isinstance(b.var.ty, relax.TupleType) else b.var.ty
+            value = relax.op.call_tir(gvs[value.args[0].name_hint], relax.Tuple(args), out_ty)
+            kernels.append(var)
+        elif isinstance(value, relax.Var):
+            value = remap[value]
+        else:
+            raise ScheduleMismatchError(f"unexpected binding in a merged kernel: {value}")
+        remap[b.var] = var
+        out.append(relax.VarBinding(var, value))
+    split = remap[mini["main"].body.body]
+    out += [relax.VarBinding(old.var, relax.TupleGetItem(split, i)) for i, old in enumerate(replaced)]
+    return out, kernels
+
+
+def _translate_schedule(schedule: Any, graph: Any, new_mod: tvm.IRModule, merged_kernels: list[list[relax.Var]]
+                        ) -> Any:
+    """``schedule`` (of ``graph``) in the node ids of ``new_mod``: kept kernels found by their
+    variables, each merge stage becomes one group of its merged kernels."""
+    from .schedule import Schedule
+
+    new_graph = extract_graph(new_mod, lowered=True)
+    where = {_var_key(b.var): i for i, b in enumerate(new_graph.bindings)}
+    old_to_new = {v: where[_var_key(b.var)] for v, b in enumerate(graph.bindings) if _var_key(b.var) in where}
+    stages = []
+    merge_iter = iter(merged_kernels)
+    for st in schedule.stages:
+        if st.kind == "merge":
+            stages.append([[where[_var_key(v)] for v in next(merge_iter)]])
+        else:
+            stages.append([[old_to_new[v] for v in g] for g in st.groups])
+    return Schedule.from_stages(new_graph, stages, [st.latency for st in schedule.stages],
+                                {**schedule.meta, "merged_from": schedule.fingerprint})
+
+
+def _var_key(var: Any) -> Any:
+    return var.id_ if hasattr(var, "id_") else id(var)
