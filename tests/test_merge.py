@@ -134,7 +134,7 @@ def test_merged_equals_unmerged(case):
 
 
 @pytest.mark.parametrize("case", ["stride", "grouped", "other input", "misaligned padding", "params not bound",
-                                  "dilation"])
+                                  "dilation", "tanh after the bias", "add after a bare conv"])
 def test_non_mergeable_sets_are_left_alone(case):
     def build(nb, x):
         if case == "stride":
@@ -153,6 +153,11 @@ def test_non_mergeable_sets_are_left_alone(case):
         if case == "dilation":
             a = nb.emit(R.nn.conv2d(x, nb.weight("w", (2, 4, 3, 3)), padding=2, dilation=2))
             return nb.concat([a, nb.conv(x, 2, 3, padding=1, bias=False, relu=False)])
+        if case == "tanh after the bias":  # fused into the conv kernel: the kernel is no unit
+            return nb.concat([nb.emit(R.tanh(nb.conv(x, 2, k, relu=False))) for k in (1, 3)])
+        if case == "add after a bare conv":
+            ys = [nb.conv(x, 2, k, relu=False, bias=False) for k in (1, 3)]
+            return nb.concat([nb.add(y, y) for y in ys])
         return nb.concat([nb.conv(x, 2, 1), nb.conv(x, 2, 3)])
 
     if case == "params not bound":

@@ -12,7 +12,7 @@ One path, plan then rewrite:
 
 1. *plan*, on the model as given (``ios_tvm.optimize``, ``ios_tvm.build``): :func:`find_units`
    reads the conv units of ``main``; :func:`node_merges` maps each to the kernel of the fused
-   graph that computes it (the only kernel taking the unit's weight constant, the same
+   graph that computes exactly it (the only kernel taking the unit's weight constant, the same
    object: TVM's passes keep constants they do not fold) and groups the kernels into families;
    :meth:`NodeMerges.candidates` lists the subsets that merge, which the search may choose as
    merge stages;
@@ -24,6 +24,7 @@ One path, plan then rewrite:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -73,6 +74,15 @@ def _op_name(value: Any) -> str | None:
     if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
         return value.op.name
     return None
+
+
+def _shape(expr: Any) -> tuple[int, ...] | None:
+    """The static shape of a tensor expression, ``None`` if it has none."""
+    ty = getattr(expr, "ty", None)
+    if not isinstance(ty, relax.TensorType) or ty.shape is None:
+        return None
+    dims = ty.shape.values
+    return tuple(int(d) for d in dims) if all(isinstance(d, tvm.tirx.IntImm) for d in dims) else None
 
 
 def find_units(fn: relax.Function) -> list[ConvUnit]:
@@ -197,23 +207,41 @@ class NodeMerges:
         return out
 
 
+def _kernel_of(unit: ConvUnit, graph: Any) -> int | None:
+    """The node of ``graph`` computing exactly ``unit``: the only kernel with the unit's weight
+    constant among its arguments, called as ``(input, weight[, bias])`` with the unit's output."""
+    nodes = [i for i, b in enumerate(graph.bindings) if any(a.same_as(unit.weight_expr) for a in call_args(b.value))]
+    if len(nodes) != 1:
+        return None
+    n = graph.nodes[nodes[0]]
+    args = call_args(graph.bindings[nodes[0]].value)
+    want_inputs = 2 + (unit.bias is not None)
+    if (len(args) != want_inputs or len(n.inputs) != want_inputs or not args[1].same_as(unit.weight_expr)
+            or _const(args[0]) is not None):
+        return None  # the kernel does more (or less) than the unit, or takes its input elsewhere
+    if len(n.outputs) != 1 or n.outputs[0][0] != _shape(unit.output) or not re.fullmatch(_kernel_name(unit), n.kernel):
+        return None
+    return nodes[0]
+
+
+def _kernel_name(unit: ConvUnit) -> str:
+    """A pattern of the name of the kernel fusion makes of exactly ``unit``'s ops: FuseOps names
+    a fused kernel ``fused_`` + the names of the legalized ops (``conv2d``, ``add``, ``relu``, each
+    with a number when taken). A kernel also computing what follows the unit (a ``tanh`` after
+    the bias, ``add(y, y)`` after a bare conv) has other arguments or another name."""
+    ops = ["conv2d"] + ["add"] * (unit.bias is not None) + ["relu"] * unit.relu
+    name = "_".join(rf"{op}\d*" for op in ops)
+    return name if len(ops) == 1 else "fused_" + name
+
+
 def node_merges(mod: tvm.IRModule, graph: Any, func: str = "main") -> NodeMerges:
-    """Map the conv units of ``mod`` (before lowering) to the kernels of its ``graph``."""
-    units = find_units(mod[func])
-    if not units:
-        return NodeMerges({}, [])
+    """Map the conv units of ``mod`` (before lowering) to the kernels of its ``graph``
+    (``extract_graph(mod, target)``) and group them into families that could merge."""
     node_of: dict[int, ConvUnit] = {}
-    for u in units:
-        nodes = [i for i, b in enumerate(graph.bindings)
-                 if any(a.same_as(u.weight_expr) for a in call_args(b.value))]
-        if len(nodes) != 1:
-            continue
-        n = graph.nodes[nodes[0]]
-        want_inputs = 2 + (u.bias is not None)
-        out_shape = tuple(int(d) for d in u.output.ty.shape)
-        if len(n.inputs) != want_inputs or len(n.outputs) != 1 or n.outputs[0][0] != out_shape:
-            continue  # the kernel does more (or less) than the unit: leave it alone
-        node_of[nodes[0]] = u
+    for u in find_units(mod[func]):
+        node = _kernel_of(u, graph)
+        if node is not None:
+            node_of[node] = u
     fams: dict[tuple, list[int]] = {}
     for node, u in sorted(node_of.items()):
         fams.setdefault(u.key, []).append(node)
