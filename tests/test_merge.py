@@ -175,6 +175,44 @@ def test_non_mergeable_sets_are_left_alone(case):
         ios_tvm.build(mod, "llvm", _merging(graph, [convs]))
 
 
+def _bias_net(form):
+    """Two convs (1x1, 3x3) on one input, their bias added in one of the forms importers give it."""
+    rng = np.random.default_rng(5)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 4, 9, 9), "float32"))
+    with bb.function("main", [x], attrs={"num_input": 1}):
+        with bb.dataflow():
+            ys = []
+            for c, k in ((3, 1), (5, 3)):
+                w = relax.const(rng.normal(size=(c, 4, k, k)).astype("float32"))
+                y = bb.emit(R.nn.conv2d(x, w, padding=k // 2))
+                b = rng.normal(size=c).astype("float32")
+                if form == "reshape (ONNX, PyTorch)":
+                    bias = bb.emit(R.reshape(relax.const(b), [1, c, 1, 1]))
+                elif form == "expand_dims":
+                    bias = bb.emit(R.expand_dims(relax.const(b), [1, 2]))
+                else:
+                    bias = relax.const(b.reshape(c, 1, 1))
+                y = bb.emit(R.add(bias, y) if form == "bias first" else R.add(y, bias))
+                ys.append((bb.emit(R.nn.relu(y)), b))
+            out = bb.emit_output(R.concat([y for y, _ in ys], axis=1))
+        bb.emit_func_output(out)
+    return bb.get(), [b for _, b in ys]
+
+
+@pytest.mark.parametrize("form", ["reshape (ONNX, PyTorch)", "expand_dims", "(C, 1, 1) constant", "bias first"])
+def test_biases_as_importers_give_them(form):
+    mod, biases = _bias_net(form)
+    units = find_units(mod["main"])
+    assert [u.relu for u in units] == [True, True]
+    for u, b in zip(units, biases):
+        np.testing.assert_array_equal(u.bias, b)
+    graph = _plan(mod)
+    assert graph.merges.families == [[0, 1]]
+    data = np.random.default_rng(6).uniform(-1, 1, (1, 4, 9, 9)).astype("float32")
+    np.testing.assert_allclose(_run(mod, data, _merging(graph, [(0, 1)])), _run(mod, data), rtol=1e-5, atol=1e-5)
+
+
 def test_misaligned_weights_are_refused():
     def build(nb, x):
         a = nb.emit(R.nn.conv2d(x, nb.weight("w", (2, 4, 3, 3)), padding=[0, 0, 2, 2]))

@@ -20,6 +20,22 @@ One path, plan then rewrite:
    after fusion): :func:`splice_merges` lowers :func:`merged_module` (one ``conv2d`` over the
    concatenated output channels, + bias, + relu, then ``split``) of each merge stage with the
    passes the model went through, and splices its kernels in place of the merged ones.
+
+The bias of a unit is recognised in the forms model builders and TVM's importers give it:
+
+* ``add(conv, c)`` with a constant ``c`` shaped ``(1, C, 1, 1)`` or ``(C, 1, 1)`` (on either
+  side of the ``add``): :mod:`ios_tvm.models` with bound weights, hand-written models;
+* ``add(conv, reshape(c, [1, C, 1, 1]))``, ``c`` a constant ``(C,)``: the ONNX importer
+  (``relax.frontend.onnx.from_onnx``, ``Conv`` with a bias input) and the PyTorch importer
+  (``from_exported_program``, with weights as constants or bound by
+  :func:`ios_tvm.models.bind_params`); more generally any chain of ``reshape`` / ``expand_dims``
+  of a constant, through bindings.
+
+The model is not constant-folded first: ``FoldConstant`` compiles every op it folds (it takes as
+long as lowering the whole model), and the views above are all the importers put between a bias
+and its ``add``. A ``conv2d`` followed by ``batch_norm`` (PyTorch's ``BatchNorm2d``, which the
+importer keeps) is a unit on its own, without bias: TVM's fusion leaves ``batch_norm`` out of the
+convolution's kernel, so such convolutions merge and their normalizations run as before.
 """
 
 from __future__ import annotations
@@ -70,6 +86,9 @@ def _const(expr: Any) -> np.ndarray | None:
     return None
 
 
+_VIEW_OPS = ("relax.reshape", "relax.expand_dims")
+
+
 def _op_name(value: Any) -> str | None:
     if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
         return value.op.name
@@ -85,57 +104,106 @@ def _shape(expr: Any) -> tuple[int, ...] | None:
     return tuple(int(d) for d in dims) if all(isinstance(d, tvm.tirx.IntImm) for d in dims) else None
 
 
+def _constant_through_views(expr: Any, defs: dict[Any, Any]) -> np.ndarray | None:
+    """The values of ``expr`` when it is a constant, or a chain of ``reshape`` / ``expand_dims``
+    of one (through the bindings ``defs``: var -> value). Both keep the order of the elements."""
+    while True:
+        value = _const(expr)
+        if value is not None:
+            return value
+        if isinstance(expr, relax.Var) and expr in defs:
+            expr = defs[expr]
+        elif _op_name(expr) in _VIEW_OPS:
+            expr = expr.args[0]
+        else:
+            return None
+
+
+def _channel_bias(expr: Any, defs: dict[Any, Any], channels: int) -> np.ndarray | None:
+    """Per-channel bias values of an ``add`` operand of an NCHW conv output: shaped
+    ``(1, C, 1, 1)`` or ``(C, 1, 1)``, with constant values (see :func:`_constant_through_views`)."""
+    if _shape(expr) not in ((1, channels, 1, 1), (channels, 1, 1)):
+        return None
+    values = _constant_through_views(expr, defs)
+    return None if values is None or values.size != channels else values.reshape(-1)
+
+
+@dataclass
+class _Uses:
+    """How the bindings of a dataflow block use each other."""
+
+    count: dict[Any, int]  #: var -> number of bindings (and the block's result) using it
+    user: dict[Any, Any]  #: var -> a binding using it (the only one when ``count`` is 1)
+    defs: dict[Any, Any]  #: var -> the value bound to it
+
+    @classmethod
+    def of(cls, bindings: Sequence[Any], result: Any) -> _Uses:
+        count: dict[Any, int] = {}
+        user: dict[Any, Any] = {}
+        for b in bindings:
+            for v in relax.analysis.free_vars(b.value):
+                count[v] = count.get(v, 0) + 1
+                user[v] = b
+        for v in relax.analysis.free_vars(result):
+            count[v] = count.get(v, 0) + 1
+        return cls(count, user, {b.var: b.value for b in bindings})
+
+    def only_user(self, var: Any, op: str) -> Any:
+        """The binding that is ``var``'s only use, if it calls ``op``; else ``None``."""
+        nxt = self.user.get(var)
+        if self.count.get(var) == 1 and nxt is not None and _op_name(nxt.value) == op:
+            return nxt
+        return None
+
+
+def _bias_of(add: relax.Call, out: Any, uses: _Uses, channels: int) -> np.ndarray | None:
+    """The bias ``add`` adds to ``out`` (on either side), if it is a per-channel constant."""
+    lhs, rhs = add.args
+    other = rhs if lhs.same_as(out) else lhs if rhs.same_as(out) else None
+    return None if other is None else _channel_bias(other, uses.defs, channels)
+
+
+def _unit_at(index: int, binding: Any, uses: _Uses) -> ConvUnit | None:
+    """The conv unit starting at ``binding`` (a ``conv2d``), if it can take part in a merge."""
+    call = binding.value
+    a = call.attrs
+    x, w = call.args
+    weight = _const(w)
+    if (weight is None or int(a.groups) != 1 or str(a.data_layout) != "NCHW" or str(a.kernel_layout) != "OIHW"
+            or not isinstance(x, relax.Var) or _shape(binding.var) is None):
+        return None
+    chain = [binding.var]
+    bias = None
+    nxt = uses.only_user(chain[-1], "relax.add")
+    if nxt is not None:
+        bias = _bias_of(nxt.value, chain[-1], uses, weight.shape[0])
+        if bias is not None:
+            chain.append(nxt.var)
+    nxt = uses.only_user(chain[-1], "relax.nn.relu")
+    relu = nxt is not None
+    if relu:
+        chain.append(nxt.var)
+    shape = _shape(binding.var)
+    key = (x, tuple(int(s) for s in a.strides), tuple(int(d) for d in a.dilation), str(binding.var.ty.dtype),
+           str(a.out_dtype), shape[0], shape[2:], bias is not None, relu)
+    pad = tuple(int(p) for p in a.padding)
+    return ConvUnit(index, binding.var, chain[-1], tuple(chain), x, weight, bias, relu, pad, key,  # type: ignore[arg-type]
+                    w, a)
+
+
 def find_units(fn: relax.Function) -> list[ConvUnit]:
     """Every conv unit of ``fn``'s dataflow block that could take part in a merge."""
     block = next((b for b in fn.body.blocks if isinstance(b, relax.DataflowBlock)), None)
     if block is None:
         return []
     bindings = list(block.bindings)
-    uses: dict[Any, int] = {}
-    for b in bindings:
-        for v in relax.analysis.free_vars(b.value):
-            uses[v] = uses.get(v, 0) + 1
-    for v in relax.analysis.free_vars(fn.body.body):
-        uses[v] = uses.get(v, 0) + 1
-    user: dict[Any, Any] = {}
-    for b in bindings:
-        for v in relax.analysis.free_vars(b.value):
-            user[v] = b
+    uses = _Uses.of(bindings, fn.body.body)
     units = []
     for i, b in enumerate(bindings):
-        if _op_name(b.value) != "relax.nn.conv2d":
-            continue
-        call = b.value
-        a = call.attrs
-        x, w = call.args
-        weight = _const(w)
-        if weight is None or int(a.groups) != 1 or str(a.data_layout) != "NCHW" or str(a.kernel_layout) != "OIHW":
-            continue
-        if not isinstance(x, relax.Var) or not isinstance(b.var.ty, relax.TensorType):
-            continue
-        chain = [b.var]
-        out = b.var
-        bias = None
-        relu = False
-        nxt = user.get(out)
-        if uses.get(out) == 1 and nxt is not None and _op_name(nxt.value) == "relax.add" and nxt.value.args[0].same_as(out):
-            bvals = _const(nxt.value.args[1])
-            if bvals is not None and bvals.size == weight.shape[0] and bvals.shape in (
-                    (1, weight.shape[0], 1, 1), (weight.shape[0], 1, 1)):
-                bias = bvals.reshape(-1)
-                out = nxt.var
-                chain.append(out)
-                nxt = user.get(out)
-        if uses.get(out) == 1 and nxt is not None and _op_name(nxt.value) == "relax.nn.relu":
-            relu = True
-            out = nxt.var
-            chain.append(out)
-        shape = tuple(int(d) for d in b.var.ty.shape)
-        key = (x, tuple(int(s) for s in a.strides), tuple(int(d) for d in a.dilation), str(b.var.ty.dtype),
-               str(a.out_dtype), shape[0], shape[2:], bias is not None, relu)
-        pad = tuple(int(p) for p in a.padding)
-        units.append(ConvUnit(i, b.var, out, tuple(chain), x, weight, bias, relu, pad, key,  # type: ignore[arg-type]
-                              w, a))
+        if _op_name(b.value) == "relax.nn.conv2d":
+            unit = _unit_at(i, b, uses)
+            if unit is not None:
+                units.append(unit)
     return units
 
 
