@@ -86,7 +86,8 @@ def test_splice_merges_structure():
     xm = relax.Var("x", relax.TensorType((1, 4, 9, 9), "float32"))
     with mb.function("main", [xm]):
         with mb.dataflow():
-            y = mb.emit(R.nn.relu(R.add(mb.emit(R.nn.conv2d(xm, relax.const(w), padding=[1, 1, 1, 1])), relax.const(b))))
+            y = mb.emit(R.nn.conv2d(xm, relax.const(w), padding=[1, 1, 1, 1]))
+            y = mb.emit(R.nn.relu(mb.emit(R.add(y, relax.const(b)))))
             out = mb.emit_output(R.split(y, [3], axis=1))
         mb.emit_func_output(out)
     mini = _front(mb.get())

@@ -181,8 +181,8 @@ def rewrite(mod: tvm.IRModule, lp: LoweringPlan, device_type: int, device_id: in
 def lower_schedule(schedule: Any, device_type: int, device_id: int = -1, keep_alive: bool = True,
                    merges: Any = None, lower_mini: Any = None) -> tvm.transform.Pass:
     """The module pass: :func:`plan` then :func:`rewrite` (after
-    :func:`ios_tvm.merge.splice_merges` when the schedule merges kernels). ``schedule=None`` leaves the module as it is (the sequential
-    baseline)."""
+    :func:`ios_tvm.merge.splice_merges` when the schedule merges kernels). ``schedule=None``
+    leaves the module as it is (the sequential baseline)."""
 
     @tvm.transform.module_pass(opt_level=0, name="ios_tvm.LowerSchedule")
     def _pass(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
