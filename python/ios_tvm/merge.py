@@ -52,6 +52,9 @@ from tvm.relax import op as R
 from .errors import ScheduleMismatchError
 from .graph import call_args, extract_graph, is_kernel_call
 
+#: ops that change a tensor's shape, not its elements (a bias may reach its ``add`` through them)
+_VIEW_OPS = ("relax.reshape", "relax.expand_dims")
+
 
 @dataclass(frozen=True)
 class ConvUnit:
@@ -84,9 +87,6 @@ def _const(expr: Any) -> np.ndarray | None:
     if isinstance(expr, tvm.ir.expr.GenericConst) and isinstance(value, tvm.runtime.Tensor):
         return value.numpy()
     return None
-
-
-_VIEW_OPS = ("relax.reshape", "relax.expand_dims")
 
 
 def _op_name(value: Any) -> str | None:
