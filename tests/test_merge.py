@@ -111,27 +111,42 @@ def test_splice_merges_structure():
     assert translated.meta["merged_from"] == sched.fingerprint
 
 
-@pytest.mark.parametrize("case", ["1x1+3x3", "1x3+3x1", "paddings 1x1/p0 3x3/p1 5x5/p2", "no bias, no relu"])
-def test_merged_equals_unmerged(case):
-    def build(nb, x):
-        if case == "1x1+3x3":
-            ys = [nb.conv(x, 3, 1), nb.conv(x, 5, 3)]
-        elif case == "1x3+3x1":
-            ys = [nb.conv(x, 2, (1, 3)), nb.conv(x, 6, (3, 1))]
-        elif case.startswith("paddings"):
-            ys = [nb.conv(x, 2, 1, padding=0), nb.conv(x, 3, 3, padding=1), nb.conv(x, 4, 5, padding=2)]
-        else:
-            ys = [nb.conv(x, 2, 1, relu=False, bias=False), nb.conv(x, 3, 3, relu=False, bias=False)]
-        return nb.relu(nb.concat(ys))
+#: merge cases: the convolutions of one family, reading ``x``
+MERGE_CASES = {
+    "1x1+3x3": lambda nb, x: [nb.conv(x, 3, 1), nb.conv(x, 5, 3)],
+    "1x3+3x1": lambda nb, x: [nb.conv(x, 2, (1, 3)), nb.conv(x, 6, (3, 1))],
+    "paddings 1x1/p0 3x3/p1 5x5/p2": lambda nb, x: [nb.conv(x, 2, 1, padding=0), nb.conv(x, 3, 3, padding=1),
+                                                     nb.conv(x, 4, 5, padding=2)],
+    "no bias, no relu": lambda nb, x: [nb.conv(x, 2, 1, relu=False, bias=False),
+                                       nb.conv(x, 3, 3, relu=False, bias=False)],
+}
 
-    mod, data = _net(build)
+
+def _per_family(graph, got, want, cases):
+    """Compare the channels of each family's outputs (the model concatenates them in order)."""
+    start = 0
+    for case, fam in zip(cases, graph.merges.families):
+        end = start + sum(graph.merges.units[v].channels for v in fam)
+        np.testing.assert_allclose(got[:, start:end], want[:, start:end], rtol=1e-5, atol=1e-6, err_msg=case)
+        start = end
+    assert start == want.shape[1]
+
+
+def test_merged_equals_unmerged():
+    """Every case on its own input (a relu of the model's), all merged in one build."""
+    mod, data = _net(lambda nb, x: nb.concat([nb.concat(make(nb, nb.relu(x))) for make in MERGE_CASES.values()]))
     graph = _plan(mod)
     fams = graph.merges.families
-    assert len(fams) == 1 and graph.merges.candidates()[-1] == tuple(fams[0])
+    assert [len(f) for f in fams] == [2, 2, 3, 2]
+    assert graph.merges.candidates() == [tuple(f) for f in fams[:2]] + [
+        tuple(s) for s in ([*fams[2][:2]], [fams[2][0], fams[2][2]], fams[2][1:], fams[2])] + [tuple(fams[3])]
     sched = _merging(graph, fams)
-    kernels = ios_tvm.build(mod, "llvm", sched).as_text()  # the kernels it calls, as "@name packed_func"
-    assert "@ios_merge0_split " in kernels and not any(f"@{graph.nodes[v].kernel} " in kernels for v in fams[0])
-    np.testing.assert_allclose(_run(mod, data, sched), _run(mod, data), rtol=1e-5, atol=1e-6)
+    ex = ios_tvm.build(mod, "llvm", sched)
+    kernels = ex.as_text()  # the kernels it calls, as "@name packed_func"
+    assert all(f"@ios_merge{j}_split " in kernels for j in range(4))
+    assert not any(f"@{graph.nodes[v].kernel} " in kernels for f in fams for v in f)
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(data)).numpy()
+    _per_family(graph, got, _run(mod, data), MERGE_CASES)
 
 
 @pytest.mark.parametrize("case", ["stride", "grouped", "other input", "misaligned padding", "params not bound",
@@ -176,42 +191,48 @@ def test_non_mergeable_sets_are_left_alone(case):
         ios_tvm.build(mod, "llvm", _merging(graph, [convs]))
 
 
-def _bias_net(form):
-    """Two convs (1x1, 3x3) on one input, their bias added in one of the forms importers give it."""
+BIAS_FORMS = ["reshape (ONNX, PyTorch)", "expand_dims", "(C, 1, 1) constant", "bias first"]
+
+
+def _bias_net():
+    """Per bias form, on its own input (a relu of ``x``): two convs (1x1, 3x3), their bias added
+    in that form, relu; the outputs concatenated. Returns the module and the biases."""
     rng = np.random.default_rng(5)
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((1, 4, 9, 9), "float32"))
+    biases, outs = [], []
     with bb.function("main", [x], attrs={"num_input": 1}):
         with bb.dataflow():
-            ys = []
-            for c, k in ((3, 1), (5, 3)):
-                w = relax.const(rng.normal(size=(c, 4, k, k)).astype("float32"))
-                y = bb.emit(R.nn.conv2d(x, w, padding=k // 2))
-                b = rng.normal(size=c).astype("float32")
-                if form == "reshape (ONNX, PyTorch)":
-                    bias = bb.emit(R.reshape(relax.const(b), [1, c, 1, 1]))
-                elif form == "expand_dims":
-                    bias = bb.emit(R.expand_dims(relax.const(b), [1, 2]))
-                else:
-                    bias = relax.const(b.reshape(c, 1, 1))
-                y = bb.emit(R.add(bias, y) if form == "bias first" else R.add(y, bias))
-                ys.append((bb.emit(R.nn.relu(y)), b))
-            out = bb.emit_output(R.concat([y for y, _ in ys], axis=1))
+            for form in BIAS_FORMS:
+                xf = bb.emit(R.nn.relu(x))
+                for c, k in ((3, 1), (5, 3)):
+                    w = relax.const(rng.normal(size=(c, 4, k, k)).astype("float32"))
+                    y = bb.emit(R.nn.conv2d(xf, w, padding=k // 2))
+                    b = rng.normal(size=c).astype("float32")
+                    if form == "reshape (ONNX, PyTorch)":
+                        bias = bb.emit(R.reshape(relax.const(b), [1, c, 1, 1]))
+                    elif form == "expand_dims":
+                        bias = bb.emit(R.expand_dims(relax.const(b), [1, 2]))
+                    else:
+                        bias = relax.const(b.reshape(c, 1, 1))
+                    y = bb.emit(R.add(bias, y) if form == "bias first" else R.add(y, bias))
+                    outs.append(bb.emit(R.nn.relu(y)))
+                    biases.append(b)
+            out = bb.emit_output(R.concat(outs, axis=1))
         bb.emit_func_output(out)
-    return bb.get(), [b for _, b in ys]
+    return bb.get(), biases
 
 
-@pytest.mark.parametrize("form", ["reshape (ONNX, PyTorch)", "expand_dims", "(C, 1, 1) constant", "bias first"])
-def test_biases_as_importers_give_them(form):
-    mod, biases = _bias_net(form)
+def test_biases_as_importers_give_them():
+    mod, biases = _bias_net()
     units = find_units(mod["main"])
-    assert [u.relu for u in units] == [True, True]
+    assert [u.relu for u in units] == [True] * 8
     for u, b in zip(units, biases):
         np.testing.assert_array_equal(u.bias, b)
     graph = _plan(mod)
-    assert graph.merges.families == [[0, 1]]
+    assert [len(f) for f in graph.merges.families] == [2] * 4
     data = np.random.default_rng(6).uniform(-1, 1, (1, 4, 9, 9)).astype("float32")
-    np.testing.assert_allclose(_run(mod, data, _merging(graph, [(0, 1)])), _run(mod, data), rtol=1e-5, atol=1e-5)
+    _per_family(graph, _run(mod, data, _merging(graph, graph.merges.families)), _run(mod, data), BIAS_FORMS)
 
 
 def test_misaligned_weights_are_refused():
