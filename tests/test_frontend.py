@@ -142,6 +142,8 @@ def test_zoo_cnns_get_merge_stages_and_match(name, free_merges):
         == ZOO_FAMILIES[name]
     assert len(merges.candidates()) == sum(2 ** len(f) - len(f) - 1 for f in merges.families)  # 8, 36
     assert sched.merges and all(any(set(m) <= set(f) for f in merges.families) for m in sched.merges)
+    if cost_model is free_merges:  # cheap merges: every fire module's expand layers merge
+        assert sorted(map(sorted, sched.merges)) == merges.families
 
     x = np.random.default_rng(1).uniform(-1, 1, (1, 3, size, size)).astype(np.float32)
 
