@@ -155,3 +155,14 @@ def plan_memory(mod: tvm.IRModule, target: str | dict | tvm.target.Target, sched
             return seq(mod)
         with db:
             return seq(mod)
+
+
+def planned_memory(mod: tvm.IRModule, target: str | dict | tvm.target.Target, schedule: Any = None, *,
+                   database: Any = None) -> int:
+    """Bytes of activation storage a build of ``mod`` with ``schedule`` plans (see
+    :func:`ios_tvm.memory.planned_bytes`); compare with ``schedule=None`` for the price of
+    concurrency."""
+    from .memory import planned_bytes
+
+    return planned_bytes(plan_memory(mod, target, schedule, database=database))
+

@@ -115,3 +115,19 @@ def verify_memory(planned: tvm.IRModule) -> list[str]:
                 g = touched.setdefault(st, {})
                 g[group] = g.get(group, False) or writes
     return problems
+
+
+def planned_bytes(planned: tvm.IRModule) -> int:
+    """Bytes of storage the static memory plan of ``planned`` (a module after
+    ``StaticPlanBlockMemory``, e.g. from :func:`ios_tvm.compiler.plan_memory`) allocates for
+    ``main``'s tensors: activations and outputs, not weights or inputs. Concurrency has a price
+    here: the buffers of concurrent groups, and what a stage keeps alive to its join, cannot
+    share storage."""
+    total = 0
+    for block in planned["main"].body.blocks:
+        for b in block.bindings:
+            value = b.value
+            if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) \
+                    and value.op.name == "relax.memory.alloc_storage":
+                total += int(value.args[0].values[0])
+    return total
