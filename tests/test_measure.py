@@ -27,7 +27,7 @@ def cfg(tmp_path, **kw):
 
 def test_measured_search_is_cached_and_reused(graph, tmp_path):
     cm = MeasuredCostModel("llvm", cfg(tmp_path))
-    first = ios_tvm.optimize(graph.source, "llvm", graph=graph, cost_model=cm)
+    first = ios_tvm.optimize(graph.source, "llvm", graph=graph, cost_model=cm, end_to_end=False)
     assert cm.measured > 0 and first.meta["cost_model"] == "measure"
     assert all(s.latency > 0 for s in first.stages)
     files = list(tmp_path.glob("stages-*.json"))
@@ -35,7 +35,7 @@ def test_measured_search_is_cached_and_reused(graph, tmp_path):
     data = json.loads(files[0].read_text())
     assert data["context"]["tvm"] == tvm.__version__ and len(data["entries"]) >= cm.measured
     again = MeasuredCostModel("llvm", cfg(tmp_path))
-    second = ios_tvm.optimize(graph.source, "llvm", graph=graph, cost_model=again)
+    second = ios_tvm.optimize(graph.source, "llvm", graph=graph, cost_model=again, end_to_end=False)
     assert again.measured == 0 and not again._loaded  # nothing built, nothing timed
     assert second.as_lists() == first.as_lists()
 
@@ -54,12 +54,12 @@ def test_identical_stages_share_one_measurement(graph, tmp_path):
 
 def test_corrupt_cache_is_reported_and_set_aside(graph, tmp_path, caplog):
     cm = MeasuredCostModel("llvm", cfg(tmp_path))
-    ios_tvm.optimize(graph.source, "llvm", graph=graph, cost_model=cm)
+    ios_tvm.optimize(graph.source, "llvm", graph=graph, cost_model=cm, end_to_end=False)
     path = next(tmp_path.glob("stages-*.json"))
     path.write_text('{"format": "ios_tvm.stage_cache", "version": 1, "entries": {"x": "oops"')
     with caplog.at_level(logging.WARNING, logger="ios_tvm"):
         again = MeasuredCostModel("llvm", cfg(tmp_path))
-        ios_tvm.optimize(graph.source, "llvm", graph=graph, cost_model=again)
+        ios_tvm.optimize(graph.source, "llvm", graph=graph, cost_model=again, end_to_end=False)
     assert "ignoring stage cache" in caplog.text
     assert again.measured > 0
     assert list(tmp_path.glob("stages-*.json.corrupt-*"))  # the bad file is kept, not overwritten
@@ -95,7 +95,7 @@ def test_stage_timer_runs_groups_through_fork_join(graph, tmp_path):
 def test_measured_schedule_builds_and_matches(graph, tmp_path):
     mod = models.get("squeezenet", small=True)
     mod = models.bind_params(mod, models.random_params(mod))
-    sched = ios_tvm.optimize(mod, "llvm", cost_model=MeasuredCostModel("llvm", cfg(tmp_path)))
+    sched = ios_tvm.optimize(mod, "llvm", cost_model=MeasuredCostModel("llvm", cfg(tmp_path)), end_to_end=False)
     data = models.random_input(mod)
 
     def run(s):

@@ -118,6 +118,7 @@ def optimize(
     search: SearchConfig | None = None,
     graph: OpGraph | None = None,
     database: Any = "auto",
+    end_to_end: bool | Any = None,
 ) -> Schedule:
     """Find an IOS schedule for ``mod`` on ``target``.
 
@@ -140,12 +141,17 @@ def optimize(
     database
         MetaSchedule records for the kernels a measuring cost model builds (see
         :func:`ios_tvm.pipeline`); ``"auto"``: the database shipped for the target, if any.
+    end_to_end
+        Build the sequential, greedy and IOS schedules, time them end to end on the device and
+        return the fastest (:mod:`ios_tvm.guard`; an :class:`ios_tvm.guard.EndToEndConfig` sets
+        how). ``None`` (default): when the stages were measured on this machine's device.
 
     Returns
     -------
     Schedule
         Validated, with predicted stage latencies; ``meta`` holds the search statistics and the
-        same cost model's latency of the sequential and greedy baselines.
+        same cost model's latency of the sequential and greedy baselines (and, after the
+        end-to-end check, ``meta["end_to_end"]``: every candidate's time and which one won).
     """
     if not isinstance(mod, tvm.IRModule):
         raise TypeError(f"optimize takes the model as a tvm.IRModule, got {type(mod).__name__}")
@@ -177,4 +183,12 @@ def optimize(
     sched = Schedule.from_stages(graph, stages, latencies, meta, kinds)
     sched.validate(graph, config.max_group_size, config.max_num_groups)
     logger.info("ios_tvm: %s", sched.summary())
+    if end_to_end is None:
+        end_to_end = model.name == "measure" and getattr(getattr(model, "config", None), "rpc", None) is None
+    if end_to_end:
+        from .guard import EndToEndConfig, end_to_end_timer, keep_fastest
+
+        e2e = end_to_end if isinstance(end_to_end, EndToEndConfig) else EndToEndConfig()
+        sched = keep_fastest(sched, graph, model, config.max_num_groups,
+                             end_to_end_timer(mod, tgt, database=database, config=e2e))
     return sched
