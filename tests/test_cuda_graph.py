@@ -516,7 +516,15 @@ def test_zoo_model_captured_whole_for_sm_90(name):
     assert sched.max_streams > 1
     ex, captured = _compile_recording(mod, SM90, sched)
     _check_captured_whole(captured, sched)
+    assert _copies(captured) == 0  # the stem alone reads the input, before the first fork
     assert "vm.builtin.cuda_graph.run_or_capture" in ex.as_text()
+
+
+def _copies(captured) -> int:
+    """Copy kernels ``main`` launches itself."""
+    return sum(isinstance(b.value, relax.Call) and isinstance(b.value.op, tvm.ir.GlobalVar)
+               and b.value.op.name_hint.startswith(cg.COPY_KERNEL)
+               for blk in captured["main"].body.blocks for b in blk.bindings)
 
 
 def _onnx_two_outputs() -> bytes:
@@ -544,12 +552,34 @@ def test_onnx_model_captured_whole_for_sm_90():
     assert sched.stages[0].groups and len(sched.stages[0].groups) == 2
     ex, captured = _compile_recording(mod, SM90, sched)
     _check_captured_whole(captured, sched)
-    # the input copied in, both outputs copied out, all three outside the graph
-    copies = [b for blk in captured["main"].body.blocks for b in blk.bindings
-              if isinstance(b.value, relax.Call) and isinstance(b.value.op, tvm.ir.GlobalVar)
-              and b.value.op.name_hint.startswith(cg.COPY_KERNEL)]
-    assert len(copies) == 3
+    assert _copies(captured) == 3  # the input copied in, both outputs copied out, outside the graph
     assert "vm.builtin.cuda_graph.run_or_capture" in ex.as_text()
+
+
+def test_pytorch_model_with_weights_as_inputs_captured_whole_for_sm_90():
+    """``torch.export`` with the weights kept as parameters of ``main`` (after ``num_input``,
+    TVM's mark of what stays fixed between calls): the weights count as static, the input (read
+    by both branches of a stage) is copied."""
+    torch = pytest.importorskip("torch", reason="PyTorch import needs torch")
+    from tvm.relax.frontend.torch import from_exported_program
+
+    class TwoBranches(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Conv2d(3, 4, 1)
+            self.b = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            return torch.cat([torch.relu(self.a(x)), torch.relu(self.b(x))], 1)
+
+    x = torch.randn(1, 3, 8, 8)
+    mod = from_exported_program(torch.export.export(TwoBranches().eval(), (x,)), keep_params_as_input=True)
+    mod, _ = relax.frontend.detach_params(mod)
+    assert int(mod["main"].attrs["num_input"]) == 1 and len(mod["main"].params) > 1
+    sched = Schedule.greedy(extract_graph(mod, SM90))
+    _, captured = _compile_recording(mod, SM90, sched)
+    _check_captured_whole(captured, sched)
+    assert _copies(captured) == 1
 
 
 # -- what the CPU can run: the prepared module's numerics, errors ---------------------------------
