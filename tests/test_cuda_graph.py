@@ -624,3 +624,11 @@ def test_cuda_graph_needs_a_cuda_target():
         build(mod, "llvm", cuda_graph=True)
     with pytest.raises(CUDAGraphError, match="needs a CUDA target"):
         pipeline("llvm", None, cuda_graph=True)
+
+
+def test_cli_cuda_graph_flag_reaches_the_build(capsys, tmp_path):
+    from ios_tvm.cli import main
+
+    out = tmp_path / "m.so"
+    assert main(["build", "squeezenet", "--small", "--target", "llvm", "--cuda-graph", "-o", str(out)]) == 2
+    assert "needs a CUDA target" in capsys.readouterr().err and not out.exists()

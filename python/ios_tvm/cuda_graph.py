@@ -61,7 +61,9 @@ Replays skip host code: the stage calls run only in the warm-up and the capture.
 calls the runtime keeps only the open stage (opened and closed inside one capture function, as
 :func:`summarize` checks) and ``stages_run``, which therefore does not advance on replays.
 Outputs are fresh tensors each run (copied out or written outside the graph); everything else
-lives in TVM's cached static storage.
+lives in TVM's cached static storage. Parameters after ``num_input`` (weights) are static to TVM:
+the graph keeps their addresses, so every call must pass the same weight tensors (TVM's own
+contract for its sequential graphs).
 """
 
 from __future__ import annotations
