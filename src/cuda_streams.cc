@@ -4,6 +4,13 @@
  *
  * Streams (non-blocking) and events (cudaEventDisableTiming) are created once per device and
  * reused by every run. Only the CUDA runtime API is used; kernels are TVM's.
+ *
+ * CUDA graphs: inside a stream capture (TVM's vm.builtin.cuda_graph.run_or_capture) the calls
+ * below only record events, wait on them and switch TVM's environment stream, all legal in a
+ * global-mode capture; a group stream that waits on the fork event joins the capture, and the
+ * join makes the capturing stream wait on every group stream, which joins them back. The pool
+ * itself is created outside any capture (TVM runs a captured function once uncaptured first);
+ * creating streams or events while the caller's stream is capturing is refused.
  */
 #include <cuda_runtime.h>
 #include <tvm/ffi/extra/c_env_api.h>
@@ -43,7 +50,18 @@ struct DevicePool {
 std::mutex g_mutex;
 std::unordered_map<int32_t, std::unique_ptr<DevicePool>> g_pools;
 
-DevicePool* GetPool(int32_t device_id, int num_streams) {
+/*! \brief Refuse to create streams or events while ``caller`` is being captured into a CUDA graph. */
+void CheckNotCapturing(cudaStream_t caller, int num_streams, size_t have) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  cudaError_t err = cudaStreamIsCapturing(caller, &status);
+  if (err == cudaSuccess && status == cudaStreamCaptureStatusNone) return;
+  if (err != cudaSuccess) cudaGetLastError();  // e.g. the legacy stream while another stream captures
+  TVM_FFI_THROW(RuntimeError) << "ios_tvm: a stage needs " << num_streams << " streams but the pool holds "
+                              << have << ", and streams cannot be created during a CUDA graph capture; "
+                              << "run the model once without capture first (TVM's run_or_capture does)";
+}
+
+DevicePool* GetPool(int32_t device_id, int num_streams, cudaStream_t caller) {
   std::lock_guard<std::mutex> lock(g_mutex);
   auto& slot = g_pools[device_id];
   if (!slot) slot = std::make_unique<DevicePool>();
@@ -51,6 +69,7 @@ DevicePool* GetPool(int32_t device_id, int num_streams) {
   if (pool->fork_event != nullptr && static_cast<int>(pool->streams.size()) >= num_streams) {
     return pool;  // the common case: nothing to create, no device switch
   }
+  CheckNotCapturing(caller, num_streams, pool->streams.size());
   int prev_device = 0;
   IOS_CUDA_CALL(cudaGetDevice(&prev_device));
   IOS_CUDA_CALL(cudaSetDevice(device_id));  // streams and events belong to the current device
@@ -94,9 +113,10 @@ int32_t CudaResolveDevice(int32_t device_id) {
 }
 
 void CudaFork(StageState* st) {
-  DevicePool* pool = GetPool(st->device_id, st->num_groups);
-  st->pool = pool;
+  // the caller's stream: under capture, the capturing stream, restored by CudaJoin
   auto main = static_cast<cudaStream_t>(TVMFFIEnvGetStream(kCUDA, st->device_id));
+  DevicePool* pool = GetPool(st->device_id, st->num_groups, main);
+  st->pool = pool;
   st->main_stream = main;
   IOS_CUDA_CALL(cudaEventRecord(pool->fork_event, main));
   for (int i = 0; i < st->num_groups; ++i) {
@@ -125,8 +145,8 @@ void CudaJoin(StageState* st) {
 
 double CudaTime(int32_t device_id, const std::function<void()>& body) {
   device_id = CudaResolveDevice(device_id);
-  DevicePool* pool = GetPool(device_id, 1);
   auto main = static_cast<cudaStream_t>(TVMFFIEnvGetStream(kCUDA, device_id));
+  DevicePool* pool = GetPool(device_id, 1, main);
   IOS_CUDA_CALL(cudaEventRecord(pool->timer_start, main));
   body();
   IOS_CUDA_CALL(cudaEventRecord(pool->timer_end, main));

@@ -14,6 +14,10 @@
  * and restores it. No host synchronization happens inside a run. On CPU (device_type 1) the
  * calls check the same structure and the groups run one after another.
  *
+ * Under CUDA-graph capture (ios_tvm.cuda_graph) the calls run once uncaptured and once while
+ * capturing, then never again: replays are the graph alone. A stage opens and closes inside one
+ * captured function, so no host state of a stage outlives the capture.
+ *
  * Global functions live under ``ios_tvm.runtime.``; errors cross into Python as typed exceptions.
  */
 #include <tvm/ffi/extra/module.h>
@@ -273,7 +277,8 @@ static void TimeStageNamed(ffi::PackedArgs args, ffi::Any* rv) {
   *rv = ffi::String(os.str());
 }
 
-/*! \brief Concurrent stages joined on this thread since the library loaded (for tests). */
+/*! \brief Concurrent stages joined on this thread since the library loaded (for tests); CUDA-graph
+ * replays join none (the host does not run the stage calls). */
 static int64_t StagesRun() { return g_stages_run; }
 
 TVM_FFI_STATIC_INIT_BLOCK() {

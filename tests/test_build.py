@@ -187,17 +187,16 @@ def test_cuda_codegen_without_gpu(name):
 
 def test_sequential_cuda_graph_baseline_compiles_without_gpu():
     """The CUDA-graph peer of the benchmarks: the sequential pipeline (same kernels, database
-    applied) with TVM's CUDA graph rewrite kept; refused with a schedule."""
+    applied) captured with TVM's CUDA graph rewrite, with no PassContext setting needed; without
+    ``cuda_graph`` the rewrite stays out even when the PassContext asks for it. (Scheduled
+    runs: tests/test_cuda_graph.py.)"""
     mod, _ = _bound("squeezenet")
     target = tvm.target.Target(CUDA)
+    ex = tvm.compile(mod, target, relax_pipeline=pipeline(target, None, database=None, cuda_graph=True))
     with tvm.transform.PassContext(config={"relax.backend.use_cuda_graph": True}):
-        ex = tvm.compile(mod, target, relax_pipeline=pipeline(target, None, database=None, cuda_graph=True))
         plain = tvm.compile(mod, target, relax_pipeline=pipeline(target, None, database=None))
     assert "vm.builtin.cuda_graph.run_or_capture" in ex.as_text()
     assert "cuda_graph" not in plain.as_text()
-    sched = Schedule.greedy(ios_tvm.extract_graph(mod, CUDA))
-    with pytest.raises(ValueError, match="sequential baseline"):
-        pipeline(CUDA, sched, cuda_graph=True)
 
 
 def test_planned_memory_reports_the_price_of_concurrency():

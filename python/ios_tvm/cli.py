@@ -210,7 +210,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     sched = None
     if args.schedule:
         sched = Schedule.load(args.schedule, ios_tvm.extract_graph(mod, target))
-    ex = ios_tvm.build(mod, target, sched, database=_database(args))
+    ex = ios_tvm.build(mod, target, sched, database=_database(args), cuda_graph=args.cuda_graph)
     out = args.output or f"{args.model.rsplit('/', 1)[-1].removesuffix('.onnx')}.so"
     ex.export_library(out)
     what = "sequential (no schedule)" if sched is None else sched.summary()
@@ -242,7 +242,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     ref = None
     rows = []
     for label, s in schedules.items():
-        ex = ios_tvm.build(mod, target, s, database=_database(args))
+        ex = ios_tvm.build(mod, target, s, database=_database(args), cuda_graph=args.cuda_graph)
         out = relax.VirtualMachine(ex, dev)["main"](tvm.runtime.tensor(data, dev)).numpy()
         ref = out if ref is None else ref
         np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
@@ -291,10 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p, None)
     p.add_argument("--schedule", help="schedule JSON from `ios-tvm optimize` (default: sequential)")
     p.add_argument("-o", "--output", help="library path (default MODEL.so)")
+    p.add_argument("--cuda-graph", action="store_true", help="replay the run as one CUDA graph (CUDA targets)")
     p.set_defaults(func=cmd_build)
     p = sub.add_parser("bench", help="time sequential, greedy and IOS side by side on this machine")
     _add_model_args(p, None)
     p.add_argument("--repeat", type=int, default=5, help="timing samples per schedule (5)")
+    p.add_argument("--cuda-graph", action="store_true", help="run every schedule as one CUDA graph (CUDA targets)")
     _add_variants_arg(p)
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("show", help="print a schedule file (and draw it)")

@@ -3,10 +3,11 @@
 The pipeline is TVM's default one for the target with ios_tvm's passes placed in it
 (:mod:`ios_tvm.passes` lists the order): kernel schedules right after fusion, the schedule
 lowered where fusion ends (:func:`ios_tvm.lower.lower_schedule`), the memory plan checked right
-after it is made (:mod:`ios_tvm.memory`), and ``RewriteCUDAGraph`` left out unless asked for
-(CUDA graph capture does not mix with stream switches; capturing scheduled runs belongs to
-ios_tvm's runtime). ``schedule=None`` goes through the very same pipeline, so the sequential
-baseline differs from the scheduled model only in its order and its stream calls.
+after it is made (:mod:`ios_tvm.memory`), and ``RewriteCUDAGraph`` left out unless a CUDA graph
+is asked for (``cuda_graph=True``: :mod:`ios_tvm.cuda_graph` prepares the lowered module and
+captures the whole scheduled run with TVM's rewrite). ``schedule=None`` goes through the very
+same pipeline, so the sequential baseline differs from the scheduled model only in its order
+and its stream calls.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 import tvm
 
 from . import runtime as _runtime  # noqa: F401  (registers ios_tvm.runtime.* globals)
+from .cuda_graph import capture_pass, prepare_pass
+from .errors import CUDAGraphError
 from .graph import check_model, extract_graph
 from .lower import lower_schedule
 from .memory import verify_pass
@@ -24,10 +27,10 @@ from .target import as_target, device_type_of
 from .variants import apply_database_and_variants, variant_sites
 
 
-def _check_cuda_graph(schedule: Any, cuda_graph: bool) -> None:
-    if cuda_graph and schedule is not None:
-        raise ValueError("cuda_graph=True is for the sequential baseline (schedule=None): TVM's CUDA graph "
-                         "capture does not see ios_tvm's stream switches")
+def _check_cuda_graph(target: tvm.target.Target, cuda_graph: bool) -> None:
+    if cuda_graph and target.kind.name != "cuda":
+        raise CUDAGraphError(f"cuda_graph=True needs a CUDA target, not {target.kind.name!r}: CUDA graphs "
+                             "capture CUDA kernel launches")
 
 
 def kernel_passes(target: tvm.target.Target, tuned: bool, variants: Any = ()) -> list[tvm.transform.Pass]:
@@ -45,9 +48,10 @@ def passes(target: tvm.target.Target, schedule: Any = None, *, keep_alive: bool 
     ``tuned``: apply the MetaSchedule database of the enclosing context right after fusion;
     ``merges``: the model's :class:`ios_tvm.merge.NodeMerges` when the schedule merges;
     ``verify``: check the memory plan right after it is made, see :func:`ios_tvm.memory.verify_memory`;
-    ``cuda_graph``: keep TVM's ``RewriteCUDAGraph``, for the sequential baseline only;
+    ``cuda_graph``: capture the run as a CUDA graph, see :mod:`ios_tvm.cuda_graph` (with
+    ``stop_after_planning``, the plan of the module that will be captured);
     ``variants``: the schedule's kernel variants, see :func:`ios_tvm.variants.variant_sites`)."""
-    _check_cuda_graph(schedule, cuda_graph)
+    _check_cuda_graph(target, cuda_graph)
     front = kernel_passes(target, tuned)  # for merged kernels: no call site of theirs has a variant
 
     def lower_mini(mini: tvm.IRModule) -> tvm.IRModule:
@@ -56,9 +60,10 @@ def passes(target: tvm.target.Target, schedule: Any = None, *, keep_alive: bool 
 
     lower = lower_schedule(schedule, device_type_of(target), device_id, keep_alive, merges, lower_mini)
     checks = [verify_pass()] if verify and schedule is not None else []
-    return (kernel_passes(target, tuned, variants) + [lower]
+    prepare = [prepare_pass(target)] if cuda_graph else []
+    return (kernel_passes(target, tuned, variants) + [lower] + prepare
             + back_passes(target, after_planning=checks, stop_after_planning=stop_after_planning,
-                          cuda_graph=cuda_graph))
+                          capture=capture_pass() if cuda_graph else None))
 
 
 def pipeline(target: str | dict | tvm.target.Target, schedule: Any = None, *, keep_alive: bool = True,
@@ -73,14 +78,17 @@ def pipeline(target: str | dict | tvm.target.Target, schedule: Any = None, *, ke
     ``verify``: refuse a memory plan that lets concurrent groups share storage.
     ``merges``: the model's merge candidates if already known (else derived from the module);
     ``graph``: the model's graph if already extracted (used to place kernel variants).
-    ``cuda_graph``: with ``schedule=None``, keep TVM's CUDA graph rewrite (it acts under
-    ``PassContext(config={"relax.backend.use_cuda_graph": True})``): the sequential baseline
-    launched as a CUDA graph, with the same (tuned) kernels.
+    ``cuda_graph``: replay the run as one CUDA graph (CUDA targets; no ``PassContext`` setting
+    needed): TVM's ``RewriteCUDAGraph`` on a module prepared so that no stage is cut, the
+    stages' fork/join events becoming edges of the graph (:mod:`ios_tvm.cuda_graph`). The
+    first run captures, later runs replay; a module that cannot be captured whole builds
+    without a graph, with a :class:`~ios_tvm.errors.CUDAGraphWarning`. With ``schedule=None``:
+    the sequential baseline as a CUDA graph, with the same (tuned) kernels.
     """
     from .tuning import resolve_database
 
-    _check_cuda_graph(schedule, cuda_graph)
     tgt = as_target(target)
+    _check_cuda_graph(tgt, cuda_graph)
     db = resolve_database(database, tgt)
     has_variants = schedule is not None and bool(schedule.variants)
     # with the graph at hand, placing the variants fails here, with typed errors, not inside TVM's passes
@@ -115,16 +123,18 @@ def model_merges(mod: tvm.IRModule, target: tvm.target.Target) -> Any:
 
 def build(mod: tvm.IRModule, target: str | dict | tvm.target.Target, schedule: Any = None, *,
           keep_alive: bool = True, verify: bool = True, pool_size: int | None = None,
-          database: Any = "auto") -> Any:
+          database: Any = "auto", cuda_graph: bool = False) -> Any:
     """Compile ``mod`` for ``target`` with ``schedule`` lowered into it.
 
     Returns what ``tvm.compile`` returns (run it with ``relax.VirtualMachine``). With ``verify``
     the memory plan of the scheduled module is checked as it is made (:func:`ios_tvm.memory.verify_memory`). A schedule
     needing more streams than the runtime's pool (``pool_size``, default the current
-    ``ios_tvm.runtime.pool_size()``) is refused. ``database``: tuned kernels, see :func:`pipeline`.
+    ``ios_tvm.runtime.pool_size()``) is refused. ``database``: tuned kernels, ``cuda_graph``: the
+    run replayed as one CUDA graph, see :func:`pipeline`.
     """
     check_model(mod)
     tgt = as_target(target)
+    _check_cuda_graph(tgt, cuda_graph)
     merges = graph = None
     if schedule is not None:
         graph = extract_graph(mod, tgt)
@@ -136,12 +146,14 @@ def build(mod: tvm.IRModule, target: str | dict | tvm.target.Target, schedule: A
         _runtime.check_num_streams(max(schedule.max_streams, 1),
                                    _runtime.pool_size() if pool_size is None else pool_size)
     return tvm.compile(mod, tgt, relax_pipeline=pipeline(tgt, schedule, keep_alive=keep_alive, database=database,
-                                                         verify=verify, merges=merges, graph=graph))
+                                                         verify=verify, merges=merges, graph=graph,
+                                                         cuda_graph=cuda_graph))
 
 
 def plan_memory(mod: tvm.IRModule, target: str | dict | tvm.target.Target, schedule: Any = None, *,
-                keep_alive: bool = True, database: Any = None) -> tvm.IRModule:
-    """``mod`` lowered with ``schedule`` up to and including static memory planning."""
+                keep_alive: bool = True, database: Any = None, cuda_graph: bool = False) -> tvm.IRModule:
+    """``mod`` lowered with ``schedule`` up to and including static memory planning
+    (``cuda_graph``: prepared for capture, see :mod:`ios_tvm.cuda_graph`)."""
     from .tuning import resolve_database
 
     tgt = as_target(target)
@@ -149,7 +161,8 @@ def plan_memory(mod: tvm.IRModule, target: str | dict | tvm.target.Target, sched
     merges = model_merges(mod, tgt) if schedule is not None and schedule.merges else None
     sites = variant_sites(schedule, extract_graph(mod, tgt), tgt) if schedule is not None and schedule.variants else ()
     seq = tvm.transform.Sequential(passes(tgt, schedule, keep_alive=keep_alive, stop_after_planning=True,
-                                          tuned=db is not None, merges=merges, variants=sites))
+                                          tuned=db is not None, merges=merges, variants=sites,
+                                          cuda_graph=cuda_graph))
     with tgt:
         if db is None:
             return seq(mod)
@@ -158,11 +171,11 @@ def plan_memory(mod: tvm.IRModule, target: str | dict | tvm.target.Target, sched
 
 
 def planned_memory(mod: tvm.IRModule, target: str | dict | tvm.target.Target, schedule: Any = None, *,
-                   database: Any = None) -> int:
-    """Bytes of activation storage a build of ``mod`` with ``schedule`` plans (see
-    :func:`ios_tvm.memory.planned_bytes`); compare with ``schedule=None`` for the price of
-    concurrency."""
+                   database: Any = None, cuda_graph: bool = False) -> int:
+    """Bytes of activation storage a build of ``mod`` with ``schedule`` (and ``cuda_graph``)
+    plans (see :func:`ios_tvm.memory.planned_bytes`); compare with ``schedule=None`` for the
+    price of concurrency."""
     from .memory import planned_bytes
 
-    return planned_bytes(plan_memory(mod, target, schedule, database=database))
+    return planned_bytes(plan_memory(mod, target, schedule, database=database, cuda_graph=cuda_graph))
 

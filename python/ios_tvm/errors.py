@@ -33,3 +33,13 @@ class MemoryPlanError(IosTvmError, RuntimeError):
 
 class PipelineError(IosTvmError, RuntimeError):
     """TVM's pass pipeline is not the one ios_tvm was written for (another TVM version)."""
+
+
+class CUDAGraphError(IosTvmError, ValueError):
+    """A CUDA graph was asked for where none can be made (a target other than CUDA)."""
+
+
+class CUDAGraphWarning(UserWarning):
+    """A build asked for a CUDA graph got less: the scheduled run could not be captured whole
+    (the build fell back to launching kernels one by one) or some stages stay outside the graph.
+    Make it an error with ``warnings.simplefilter("error", CUDAGraphWarning)``."""

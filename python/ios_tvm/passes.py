@@ -16,7 +16,9 @@ view rewrite                    ``RewriteDataflowReshape``
 schedule lowering               ``ios_tvm.LowerSchedule`` (stage order, stream calls, keep-alives)
 dataflow lowering               backend ``dataflow_lower_passes`` (less ``RewriteDataflowReshape``)
 finalize                        backend ``finalize_passes``: ``StaticPlanBlockMemory``, then
-                                ``ios_tvm.VerifyMemory``; ``RewriteCUDAGraph`` only when asked
+                                ``ios_tvm.VerifyMemory``; in ``RewriteCUDAGraph``'s place
+                                ``ios_tvm.CaptureCUDAGraph`` when a CUDA graph is asked for
+                                (after ``ios_tvm.PrepareCUDAGraph`` right after schedule lowering)
 ==============================  =================================================================
 """
 
@@ -80,10 +82,12 @@ def front_passes(target: tvm.target.Target, schedules: tvm.transform.Pass | None
 
 
 def back_passes(target: tvm.target.Target, *, after_planning: Sequence[tvm.transform.Pass] = (),
-                stop_after_planning: bool = False, cuda_graph: bool = False) -> list[tvm.transform.Pass]:
+                stop_after_planning: bool = False,
+                capture: tvm.transform.Pass | None = None) -> list[tvm.transform.Pass]:
     """Dataflow lowering and finalization after the schedule is lowered: ``after_planning`` run
     right after ``StaticPlanBlockMemory`` (where the memory plan can be checked);
-    ``stop_after_planning`` ends the list there; ``cuda_graph`` keeps ``RewriteCUDAGraph``."""
+    ``stop_after_planning`` ends the list there; ``capture`` takes the place of TVM's
+    ``RewriteCUDAGraph`` (``None``: left out; the target's backend must have that pass)."""
     be = backend(target)
     out = [p for p in be.dataflow_lower_passes(target) if p.info.name != RESHAPE]
     final = list(be.finalize_passes(target))
@@ -91,4 +95,7 @@ def back_passes(target: tvm.target.Target, *, after_planning: Sequence[tvm.trans
     out += final[:at] + list(after_planning)
     if stop_after_planning:
         return out
-    return out + [p for p in final[at:] if cuda_graph or p.info.name != CUDA_GRAPH]
+    rest = final[at:]
+    if capture is not None:
+        rest[_index(rest, CUDA_GRAPH, f"{be.__name__}.finalize_passes")] = capture
+    return out + [p for p in rest if p.info.name != CUDA_GRAPH]

@@ -37,7 +37,8 @@ def set_pool_size(n: int) -> None:
 
 
 def stages_run() -> int:
-    """Concurrent stages joined on this thread since the library loaded."""
+    """Concurrent stages joined on this thread since the library loaded (by the host: replays
+    of a CUDA graph join none)."""
     return int(_ffi_api.stages_run())
 
 
