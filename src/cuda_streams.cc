@@ -45,6 +45,7 @@ struct DevicePool {
   cudaEvent_t fork_event = nullptr;
   cudaEvent_t timer_start = nullptr;  // timing events (the others have timing disabled)
   cudaEvent_t timer_end = nullptr;
+  cudaStream_t capture = nullptr;  // where CudaTimeGraph captures a stage
 };
 
 std::mutex g_mutex;
@@ -77,6 +78,7 @@ DevicePool* GetPool(int32_t device_id, int num_streams, cudaStream_t caller) {
     IOS_CUDA_CALL(cudaEventCreateWithFlags(&pool->fork_event, cudaEventDisableTiming));
     IOS_CUDA_CALL(cudaEventCreate(&pool->timer_start));
     IOS_CUDA_CALL(cudaEventCreate(&pool->timer_end));
+    IOS_CUDA_CALL(cudaStreamCreateWithFlags(&pool->capture, cudaStreamNonBlocking));
   }
   while (static_cast<int>(pool->streams.size()) < num_streams) {
     cudaStream_t s;
@@ -154,6 +156,65 @@ double CudaTime(int32_t device_id, const std::function<void()>& body) {
   float ms = 0.0f;
   IOS_CUDA_CALL(cudaEventElapsedTime(&ms, pool->timer_start, pool->timer_end));
   return static_cast<double>(ms) * 1e-3;
+}
+
+namespace {
+
+void SetEnvStream(int32_t device_id, cudaStream_t stream) {
+  if (TVMFFIEnvSetStream(kCUDA, device_id, stream, nullptr) != 0) {
+    TVM_FFI_THROW(RuntimeError) << "ios_tvm: TVMFFIEnvSetStream failed";
+  }
+}
+
+/*! \brief Seconds of one launch of ``exec`` on ``main``, timed with the pool's events. */
+double TimeLaunch(DevicePool* pool, cudaGraphExec_t exec, cudaStream_t main) {
+  IOS_CUDA_CALL(cudaEventRecord(pool->timer_start, main));
+  IOS_CUDA_CALL(cudaGraphLaunch(exec, main));
+  IOS_CUDA_CALL(cudaEventRecord(pool->timer_end, main));
+  IOS_CUDA_CALL(cudaEventSynchronize(pool->timer_end));
+  float ms = 0.0f;
+  IOS_CUDA_CALL(cudaEventElapsedTime(&ms, pool->timer_start, pool->timer_end));
+  return static_cast<double>(ms) * 1e-3;
+}
+
+}  // namespace
+
+std::vector<double> CudaTimeGraph(int32_t device_id, const std::function<void()>& body, int64_t warmup,
+                                  int64_t repeat) {
+  device_id = CudaResolveDevice(device_id);
+  auto main = static_cast<cudaStream_t>(TVMFFIEnvGetStream(kCUDA, device_id));
+  DevicePool* pool = GetPool(device_id, 1, main);
+  body();  // uncaptured first: TVM loads kernels and the pool makes its streams outside any capture
+  IOS_CUDA_CALL(cudaStreamSynchronize(main));
+  cudaGraph_t graph = nullptr;
+  SetEnvStream(device_id, pool->capture);  // the stage launches on the capture stream, as in a captured model
+  IOS_CUDA_CALL(cudaStreamBeginCapture(pool->capture, cudaStreamCaptureModeThreadLocal));
+  try {
+    body();
+  } catch (...) {
+    cudaStreamEndCapture(pool->capture, &graph);
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    cudaGetLastError();
+    SetEnvStream(device_id, main);
+    throw;
+  }
+  cudaError_t ended = cudaStreamEndCapture(pool->capture, &graph);
+  SetEnvStream(device_id, main);
+  IOS_CUDA_CALL(ended);
+  cudaGraphExec_t exec = nullptr;
+  cudaError_t made = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  IOS_CUDA_CALL(made);
+  std::vector<double> out;
+  try {
+    for (int64_t i = 0; i < warmup; ++i) IOS_CUDA_CALL(cudaGraphLaunch(exec, main));
+    for (int64_t i = 0; i < repeat; ++i) out.push_back(TimeLaunch(pool, exec, main));
+  } catch (...) {
+    cudaGraphExecDestroy(exec);
+    throw;
+  }
+  IOS_CUDA_CALL(cudaGraphExecDestroy(exec));
+  return out;
 }
 
 }  // namespace runtime

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 namespace ios_tvm {
 namespace runtime {
@@ -36,6 +37,10 @@ int32_t CudaResolveDevice(int32_t device_id);
 int CudaDeviceCount();
 /*! \brief Seconds ``body`` takes on the device's current stream, timed with CUDA events. */
 double CudaTime(int32_t device_id, const std::function<void()>& body);
+/*! \brief Seconds of ``repeat`` replays (after ``warmup``) of ``body`` captured as one CUDA graph
+ * (after one uncaptured run), as a model built with ``cuda_graph=True`` replays its stages. */
+std::vector<double> CudaTimeGraph(int32_t device_id, const std::function<void()>& body, int64_t warmup,
+                                  int64_t repeat);
 #endif
 
 }  // namespace runtime

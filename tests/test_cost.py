@@ -52,3 +52,59 @@ def test_target_specs_and_names():
             raise RuntimeError("not present (skipped: a GPU is here)")
     with pytest.raises(TypeError):
         get_cost_model(42, "llvm")
+
+
+def test_cost_models_are_found_by_name(monkeypatch):
+    from ios_tvm.cost import CostModel, cost_model_names, register_cost_model
+    from ios_tvm.cost import model as registry
+
+    made = []
+
+    class Flat(CostModel):
+        name = "flat"
+
+        def stage_latency(self, graph, groups):
+            return 1.0
+
+    def factory(target, *, database, cuda_graph):
+        made.append((target.kind.name, database, cuda_graph))
+        return Flat()
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    register_cost_model("flat", factory)
+    assert {"analytic", "measure", "flat"} <= set(cost_model_names())
+    assert isinstance(get_cost_model("flat", "llvm", database=None, cuda_graph=True), Flat)
+    assert made == [("llvm", None, True)]
+
+
+def test_plain_objects_become_cost_models():
+    from ios_tvm.cost import CostModel, as_cost_model
+
+    class Plain:
+        name = "plain"
+
+        def stage_latency(self, graph, groups):
+            return 2.0
+
+    wrapped = as_cost_model(Plain(), None)
+    assert isinstance(wrapped, CostModel) and wrapped.name == "plain" and not wrapped.supports_merge
+    assert wrapped.stage_latency(None, ((0,),)) == 2.0
+    wrapped.prepare(None, iter([((0,),)]))  # no prepare of its own: nothing happens
+    with pytest.raises(NotImplementedError, match="merged kernels"):
+        wrapped.merge_latency(None, (0, 1))
+
+
+def test_graph_launches_need_a_cuda_target_here():
+    from ios_tvm import runtime
+    from ios_tvm.cost.measure import MeasureConfig, MeasuredCostModel
+    from ios_tvm.cost.remote import RPCConfig
+    from ios_tvm.errors import CUDAGraphError
+
+    with pytest.raises(ValueError, match="launch"):
+        MeasureConfig(launch="eager")
+    with pytest.raises(CUDAGraphError, match="CUDA target"):
+        MeasuredCostModel("llvm", MeasureConfig(launch="graph"))
+    with pytest.raises(NotImplementedError, match="RPC"):
+        MeasuredCostModel({"kind": "cuda", "arch": "sm_90"}, MeasureConfig(launch="graph", rpc=RPCConfig("h", 1, "k")))
+    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
+        runtime.time_stage_graph(1, 0, [[runtime.time_stage]], [[[]]], 0, 1)

@@ -175,3 +175,23 @@ def test_measured_search_is_never_slower_than_the_simple_schedules(target, tmp_p
     assert e2e["times_s"][e2e["chosen"]] == min(e2e["times_s"].values())
     outs = _run(ios_tvm.build(mod, target, sched), data)
     np.testing.assert_allclose(outs[0], _run(ios_tvm.build(mod, target), data)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_stages_timed_as_cuda_graphs(target, tmp_path):
+    """launch='graph' times a stage as the captured build runs it: captured once (after one plain
+    run), then replayed with no host code (the stage calls run twice in all, whatever the
+    repeats); a two-branch stage replayed as a graph is no slower than its kernel launches."""
+    mod, _ = _bound("googlenet")
+    graph = ios_tvm.extract_graph(mod, target)
+    preds = graph.preds()
+    pair = next((u, v) for u in range(len(graph)) for v in range(u + 1, len(graph)) if preds[u] == preds[v] and preds[u])
+    stage = ((pair[0],), (pair[1],))
+    cfg = dict(warmup=5, repeat=20, cache_dir=tmp_path, progress=False, cache_state="hot")
+    as_graph = MeasuredCostModel(target, MeasureConfig(launch="graph", **cfg))
+    as_launches = MeasuredCostModel(target, MeasureConfig(**cfg))
+    as_graph.stage_latency(graph, ((0,),))  # builds and loads the model
+    before = runtime.stages_run()
+    g = as_graph.stage_latency(graph, stage)
+    assert runtime.stages_run() - before == 2
+    k = as_launches.stage_latency(graph, stage)
+    assert 0 < g <= 1.2 * k, (g, k)

@@ -119,6 +119,7 @@ def optimize(
     graph: OpGraph | None = None,
     database: Any = "auto",
     end_to_end: bool | Any = None,
+    cuda_graph: bool = False,
 ) -> Schedule:
     """Find an IOS schedule for ``mod`` on ``target``.
 
@@ -145,6 +146,10 @@ def optimize(
         Build the sequential, greedy and IOS schedules, time them end to end on the device and
         return the fastest (:mod:`ios_tvm.guard`; an :class:`ios_tvm.guard.EndToEndConfig` sets
         how). ``None`` (default): when the stages were measured on this machine's device.
+    cuda_graph
+        The model will be built with ``cuda_graph=True`` (its run replayed as one CUDA graph):
+        a measured cost model named here times every stage as a CUDA graph, and the end-to-end
+        check builds with graphs.
 
     Returns
     -------
@@ -165,7 +170,11 @@ def optimize(
 
         graph.merges = node_merges(mod, graph)
     t_graph = time.perf_counter() - t0
-    model = get_cost_model(cost_model, tgt, database)
+    model = get_cost_model(cost_model, tgt, database, cuda_graph)
+    launch = getattr(getattr(model, "config", None), "launch", None)
+    if launch is not None and launch != ("graph" if cuda_graph else "kernels"):
+        logger.warning("ios_tvm: the cost model times stages with launch=%r, but the build %s a CUDA graph: its "
+                       "costs may not predict the run", launch, "replays" if cuda_graph else "does not replay")
     t1 = time.perf_counter()
     stages, latencies, stats, num_blocks, kinds = search_graph(graph, model, config)
     t_search = time.perf_counter() - t1
@@ -190,5 +199,5 @@ def optimize(
 
         e2e = end_to_end if isinstance(end_to_end, EndToEndConfig) else EndToEndConfig()
         sched = keep_fastest(sched, graph, model, config.max_num_groups,
-                             end_to_end_timer(mod, tgt, database=database, config=e2e))
+                             end_to_end_timer(mod, tgt, database=database, config=e2e, cuda_graph=cuda_graph))
     return sched

@@ -59,11 +59,12 @@ def pick_fastest(candidates: Mapping[str, Any], time_of: Callable[[str, Any], fl
     return best, times
 
 
-def end_to_end_timer(mod: Any, target: Any, *, database: Any = "auto",
-                     config: EndToEndConfig = EndToEndConfig()) -> Callable[[str, Any], float]:
+def end_to_end_timer(mod: Any, target: Any, *, database: Any = "auto", config: EndToEndConfig = EndToEndConfig(),
+                     cuda_graph: bool = False) -> Callable[[str, Any], float]:
     """``time_of(label, schedule)`` for :func:`pick_fastest`: builds ``mod`` with the schedule
-    (``"sequential"``: the unscheduled baseline), checks its output against the sequential
-    build's on one input, and returns the median end-to-end time on the target's device."""
+    (``"sequential"``: the unscheduled baseline) in the build's launch mode (``cuda_graph``),
+    checks its output against the sequential build's on one input, and returns the median
+    end-to-end time on the target's device."""
     import tvm
     from tvm import relax
 
@@ -83,7 +84,7 @@ def end_to_end_timer(mod: Any, target: Any, *, database: Any = "auto",
 
     def time_of(label: str, schedule: Any) -> float:
         logger.info("ios_tvm: timing the %s schedule end to end", label)
-        ex = build(mod, target, None if label == "sequential" else schedule, database=database)
+        ex = build(mod, target, None if label == "sequential" else schedule, database=database, cuda_graph=cuda_graph)
         out = relax.VirtualMachine(ex, device)["main"](*inputs)
         out = out.numpy() if hasattr(out, "numpy") else out[0].numpy()
         if not reference:

@@ -46,3 +46,9 @@ def time_stage(device_type: int, device_id: int, groups, args, warmup: int, repe
     """Seconds of each of ``repeat`` runs of a stage (after ``warmup``), run exactly as a lowered
     model runs it: ``groups[g][k]`` is a kernel function, ``args[g][k]`` its arguments."""
     return [float(x) for x in _ffi_api.time_stage(device_type, device_id, groups, args, warmup, repeat)]
+
+
+def time_stage_graph(device_type: int, device_id: int, groups, args, warmup: int, repeat: int) -> list[float]:
+    """:func:`time_stage` as a model built with ``cuda_graph=True`` runs the stage: run once,
+    captured as one CUDA graph, then ``warmup`` and ``repeat`` replays (CUDA only)."""
+    return [float(x) for x in _ffi_api.time_stage_graph(device_type, device_id, groups, args, warmup, repeat)]

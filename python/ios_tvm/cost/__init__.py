@@ -12,13 +12,17 @@ from .analytic import AnalyticCostModel, DeviceSpec
 from .model import CostModel, as_cost_model, cost_model_names, register_cost_model
 
 
-def _measured(target: tvm.target.Target, database: Any) -> CostModel:
-    from .measure import MeasuredCostModel
+def _measured(target: tvm.target.Target, *, database: Any, cuda_graph: bool) -> CostModel:
+    from .measure import MeasureConfig, MeasuredCostModel
 
-    return MeasuredCostModel(target, database=database)
+    return MeasuredCostModel(target, MeasureConfig(launch="graph" if cuda_graph else "kernels"), database=database)
 
 
-register_cost_model("analytic", lambda target, database: AnalyticCostModel.for_target(target))
+def _analytic(target: tvm.target.Target, *, database: Any, cuda_graph: bool) -> CostModel:
+    return AnalyticCostModel.for_target(target)
+
+
+register_cost_model("analytic", _analytic)
 register_cost_model("measure", _measured)
 
 
@@ -28,11 +32,13 @@ def default_cost_model_name(target: TargetLike) -> str:
     return "measure" if as_target(target).kind.name == "cuda" and has_gpu() else "analytic"
 
 
-def get_cost_model(spec: str | Any | None, target: TargetLike, database: Any = "auto") -> CostModel:
+def get_cost_model(spec: str | Any | None, target: TargetLike, database: Any = "auto",
+                   cuda_graph: bool = False) -> CostModel:
     """Resolve ``cost_model=`` of :func:`ios_tvm.optimize`: a :class:`CostModel`, a registered
-    name, any object with ``stage_latency``, or ``None`` (:func:`default_cost_model_name`)."""
+    name, any object with ``stage_latency``, or ``None`` (:func:`default_cost_model_name`);
+    ``cuda_graph``: the build replays the run as a CUDA graph (a measured model times stages so)."""
     tgt = as_target(target)
-    return as_cost_model(default_cost_model_name(tgt) if spec is None else spec, tgt, database)
+    return as_cost_model(default_cost_model_name(tgt) if spec is None else spec, tgt, database, cuda_graph)
 
 
 __all__ = ["CostModel", "AnalyticCostModel", "DeviceSpec", "get_cost_model", "default_cost_model_name",

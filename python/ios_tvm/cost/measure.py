@@ -29,6 +29,7 @@ from tvm import relax
 
 from .. import runtime as _runtime
 from ..graph import Node, OpGraph, call_args, tensor_bytes
+from ..errors import CUDAGraphError
 from ..target import CUDA, as_target, device_type_of, require_device
 from .cache import StageCache, content_key, default_cache_dir
 from .model import CostModel
@@ -64,6 +65,11 @@ class MeasureConfig:
         the model's weights do not fit in its L2 cache (a whole run then finds each stage's
         weights evicted by the stages before it), else ``"hot"``. The first GPU run timed stages
         hot and under-predicted Inception-v3 (95 MB of weights, 60 MB of L2) by 15-40%.
+    launch
+        How the stage's kernels are launched, as the build will launch them: ``"kernels"`` (one
+        host launch per kernel, the stage calls between them) or ``"graph"`` (CUDA targets: the
+        stage captured as one CUDA graph and replayed, as a build with ``cuda_graph=True``
+        replays the whole run; local devices only).
     """
 
     warmup: int = 3
@@ -74,6 +80,7 @@ class MeasureConfig:
     progress: bool = True
     rpc: Any = None  #: an :class:`ios_tvm.cost.remote.RPCConfig`: measure on remote devices
     cache_state: str = "auto"
+    launch: str = "kernels"
 
     def __post_init__(self) -> None:
         if self.warmup < 0 or self.repeat < 1:
@@ -82,9 +89,12 @@ class MeasureConfig:
             raise ValueError(f"statistic must be 'median' or 'trimmed_mean', got {self.statistic!r}")
         if self.cache_state not in CACHE_STATES:
             raise ValueError(f"cache_state must be one of {CACHE_STATES}, got {self.cache_state!r}")
+        if self.launch not in LAUNCH_MODES:
+            raise ValueError(f"launch must be one of {LAUNCH_MODES}, got {self.launch!r}")
 
 
 CACHE_STATES = ("auto", "hot", "flush")
+LAUNCH_MODES = ("kernels", "graph")
 
 
 def summarize(samples: Sequence[float], statistic: str) -> float:
@@ -193,10 +203,11 @@ class LocalTimer:
 
     workers = 1
 
-    def __init__(self, device_type: int, device: Any, warmup: int, repeat: int) -> None:
+    def __init__(self, device_type: int, device: Any, warmup: int, repeat: int, launch: str = "kernels") -> None:
         self.device_type = device_type
         self.device = device
         self.warmup, self.repeat = warmup, repeat
+        self._time_stage = _runtime.time_stage_graph if launch == "graph" else _runtime.time_stage
         self.device_name = str(device.device_name) if device_type == CUDA else "cpu"
         self.funcs: list[Any] = []  #: kernel function of each node of the loaded model
         self.args: list[list[Any]] = []  #: its arguments on the device
@@ -230,7 +241,7 @@ class LocalTimer:
 
     def _run(self, funcs: list[list[Any]], args: list[list[Any]]) -> list[float]:
         def run(warmup: int, repeat: int) -> list[float]:
-            return _runtime.time_stage(self.device_type, self.device.index, funcs, args, warmup, repeat)
+            return self._time_stage(self.device_type, self.device.index, funcs, args, warmup, repeat)
 
         return _sampled(run, self._flush(), self.warmup, self.repeat)
 
@@ -263,14 +274,20 @@ class MeasuredCostModel(CostModel):
         self.config = config or MeasureConfig()
         device_type = device_type_of(self.target)
         self.timer: StageTimer
+        if self.config.launch == "graph" and device_type != CUDA:
+            raise CUDAGraphError(f"MeasureConfig(launch='graph') times stages as CUDA graphs and needs a CUDA "
+                                 f"target, not {self.target.kind.name!r}")
         if self.config.rpc is not None:
             from .remote import RPCTimer
 
+            if self.config.launch == "graph":
+                raise NotImplementedError("stages are timed as CUDA graphs on this machine's GPU only, not over "
+                                          "RPC: measure on the GPU machine, or with launch='kernels'")
             self.timer = RPCTimer(self.config.rpc, device_type, self.config.device_id,
                                   self.config.warmup, self.config.repeat)
         else:
             device = require_device(self.target, self.config.device_id, "cost_model='measure'")
-            self.timer = LocalTimer(device_type, device, self.config.warmup, self.config.repeat)
+            self.timer = LocalTimer(device_type, device, self.config.warmup, self.config.repeat, self.config.launch)
         self._graph: OpGraph | None = None
         self._keys: list[Any] = []
         self._loaded = False
@@ -284,6 +301,7 @@ class MeasuredCostModel(CostModel):
 
         return {"target": str(self.target), "device": self.timer.device_name, "tvm": tvm.__version__,
                 "warmup": self.config.warmup, "repeat": self.config.repeat, "cache_state": self.cache_state,
+                "launch": self.config.launch,
                 "kernels": database_tag(self.database, self.target)}
 
     def _l2_bytes(self) -> int:

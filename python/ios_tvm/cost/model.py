@@ -68,13 +68,14 @@ class _Wrapped(CostModel):
         return self.obj.merge_latency(graph, nodes)
 
 
-#: name -> factory(target, database) of the cost models ``cost_model="<name>"`` selects
-_REGISTRY: dict[str, Callable[[tvm.target.Target, Any], CostModel]] = {}
+#: name -> factory(target, *, database, cuda_graph) of the cost models ``cost_model="<name>"`` selects
+_REGISTRY: dict[str, Callable[..., CostModel]] = {}
 
 
-def register_cost_model(name: str, factory: Callable[[tvm.target.Target, Any], CostModel]) -> None:
-    """Make ``cost_model=name`` (API) and ``--cost-model name`` (CLI) build ``factory(target,
-    database)``; ``database`` is the tuning database argument of the call."""
+def register_cost_model(name: str, factory: Callable[..., CostModel]) -> None:
+    """Make ``cost_model=name`` (API) and ``--cost-model name`` (CLI) build
+    ``factory(target, database=..., cuda_graph=...)``: ``database`` is the tuning database
+    argument of the call, ``cuda_graph`` whether the build will replay the run as a CUDA graph."""
     _REGISTRY[name] = factory
 
 
@@ -83,7 +84,8 @@ def cost_model_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def as_cost_model(spec: str | Any, target: tvm.target.Target, database: Any = "auto") -> CostModel:
+def as_cost_model(spec: str | Any, target: tvm.target.Target, database: Any = "auto",
+                  cuda_graph: bool = False) -> CostModel:
     """A :class:`CostModel` from a registered name, a :class:`CostModel`, or any object with a
     ``stage_latency(graph, groups)`` method.
 
@@ -97,7 +99,7 @@ def as_cost_model(spec: str | Any, target: tvm.target.Target, database: Any = "a
     if isinstance(spec, str):
         if spec not in _REGISTRY:
             raise ValueError(f"unknown cost model {spec!r}; choose one of {cost_model_names()} or pass a CostModel")
-        return _REGISTRY[spec](target, database)
+        return _REGISTRY[spec](target, database=database, cuda_graph=cuda_graph)
     if isinstance(spec, CostModel):
         return spec
     if not callable(getattr(spec, "stage_latency", None)):
