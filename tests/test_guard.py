@@ -51,9 +51,12 @@ def test_ties_go_to_the_simpler_schedule():
         EndToEndConfig(number=0)
 
 
-def test_measured_search_ends_with_end_to_end_times(tmp_path):
+def test_measured_search_ends_with_end_to_end_times(tmp_path, monkeypatch):
     """On the device (here the CPU), a measured search times the three candidates end to end by
     default, checks their outputs against sequential, and returns the fastest."""
+    from ios_tvm.guard import read_predictions
+
+    monkeypatch.setenv("IOS_TVM_CACHE_DIR", str(tmp_path))
     mod = models.get("squeezenet", small=True)
     mod = models.bind_params(mod, models.random_params(mod))
     cm = MeasuredCostModel("llvm", MeasureConfig(warmup=1, repeat=2, cache_dir=tmp_path, progress=False))
@@ -61,5 +64,11 @@ def test_measured_search_ends_with_end_to_end_times(tmp_path):
     e2e = sched.meta["end_to_end"]
     assert set(e2e["times_s"]) == {"sequential", "greedy", "ios"} and min(e2e["times_s"].values()) > 0
     assert e2e["times_s"][e2e["chosen"]] == min(e2e["times_s"].values()) and e2e["ios_slower_by"] >= 0
+    base = sched.meta["baselines_s"]  # predicted by the same cost model as the search's
+    assert e2e["predicted_s"]["sequential"] == pytest.approx(base["sequential"])
+    assert e2e["predicted_s"]["greedy"] == pytest.approx(base["greedy"]) and e2e["predicted_s"]["ios"] > 0
+    (record,) = read_predictions(ios_tvm.extract_graph(mod, "llvm").fingerprint)  # kept per model
+    assert record["measured_s"] == e2e["times_s"] and record["predicted_s"] == e2e["predicted_s"]
+    assert record["measure"]["launch"] == "kernels" and record["measure"]["cache_state"] == "hot"
     analytic = ios_tvm.optimize(mod, "llvm")  # predicted only: no device work by default
     assert "end_to_end" not in analytic.meta and np.isfinite(analytic.latency)

@@ -189,6 +189,9 @@ def optimize(
         "time_s": {"graph": round(t_graph, 4), "search": round(t_search, 4)},
         "baselines_s": {"sequential": seq.latency, "greedy": greedy.latency},
     }
+    if model.name == "measure" and hasattr(model, "config"):  # how the stages were timed
+        meta["measure"] = {"cache_state": getattr(model, "cache_state", None), "launch": model.config.launch,
+                           "warmup": model.config.warmup, "repeat": model.config.repeat}
     sched = Schedule.from_stages(graph, stages, latencies, meta, kinds)
     sched.validate(graph, config.max_group_size, config.max_num_groups)
     logger.info("ios_tvm: %s", sched.summary())

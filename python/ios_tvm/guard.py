@@ -110,9 +110,60 @@ def keep_fastest(schedule: Schedule, graph: Any, cost_model: Any, max_num_groups
     if best != "ios":
         logger.warning("ios_tvm: the IOS schedule ran %.1f%% slower end to end than the %s schedule, which is "
                        "returned instead (times in schedule.meta['end_to_end'])", 100 * lost, best)
+    predicted = {label: c.latency for label, c in candidates.items()}
     meta = {**schedule.meta, "strategy": best,
-            "end_to_end": {"times_s": times, "chosen": best, "ios_slower_by": lost}}
+            "end_to_end": {"times_s": times, "predicted_s": predicted, "chosen": best, "ios_slower_by": lost}}
+    record_prediction(graph.fingerprint, meta)
     out = Schedule(chosen.stages, chosen.fingerprint, chosen.node_names, chosen.kernels, chosen.edges, meta,
                    dict(chosen.variants))
     out.validate(graph)
+    return out
+
+
+def record_prediction(fingerprint: str, meta: dict[str, Any], directory: Any = None) -> Any:
+    """Append what was predicted and measured end to end for a model (its graph's
+    ``fingerprint``) to ``predictions.jsonl`` in the stage cache directory (``directory``:
+    another one): one JSON line per search, so how far a cost model is off is kept per model and
+    setting. Returns the file's path (``None`` when it could not be written: a warning, never an
+    error)."""
+    import json
+    import time
+    from pathlib import Path
+
+    from .cost.cache import default_cache_dir
+
+    e2e = meta["end_to_end"]
+    line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "fingerprint": fingerprint, "target": meta.get("target"),
+            "cost_model": meta.get("cost_model"), "measure": meta.get("measure"),
+            "predicted_s": e2e["predicted_s"], "measured_s": e2e["times_s"], "chosen": e2e["chosen"]}
+    path = Path(directory or default_cache_dir()) / "predictions.jsonl"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(json.dumps(line) + "\n")
+    except OSError as err:
+        logger.warning("ios_tvm: could not record predicted vs measured latency in %s (%s)", path, err)
+        return None
+    return path
+
+
+def read_predictions(fingerprint: str | None = None, directory: Any = None) -> list[dict[str, Any]]:
+    """The records :func:`record_prediction` kept (of one model, with ``fingerprint``); lines
+    that do not parse are skipped."""
+    import json
+    from pathlib import Path
+
+    from .cost.cache import default_cache_dir
+
+    path = Path(directory or default_cache_dir()) / "predictions.jsonl"
+    if not path.exists():
+        return []
+    out = []
+    for text in path.read_text().splitlines():
+        try:
+            rec = json.loads(text)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and (fingerprint is None or rec.get("fingerprint") == fingerprint):
+            out.append(rec)
     return out
