@@ -312,6 +312,8 @@ class Schedule:
             )
         except _Corrupt as err:
             raise ScheduleFormatError(f"corrupt schedule: {err}") from None
+        if "target" in sched.meta:
+            target_kind_arch(sched.meta["target"])  # ScheduleFormatError unless it names a target kind
         sched.validate(graph)
         if target is not None:
             sched.check_target(target)
