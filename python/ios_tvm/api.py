@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -154,6 +155,8 @@ def optimize(
     ------
     InvalidArgumentError
         Bad search settings or an unknown cost model name.
+    DatabaseError
+        ``database`` names a directory that holds no tuning database.
     UnsupportedModelError
         A model ios_tvm cannot schedule (dynamic shapes, control flow, ...).
     """
@@ -161,6 +164,10 @@ def optimize(
         raise TypeError(f"optimize takes the model as a tvm.IRModule, got {type(mod).__name__}")
     config = search or SearchConfig(max_group_size, max_num_groups)
     tgt = as_target(target)
+    if isinstance(database, (str, os.PathLike)) and str(database) != "auto":
+        from .tuning import resolve_database
+
+        resolve_database(database, tgt)  # a mistyped database is an error even where the costs do not read it
     t0 = time.perf_counter()
     if graph is None:
         graph = extract_graph(mod, tgt)
