@@ -23,11 +23,12 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 CUDA = {"kind": "cuda", "arch": "sm_90"}
 
 
-def _conv_model(shape: list) -> bytes:
+def _conv_model(shape: list | None) -> bytes:
     w = numpy_helper.from_array(np.random.default_rng(0).normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32), "w")
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])]
     graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [shape[0], 4, 32, 32])], [w])
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape and [shape[0], 4, 32, 32])],
+                              [w])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
 
@@ -46,6 +47,7 @@ def files(tmp_path_factory):
     paths = {"dir": d, "typo": d / "no_such_db", "missing": d / "none.json"}
     for name, blob in [("notonnx.onnx", b"hello\n"), ("half.onnx", static[: len(static) // 2]), ("empty.onnx", b""),
                        ("static.onnx", static), ("dyn.onnx", _conv_model(["N", 3, 32, 32])),
+                       ("noshape.onnx", _conv_model(None)),
                        ("nonzero.onnx", _nonzero_model()), ("binary.json", bytes(range(256)))]:
         (d / name).write_bytes(blob)
         paths[name.split(".")[0]] = d / name
@@ -60,7 +62,9 @@ def files(tmp_path_factory):
     data["stages"][0]["latency_s"] = -0.9850106
     (d / "negative.json").write_text(json.dumps(data))
     paths["negative"] = d / "negative.json"
-    paths["foreign"] = ios_tvm.optimize(models.get("googlenet", small=True), "llvm").save(d / "googlenet.json")
+    foreign = ios_tvm.optimize(models.get("googlenet", small=True), "llvm")
+    foreign.meta["model"] = {"name": "googlenet", "inputs": {"data": [1, 3, 32, 32]}}  # as ios-tvm optimize records
+    paths["foreign"] = foreign.save(d / "googlenet.json")
     paths["lib"] = d / "lib.so"
     return paths
 
@@ -101,6 +105,7 @@ MISTAKES = [
     (("optimize", "{static}", "--target", "llvm", "--input-shape", "x"), "wants NAME=D0,D1,..."),
     (("optimize", "{static}", "--target", "llvm", "--batch-size", "2"), "--batch-size applies to zoo models only"),
     (("optimize", "{nonzero}", "--target", "llvm"), "depends on values (NonZero"),
+    (("optimize", "{noshape}", "--target", "llvm"), "declares no shape, and ios_tvm schedules static shapes"),
     # zoo input shapes
     (("optimize", "squeezenet", "--small", "--input-shape", "data=0,3,64,64"), "every dimension must be >= 1"),
     (("optimize", "squeezenet", "--small", "--input-shape", "data=1,3,64"), "of shape (N, 3, S, S)"),
@@ -137,9 +142,11 @@ MISTAKES = [
     (("show", "{negative}"), "latency_s of stage 0 is -0.9850106"),
     (("show", "{cuda_sched}", "--png", "{dir}/s.unknown"), "name the picture with one of the extensions"),
     (("build", "squeezenet", "--small", "--target", "llvm", "--schedule", "{cuda_sched}", "-o", "{lib}"),
-     "was made for a cuda target (sm_90) and this build is for llvm"),
+     "was made for a cuda target (sm_90) and this build is for llvm: its stages and predicted latencies are for "
+     "other hardware; re-create it for this model (Python: ios_tvm.optimize(mod, target); command line: "
+     "ios-tvm optimize MODEL -o FILE)"),
     (("build", "squeezenet", "--small", "--target", "llvm", "--schedule", "{foreign}"),
-     "command line: ios-tvm optimize MODEL -o FILE"),
+     "(made for googlenet, inputs data [1, 3, 32, 32]): this schedule was made for another model"),
 ]
 
 
@@ -179,6 +186,15 @@ def test_zoo_input_shape_is_applied(files, capfd, tmp_path):
                          "-o", out)
     assert rc == 0, err
     assert json.loads(out.read_text())["meta"]["model"]["inputs"]["x"] == [3, 3, 32, 32]
+
+
+def test_onnx_importer_failures_are_the_models(files, capfd):
+    """A shape the file does not declare, of the wrong rank: TVM's importer fails, and says so in
+    one line (besides TVM's own C++ warning about the builder it left behind)."""
+    rc, out, err = run_cli(capfd, "optimize", files["noshape"], "--target", "llvm", "--input-shape", "x=1,3,32")
+    errors = [line for line in err.splitlines() if line.startswith("ios-tvm: error:")]
+    assert rc == 2 and len(errors) == 1 and "Traceback" not in err and out == ""
+    assert "TVM's ONNX importer failed on" in errors[0] and "with --input-shape x=1,3,32 (" in errors[0]
 
 
 def test_missing_optional_packages_name_the_extra(files, capfd, monkeypatch):

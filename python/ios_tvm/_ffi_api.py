@@ -11,6 +11,8 @@ from pathlib import Path
 
 import tvm_ffi
 
+from .errors import MissingDependencyError
+
 _LIB_DIR = Path(__file__).resolve().parent / "lib"
 _LIB_NAME = {"win32": "ios_tvm_runtime.dll", "darwin": "libios_tvm_runtime.dylib"}.get(
     sys.platform, "libios_tvm_runtime.so"
@@ -20,7 +22,7 @@ _LIB_NAME = {"win32": "ios_tvm_runtime.dll", "darwin": "libios_tvm_runtime.dylib
 def _load():
     path = _LIB_DIR / _LIB_NAME
     if not path.exists():
-        raise ImportError(
+        raise MissingDependencyError(
             f"ios_tvm's runtime library is missing ({path}). Install the package with "
             "`pip install .` (it builds src/ with CMake), or build it in place with "
             "`cmake -S . -B build && cmake --build build`."

@@ -18,6 +18,8 @@ works, each step it waits on is announced on stderr with the seconds since the s
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import logging
 import os
 import signal
@@ -298,8 +300,9 @@ def _load_onnx(path: str, shapes: dict[str, list[int]]):
     for name, declared in inputs.items():
         if name not in shapes and (not declared or any(not isinstance(d, int) for d in declared)):
             example = ",".join(str(d) if isinstance(d, int) else "1" for d in declared) or "D0,D1,..."
-            raise InvalidArgumentError(f"input {name} of {path} has dynamic dimensions {show(declared)}, and ios_tvm "
-                                       f"schedules static shapes: give them, e.g. --input-shape {name}={example}")
+            what = f"has dynamic dimensions {show(declared)}" if declared else "declares no shape"
+            raise InvalidArgumentError(f"input {name} of {path} {what}, and ios_tvm schedules static shapes: give "
+                                       f"them, e.g. --input-shape {name}={example}")
     try:
         onnx.checker.check_model(model)
     except Exception as err:  # noqa: BLE001 - onnx's checker raises several types
@@ -308,13 +311,21 @@ def _load_onnx(path: str, shapes: dict[str, list[int]]):
     import tvm
     from tvm.relax.frontend.onnx import from_onnx
 
-    with warnings.catch_warnings():
+    # TVM's importer warns with onnx's checker (reported above) and prints the operator it failed on
+    # (the error below says it): neither is for the user
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.filterwarnings("ignore", category=UserWarning, module=r"tvm\.relax\.frontend\.onnx")
         try:
             return from_onnx(model, shape_dict=shapes or None, keep_params_in_input=False)
         except tvm.error.OpNotImplemented as err:
             raise UnsupportedModelError(f"TVM's ONNX importer cannot import {path}: "
                                         f"{str(err).strip().splitlines()[-1]}") from None
+        except Exception as err:  # noqa: BLE001 - TVM's importer on a file it was given: the model's problem
+            given = " with --input-shape " + " ".join(f"{n}={','.join(map(str, d))}" for n, d in shapes.items())
+            raise UnsupportedModelError(
+                f"TVM's ONNX importer failed on {path}{given} ({type(err).__name__}: "
+                f"{(str(err).strip().splitlines() or [''])[-1]}): check the input shapes against the model's, "
+                "or the model uses an operator TVM cannot import") from None
 
 
 def _model_inputs(mod: Any) -> list:
@@ -546,10 +557,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.schedule:
         _say(f"lowering it for {_target_name(target)} to check the schedule")
         graph = ios_tvm.extract_graph(mod, target)
+        sched = Schedule.load(args.schedule)  # format errors first
         try:
-            sched = Schedule.load(args.schedule, graph, target=target)
+            sched.validate(graph)
+            sched.check_target(target)
         except ScheduleMismatchError as err:
-            raise ScheduleMismatchError(f"{args.schedule}: {err}") from None
+            raise ScheduleMismatchError(f"{args.schedule}{_made_for(sched)}: {err}") from None
         if sched.max_streams > runtime.pool_size():
             raise ScheduleMismatchError(
                 f"{args.schedule} runs up to {sched.max_streams} concurrent streams and the runtime's stream pool "
@@ -564,6 +577,16 @@ def cmd_build(args: argparse.Namespace) -> int:
     print(f"{out}: {what}; load it with tvm.runtime.load_module and relax.VirtualMachine "
           "(import ios_tvm first: the library calls its runtime)")
     return 0
+
+
+def _made_for(sched: Any) -> str:
+    """`` (made for squeezenet, inputs data [1, 3, 64, 64])``: what ``ios-tvm optimize`` recorded."""
+    made = sched.meta.get("model")
+    if not isinstance(made, dict) or "name" not in made:
+        return ""
+    inputs = made.get("inputs")
+    shapes = f", inputs {'; '.join(f'{n} {d}' for n, d in inputs.items())}" if isinstance(inputs, dict) else ""
+    return f" (made for {made['name']}{shapes})"
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
