@@ -70,10 +70,10 @@ def test_ctrl_c_during_a_measured_search(tmp_path):
             break
     assert re.search(r"measuring \d+ distinct candidate stages .* takes about", "".join(seen)), seen
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=300)
+    _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
-    assert err.splitlines() == ["ios-tvm: interrupted while measuring stage costs. Stage costs measured so far "
-                                "are kept in the stage cache: the same command resumes from them."], err
+    assert err.splitlines() == [("ios-tvm: interrupted while measuring stage costs. Stage costs measured so far "
+                                 "are kept in the stage cache: the same command resumes from them.")], err
 
 
 def test_models_lists_the_zoo():

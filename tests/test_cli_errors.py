@@ -18,7 +18,7 @@ import ios_tvm
 from ios_tvm import cli, models
 
 onnx = pytest.importorskip("onnx", reason="the test extra installs onnx")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper
 
 CUDA = {"kind": "cuda", "arch": "sm_90"}
 
@@ -142,9 +142,9 @@ MISTAKES = [
     (("show", "{negative}"), "latency_s of stage 0 is -0.9850106"),
     (("show", "{cuda_sched}", "--png", "{dir}/s.unknown"), "name the picture with one of the extensions"),
     (("build", "squeezenet", "--small", "--target", "llvm", "--schedule", "{cuda_sched}", "-o", "{lib}"),
-     "was made for a cuda target (sm_90) and this build is for llvm: its stages and predicted latencies are for "
-     "other hardware; re-create it for this model (Python: ios_tvm.optimize(mod, target); command line: "
-     "ios-tvm optimize MODEL -o FILE)"),
+     ("was made for a cuda target (sm_90) and this build is for llvm: its stages and predicted latencies are for "
+      "other hardware; re-create it for this model (Python: ios_tvm.optimize(mod, target); command line: "
+      "ios-tvm optimize MODEL -o FILE)")),
     (("build", "squeezenet", "--small", "--target", "llvm", "--schedule", "{foreign}"),
      "(made for googlenet, inputs data [1, 3, 32, 32]): this schedule was made for another model"),
 ]
@@ -155,6 +155,7 @@ def test_mistakes_are_one_error_line(files, capfd, args, match):
     args = [a.format(**files) for a in args]
     rc, out, err = run_cli(capfd, *args)
     assert_one_error(rc, err, match)
+    assert out == ""
     assert not any(w in err for w in ("building", "timing")), "refused after work it could have skipped"
     if "-o" in args and args[args.index("-o") + 1] == str(files["dir"]):
         assert "searching" not in err and "loading" not in err, "a bad output path is refused before any work"

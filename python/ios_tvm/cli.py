@@ -33,6 +33,7 @@ from typing import Any, Callable, Sequence
 from ios_tvm.errors import (InputFileError, InvalidArgumentError, IosTvmError, MissingDependencyError,
                             MissingFileError, ScheduleMismatchError, UnsupportedModelError)
 
+
 # -- what the command is doing (progress lines, interruption) ---------------------------------
 @dataclass
 class _State:
