@@ -55,3 +55,20 @@ def tiny_tuned(tiny_branches, tmp_path_factory):
     work = tmp_path_factory.mktemp("tune")
     report = ios_tvm.tune(tiny_branches[0], "llvm", work, max_trials_per_task=3, num_trials_per_iter=3)
     return work, report
+
+
+@pytest.fixture(scope="session")
+def free_merges():
+    """The analytic cost model of a 2-core CPU, except that a merged kernel costs what its slowest
+    member costs alone (it is never slower than running its kernels side by side), so the search
+    chooses merges. The analytic model itself prices a 1x1 convolution zero-padded to 3x3 at nine
+    times its work and seldom merges SqueezeNet's expand layers."""
+    from ios_tvm.cost.analytic import AnalyticCostModel
+
+    class FreeMerges(AnalyticCostModel):
+        name = "analytic-free-merges"
+
+        def merge_latency(self, graph, nodes):
+            return max(self.stage_latency(graph, ((v,),)) for v in nodes)
+
+    return FreeMerges.for_target({"kind": "llvm", "num-cores": 2})

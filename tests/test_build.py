@@ -11,7 +11,8 @@ from tvm import relax
 
 import ios_tvm
 from ios_tvm import models, runtime
-from ios_tvm.compiler import build, pipeline, plan_memory, verify_memory
+from ios_tvm.compiler import build, pipeline, plan_memory
+from ios_tvm.memory import verify_memory
 from ios_tvm.errors import ScheduleMismatchError
 from ios_tvm.lower import FORK, JOIN, SWITCH
 from ios_tvm.schedule import Schedule
@@ -197,3 +198,23 @@ def test_sequential_cuda_graph_baseline_compiles_without_gpu():
     sched = Schedule.greedy(ios_tvm.extract_graph(mod, CUDA))
     with pytest.raises(ValueError, match="sequential baseline"):
         pipeline(CUDA, sched, cuda_graph=True)
+
+
+def test_planned_memory_reports_the_price_of_concurrency():
+    """Inception-v3 (small) scheduled with up to 4 streams: its plan is never below the largest
+    tensor, and the keep-alives are what make it need more than the sequential plan (without
+    them the plan is racy, see test_verifier_accepts_lowered_and_rejects_racy)."""
+    from ios_tvm.compiler import planned_memory
+    from ios_tvm.graph import tensor_bytes
+    from ios_tvm.memory import planned_bytes
+
+    mod = models.get("inception_v3", small=True)
+    graph = ios_tvm.extract_graph(mod, "llvm")
+    sched = ios_tvm.optimize(mod, "llvm", graph=graph, cost_model=ios_tvm.cost.AnalyticCostModel.for_target(CUDA),
+                             search=ios_tvm.SearchConfig(strategy="concurrent"))
+    assert sched.max_streams > 1
+    seq, ios = planned_memory(mod, "llvm"), planned_memory(mod, "llvm", sched)
+    largest = max(tensor_bytes(shape, dtype) for n in graph.nodes for shape, dtype in n.outputs)
+    assert min(seq, ios) >= largest
+    racy = planned_bytes(plan_memory(mod, "llvm", sched, keep_alive=False))
+    assert ios > racy and ios > seq

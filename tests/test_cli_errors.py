@@ -221,6 +221,18 @@ def test_bugs_show_a_traceback_and_ask_to_be_reported(capfd, monkeypatch):
         assert "this is a bug in ios_tvm" in last and "Please report it" in last and "tvm 0.27" in last
 
 
+def test_a_broken_memory_plan_is_a_bug_on_the_command_line(capfd, monkeypatch):
+    """The CLI builds with keep-alive, so a MemoryPlanError there is ios_tvm's bug, not the user's."""
+    from ios_tvm.errors import MemoryPlanError
+
+    def broken():
+        raise MemoryPlanError("groups 0 and 1 of stage 3 share storage")
+
+    monkeypatch.setattr(models, "names", broken)
+    rc, _, err = run_cli(capfd, "models")
+    assert rc == 1 and "Traceback" in err and "this is a bug in ios_tvm" in err.splitlines()[-1]
+
+
 def test_ctrl_c_is_one_line(capfd, monkeypatch):
     def interrupted():
         raise KeyboardInterrupt

@@ -1,6 +1,6 @@
 """Models imported through TVM's ONNX frontend (batch norm, LRN, dropout, softmax, flatten,
 concat, pads, a bypass add) schedule, build and match both the sequential TVM build and
-onnxruntime."""
+onnxruntime; the zoo's SqueezeNet 1.0 and GoogLeNet get merge stages."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ from ios_tvm.schedule import Schedule
 onnx = pytest.importorskip("onnx", reason="the test extra installs onnx")
 ort = pytest.importorskip("onnxruntime", reason="the test extra installs onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx_models import INCEPTION_V1_MODULES, SQUEEZENET_FIRES, inception_v1, squeezenet1_0  # noqa: E402
+
+from ios_tvm.api import SearchConfig  # noqa: E402
 
 
 def _inception_like(rng: np.random.Generator) -> bytes:
@@ -103,3 +106,51 @@ def test_onnx_model_schedules_builds_and_matches(make):
     np.testing.assert_allclose(seq, want, rtol=1e-4, atol=1e-6)
     for sched in (ios, greedy):
         np.testing.assert_allclose(run(sched), seq, rtol=1e-5, atol=1e-6)
+
+
+#: the merges each zoo model's structure offers: per family (node order), the output channels
+#: and kernel sizes of its convolutions; every family reads one input
+ZOO_FAMILIES = {
+    "squeezenet1.0": [[(e, 1), (e, 3)] for _, e in SQUEEZENET_FIRES],  # expand1x1 + expand3x3
+    "inception_v1": [[(m[0], 1), (m[1], 1), (m[3], 1)]  # 1x1, 3x3 reduce, 5x5 reduce
+                     for m in INCEPTION_V1_MODULES if m != "pool"],
+}
+
+
+@pytest.mark.parametrize("name", ["squeezenet1.0", "inception_v1"])
+def test_zoo_cnns_get_merge_stages_and_match(name, free_merges):
+    """Merge stages on the zoo's CNNs as TVM imports them (bias through a reshape), at 64x64.
+
+    GoogLeNet's merges are the analytic model's own choice for a 2-core CPU; for SqueezeNet it
+    never merges (see ``free_merges``), so the search runs with merges made cheap. The merged
+    model equals the sequential build to float32 rounding (the zero-padded taps add exact zeros;
+    rtol 1e-5) and onnxruntime to 1e-4: both sum long float32 reductions in their own orders
+    over some sixty layers (differences of a few 1e-6 here), far below what a wrong merge does.
+    """
+    from tvm.relax.frontend.onnx import from_onnx
+
+    size = 64
+    blob = {"squeezenet1.0": squeezenet1_0, "inception_v1": inception_v1}[name](size)
+    mod = from_onnx(onnx.load_from_string(blob), keep_params_in_input=False)
+    graph = ios_tvm.extract_graph(mod, "llvm")
+    cost_model = None if name == "inception_v1" else free_merges
+    sched = ios_tvm.optimize(mod, {"kind": "llvm", "num-cores": 2}, graph=graph, cost_model=cost_model,
+                             search=SearchConfig(strategy="both"))
+
+    merges = graph.merges
+    assert [[(merges.units[v].channels, merges.units[v].kernel[0]) for v in fam] for fam in merges.families] \
+        == ZOO_FAMILIES[name]
+    assert len(merges.candidates()) == sum(2 ** len(f) - len(f) - 1 for f in merges.families)  # 8, 36
+    assert sched.merges and all(any(set(m) <= set(f) for f in merges.families) for m in sched.merges)
+    if cost_model is free_merges:  # cheap merges: every fire module's expand layers merge
+        assert sorted(map(sorted, sched.merges)) == merges.families
+
+    x = np.random.default_rng(1).uniform(-1, 1, (1, 3, size, size)).astype(np.float32)
+
+    def run(s):
+        return relax.VirtualMachine(ios_tvm.build(mod, "llvm", s), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+
+    seq = run(None)
+    want = ort.InferenceSession(blob, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(seq, want, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(run(sched), seq, rtol=1e-5, atol=1e-8)

@@ -26,6 +26,9 @@ class FakeTimer:
     def load(self, executable, nodes) -> None:
         pass
 
+    def flush_before_samples(self, nbytes: int) -> None:
+        pass
+
     def time(self, groups, worker=0, replace=None) -> list[float]:
         if self.stop is not None and self.timed == self.stop:
             raise KeyboardInterrupt
@@ -45,20 +48,23 @@ def test_estimate_before_measuring_and_resume_after_ctrl_c(small_graphs, tmp_pat
     caplog.set_level(logging.INFO, logger="ios_tvm")
     first = FakeTimer(stop=40)
     with pytest.raises(KeyboardInterrupt):
-        ios_tvm.optimize(graph.source, "llvm", graph=graph, cost_model=_model(tmp_path, first))
+        ios_tvm.optimize(graph.source, "llvm", graph=graph, cost_model=_model(tmp_path, first),
+                         end_to_end=False)
     announced = [r.getMessage() for r in caplog.records if "distinct candidate stages" in r.getMessage()]
     assert len(announced) == 1 and "(0 more are in the stage cache; each runs 4 times) takes about" in announced[0]
     assert first.timed == 40
     caplog.clear()
     second = FakeTimer()
-    sched = ios_tvm.optimize(graph.source, "llvm", graph=graph, cost_model=_model(tmp_path, second))
+    sched = ios_tvm.optimize(graph.source, "llvm", graph=graph, cost_model=_model(tmp_path, second),
+                             end_to_end=False)
     (message,) = [r.getMessage() for r in caplog.records if "distinct candidate stages" in r.getMessage()]
     assert f"measuring {second.timed} distinct candidate stages (40 more are in the stage cache" in message
     assert sched.meta["cost_model"] == "measure" and sched.latency > 0
     # a long measurement is a warning saying what to do
     caplog.clear()
     monkeypatch.setattr(measure, "LONG_MEASUREMENT_S", 0.0)
-    ios_tvm.optimize(graph.source, "llvm", graph=graph, cost_model=_model(tmp_path / "fresh", FakeTimer()))
+    ios_tvm.optimize(graph.source, "llvm", graph=graph, cost_model=_model(tmp_path / "fresh", FakeTimer()),
+                     end_to_end=False)
     (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert "CLI --cost-model analytic" in warning.getMessage() and "Ctrl-C keeps what was measured" in warning.getMessage()
 

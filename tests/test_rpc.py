@@ -70,8 +70,11 @@ def test_rpc_measurement_matches_local(tracker, tmp_path):
     remote = MeasuredCostModel("llvm", _cfg(tmp_path / "remote", rpc=rpc_cfg))
     ios_tvm.optimize(graph.source, "llvm", graph=graph, cost_model=remote, search=ios_tvm.SearchConfig(strategy="concurrent"))
     assert remote.measured > 0 and len(remote.timer.sessions) == 2
+    # cold-cache samples over RPC (the servers hold both sessions: reuse them): flush buffers on the server
+    remote.timer.flush_before_samples(1 << 20)
+    assert len(remote.timer.time(((0,), (1,)), worker=1)) == 2 and len(remote.timer._scratch) == 2
     local = MeasuredCostModel("llvm", _cfg(tmp_path / "local"))
-    ios_tvm.optimize(graph.source, "llvm", graph=graph, cost_model=local, search=ios_tvm.SearchConfig(strategy="concurrent"))
+    ios_tvm.optimize(graph.source, "llvm", graph=graph, cost_model=local, search=ios_tvm.SearchConfig(strategy="concurrent"), end_to_end=False)
     files = {}
     for side in ("remote", "local"):
         (f,) = (tmp_path / side).glob("stages-*.json")
@@ -88,7 +91,7 @@ def test_rpc_measurement_matches_local(tracker, tmp_path):
     again_local = MeasuredCostModel("llvm", _cfg(tmp_path / "local"))
     cfg = ios_tvm.SearchConfig(strategy="concurrent")
     a = ios_tvm.optimize(graph.source, "llvm", graph=graph, cost_model=again_remote, search=cfg)
-    b = ios_tvm.optimize(graph.source, "llvm", graph=graph, cost_model=again_local, search=cfg)
+    b = ios_tvm.optimize(graph.source, "llvm", graph=graph, cost_model=again_local, search=cfg, end_to_end=False)
     assert again_remote.measured == again_local.measured == 0
     assert a.as_lists() == b.as_lists() and a.latency == pytest.approx(b.latency)
 

@@ -11,7 +11,7 @@ import random
 import pytest
 
 from ios_tvm.search import check_stages, dynamic_program, greedy, schedule_latency, sequential, solve
-from ios_tvm.stages import Dag
+from ios_tvm.dag import Dag
 
 
 def random_dag(rng: random.Random, n: int, density: float) -> list[tuple[int, int]]:

@@ -16,7 +16,7 @@ from .errors import InvalidArgumentError
 from .graph import OpGraph, extract_graph
 from .schedule import Schedule
 from .search import SearchStats, candidate_stages, dynamic_program
-from .stages import Dag
+from .dag import Dag
 from .target import as_target
 
 logger = logging.getLogger("ios_tvm")
@@ -120,6 +120,7 @@ def optimize(
     search: SearchConfig | None = None,
     graph: OpGraph | None = None,
     database: Any = "auto",
+    end_to_end: bool | Any = None,
 ) -> Schedule:
     """Find an IOS schedule for ``mod`` on ``target``.
 
@@ -142,14 +143,19 @@ def optimize(
     database
         MetaSchedule records for the kernels a measuring cost model builds (see
         :func:`ios_tvm.pipeline`); ``"auto"``: the database shipped for the target, if any.
+    end_to_end
+        Build the sequential, greedy and IOS schedules, time them end to end on the device and
+        return the fastest (:mod:`ios_tvm.guard`; an :class:`ios_tvm.guard.EndToEndConfig` sets
+        how). ``None`` (default): when the stages were measured on this machine's device.
 
     Returns
     -------
     Schedule
         Validated, with predicted stage latencies; ``meta`` holds the search statistics, the
-        same cost model's latency of the sequential and greedy baselines, and under
-        ``"prediction"`` which cost model predicted, for which device, and how far it is known
-        to be off (:func:`prediction_note`).
+        same cost model's latency of the sequential and greedy baselines, under ``"prediction"``
+        which cost model predicted, for which device, and how far it is known to be off
+        (:func:`prediction_note`), and, after the end-to-end check, ``meta["end_to_end"]``: every
+        candidate's time and which one won.
 
     Raises
     ------
@@ -195,6 +201,14 @@ def optimize(
     sched = Schedule.from_stages(graph, stages, latencies, meta, kinds)
     sched.validate(graph, config.max_group_size, config.max_num_groups)
     logger.debug("ios_tvm: %s", sched.summary())
+    if end_to_end is None:
+        end_to_end = model.name == "measure" and getattr(getattr(model, "config", None), "rpc", None) is None
+    if end_to_end:
+        from .guard import EndToEndConfig, end_to_end_timer, keep_fastest
+
+        e2e = end_to_end if isinstance(end_to_end, EndToEndConfig) else EndToEndConfig()
+        sched = keep_fastest(sched, graph, model, config.max_num_groups,
+                             end_to_end_timer(mod, tgt, database=database, config=e2e))
     return sched
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .stages import Dag
+from .dag import Dag
 
 
 def cut_points(num_nodes: int, edges: Sequence[tuple[int, int]]) -> list[int]:

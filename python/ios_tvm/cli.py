@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ios_tvm.errors import (InputFileError, InvalidArgumentError, IosTvmError, MissingDependencyError,
-                            MissingFileError, ScheduleMismatchError, UnsupportedModelError)
+from ios_tvm.errors import (InputFileError, InvalidArgumentError, IosTvmError, MemoryPlanError,
+                            MissingDependencyError, MissingFileError, ScheduleMismatchError, UnsupportedModelError)
 
 
 # -- what the command is doing (progress lines, interruption) ---------------------------------
@@ -705,6 +705,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _bug() -> int:
+    """The exception being handled is a bug: its traceback, and one line asking to report it."""
+    traceback.print_exc()
+    print(f"ios-tvm: internal error while {_STATE.phase}: this is a bug in ios_tvm (or TVM), not a mistake of "
+          f"yours. Please report it with the command line, the traceback above and these versions: "
+          f"{_versions()}", file=sys.stderr, flush=True)
+    return 1
+
+
 def _error_line(err: BaseException) -> str:
     text = " ".join(str(err).split()) or type(err).__name__
     return f"ios-tvm: error: {text}"
@@ -728,16 +737,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IosTvmError as err:
         if _STATE.interrupted:
             return _interrupted()
+        if isinstance(err, MemoryPlanError):  # the CLI always builds with keep-alive: a bug of the lowering
+            return _bug()
         print(_error_line(err), file=sys.stderr, flush=True)
         return 2
     except Exception:  # noqa: BLE001 - anything else is a bug: show it whole
         if _STATE.interrupted:  # TVM turned the KeyboardInterrupt into another error
             return _interrupted()
-        traceback.print_exc()
-        print(f"ios-tvm: internal error while {_STATE.phase}: this is a bug in ios_tvm (or TVM), not a mistake of "
-              f"yours. Please report it with the command line, the traceback above and these versions: "
-              f"{_versions()}", file=sys.stderr, flush=True)
-        return 1
+        return _bug()
     finally:
         log.removeHandler(handler)
         log.setLevel(old_level)

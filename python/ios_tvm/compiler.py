@@ -1,10 +1,12 @@
-"""Compile a model with its schedule: ``ios_tvm.build``, ``ios_tvm.pipeline`` and the memory verifier.
+"""Compile a model with its schedule: ``ios_tvm.build`` and ``ios_tvm.pipeline``.
 
-The pipeline is TVM's default one for the target with one pass added where fusion ends
-(:func:`ios_tvm.lower.lower_schedule`) and one removed: ``RewriteCUDAGraph`` (CUDA graph capture
-does not mix with stream switches; capturing scheduled runs belongs to ios_tvm's runtime).
-``schedule=None`` goes through the very same pipeline, so the sequential baseline differs from
-the scheduled model only in its order and its stream calls.
+The pipeline is TVM's default one for the target with ios_tvm's passes placed in it
+(:mod:`ios_tvm.passes` lists the order): kernel schedules right after fusion, the schedule
+lowered where fusion ends (:func:`ios_tvm.lower.lower_schedule`), the memory plan checked right
+after it is made (:mod:`ios_tvm.memory`), and ``RewriteCUDAGraph`` left out unless asked for
+(CUDA graph capture does not mix with stream switches; capturing scheduled runs belongs to
+ios_tvm's runtime). ``schedule=None`` goes through the very same pipeline, so the sequential
+baseline differs from the scheduled model only in its order and its stream calls.
 """
 
 from __future__ import annotations
@@ -12,39 +14,27 @@ from __future__ import annotations
 from typing import Any
 
 import tvm
-from tvm import relax
 
 from . import runtime as _runtime  # noqa: F401  (registers ios_tvm.runtime.* globals)
 from .graph import check_model, extract_graph
-from .lower import FORK, JOIN, RUNTIME_CALLS, SWITCH, lower_schedule
+from .lower import lower_schedule
+from .memory import verify_pass
+from .passes import back_passes, front_passes
 from .target import as_target, device_type_of
 from .variants import apply_database_and_variants, variant_sites
-
-
-def _backend(target: tvm.target.Target):
-    kind = target.kind.name
-    if kind == "cuda":
-        return relax.backend.cuda.pipeline
-    if kind == "llvm":
-        return relax.backend.cpu_generic.pipeline
-    raise ValueError(f"ios_tvm builds for cuda and llvm targets, not {kind!r}")
-
-
-def _front_passes(target: tvm.target.Target, tuned: bool, variants: Any = ()) -> list[tvm.transform.Pass]:
-    """Library dispatch, legalization, fusion (+ tuned schedules and kernel variants) and dlight:
-    up to where the schedule is lowered. ``variants``: ``(binding, kernel, trace)`` triples."""
-    be = _backend(target)
-    legalize = list(be.legalize_passes(target))
-    if tuned or variants:
-        at = next(i for i, p in enumerate(legalize) if p.info.name == "FuseTIR") + 1
-        legalize.insert(at, apply_database_and_variants(target, tuned, variants))
-    return list(be.library_dispatch_passes(target)) + legalize + [relax.transform.RewriteDataflowReshape()]
 
 
 def _check_cuda_graph(schedule: Any, cuda_graph: bool) -> None:
     if cuda_graph and schedule is not None:
         raise ValueError("cuda_graph=True is for the sequential baseline (schedule=None): TVM's CUDA graph "
                          "capture does not see ios_tvm's stream switches")
+
+
+def kernel_passes(target: tvm.target.Target, tuned: bool, variants: Any = ()) -> list[tvm.transform.Pass]:
+    """:func:`ios_tvm.passes.front_passes` with the tuning records of the enclosing context
+    (``tuned``) and kernel ``variants`` (``(binding, kernel, trace)`` triples) applied."""
+    schedules = apply_database_and_variants(target, tuned, variants) if tuned or variants else None
+    return front_passes(target, schedules)
 
 
 def passes(target: tvm.target.Target, schedule: Any = None, *, keep_alive: bool = True,
@@ -54,42 +44,21 @@ def passes(target: tvm.target.Target, schedule: Any = None, *, keep_alive: bool 
     """The pass list of :func:`pipeline` (``stop_after_planning``: end after memory planning;
     ``tuned``: apply the MetaSchedule database of the enclosing context right after fusion;
     ``merges``: the model's :class:`ios_tvm.merge.NodeMerges` when the schedule merges;
-    ``verify``: check the memory plan right after it is made, see :func:`verify_memory`;
+    ``verify``: check the memory plan right after it is made, see :func:`ios_tvm.memory.verify_memory`;
     ``cuda_graph``: keep TVM's ``RewriteCUDAGraph``, for the sequential baseline only;
     ``variants``: the schedule's kernel variants, see :func:`ios_tvm.variants.variant_sites`)."""
     _check_cuda_graph(schedule, cuda_graph)
-    be = _backend(target)
-    front = _front_passes(target, tuned)  # for merged kernels: no call site of theirs has a variant
+    front = kernel_passes(target, tuned)  # for merged kernels: no call site of theirs has a variant
 
     def lower_mini(mini: tvm.IRModule) -> tvm.IRModule:
         with target:
             return tvm.transform.Sequential(front)(mini)
 
-    out = _front_passes(target, tuned, variants)
-    out += [lower_schedule(schedule, device_type_of(target), device_id, keep_alive, merges, lower_mini)]
-    out += [p for p in be.dataflow_lower_passes(target) if p.info.name != "RewriteDataflowReshape"]
-    for p in be.finalize_passes(target):
-        if p.info.name == "RewriteCUDAGraph" and not cuda_graph:
-            continue
-        out.append(p)
-        if p.info.name == "StaticPlanBlockMemory":
-            if verify and schedule is not None:
-                out.append(_verify_pass())
-            if stop_after_planning:
-                break
-    return out
-
-
-def _verify_pass() -> tvm.transform.Pass:
-    @tvm.transform.module_pass(opt_level=0, name="ios_tvm.VerifyMemory")
-    def _pass(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        problems = verify_memory(mod)
-        if problems:
-            raise RuntimeError("ios_tvm: the lowered schedule is not safe to run concurrently:\n  "
-                               + "\n  ".join(problems[:20]))
-        return mod
-
-    return _pass
+    lower = lower_schedule(schedule, device_type_of(target), device_id, keep_alive, merges, lower_mini)
+    checks = [verify_pass()] if verify and schedule is not None else []
+    return (kernel_passes(target, tuned, variants) + [lower]
+            + back_passes(target, after_planning=checks, stop_after_planning=stop_after_planning,
+                          cuda_graph=cuda_graph))
 
 
 def pipeline(target: str | dict | tvm.target.Target, schedule: Any = None, *, keep_alive: bool = True,
@@ -150,7 +119,7 @@ def build(mod: tvm.IRModule, target: str | dict | tvm.target.Target, schedule: A
     """Compile ``mod`` for ``target`` with ``schedule`` lowered into it.
 
     Returns what ``tvm.compile`` returns (run it with ``relax.VirtualMachine``). With ``verify``
-    the memory plan of the scheduled module is checked as it is made (:func:`verify_memory`). A schedule
+    the memory plan of the scheduled module is checked as it is made (:func:`ios_tvm.memory.verify_memory`). A schedule
     needing more streams than the runtime's pool (``pool_size``, default the current
     ``ios_tvm.runtime.pool_size()``) is refused. ``database``: tuned kernels, see :func:`pipeline`.
     """
@@ -188,85 +157,12 @@ def plan_memory(mod: tvm.IRModule, target: str | dict | tvm.target.Target, sched
             return seq(mod)
 
 
-def _extern_name(value: Any) -> str | None:
-    if isinstance(value, relax.Call) and isinstance(value.op, relax.ExternFunc):
-        return str(value.op.global_symbol)
-    return None
+def planned_memory(mod: tvm.IRModule, target: str | dict | tvm.target.Target, schedule: Any = None, *,
+                   database: Any = None) -> int:
+    """Bytes of activation storage a build of ``mod`` with ``schedule`` plans (see
+    :func:`ios_tvm.memory.planned_bytes`); compare with ``schedule=None`` for the price of
+    concurrency."""
+    from .memory import planned_bytes
 
+    return planned_bytes(plan_memory(mod, target, schedule, database=database))
 
-def verify_memory(planned: tvm.IRModule) -> list[str]:
-    """Check a module after ``StaticPlanBlockMemory`` for races between concurrent groups.
-
-    Returns the problems found (empty: safe): two groups of one stage touching the same storage
-    while one of them writes it, a kernel outside a group inside a stage, or a tensor written by
-    one group and read by another group of the same stage.
-    """
-    fn = planned["main"]
-    storage_of: dict[Any, Any] = {}  # tensor var -> storage var
-    written: set[Any] = set()
-    problems: list[str] = []
-    stage = -1
-    group = -1
-    in_stage = False
-    # per open stage: storage -> {group: wrote?}
-    touched: dict[Any, dict[int, bool]] = {}
-    producer_group: dict[Any, int] = {}
-
-    def storage(v: Any) -> Any:
-        return storage_of.get(v, v)
-
-    for block in fn.body.blocks:
-        for b in block.bindings:
-            value = b.value
-            name = _extern_name(value)
-            if name == FORK:
-                stage += 1
-                in_stage, group, touched, producer_group = True, -1, {}, {}
-                continue
-            if name == SWITCH:
-                group = int(value.args[2].value)
-                continue
-            if name == JOIN:
-                for st, groups in touched.items():
-                    writers = [g for g, w in groups.items() if w]
-                    if writers and len(groups) > 1:
-                        problems.append(f"stage {stage}: storage {st.name} is used by groups "
-                                        f"{sorted(groups)} and written by {sorted(writers)}")
-                in_stage, group = False, -1
-                continue
-            if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
-                op = value.op.name
-                if op == "relax.memory.alloc_tensor":
-                    storage_of[b.var] = value.args[0]
-                    continue
-                if op in ("relax.memory.view", "relax.reshape"):
-                    storage_of[b.var] = storage(value.args[0])
-                    continue
-            if not isinstance(value, relax.Call):
-                continue
-            is_kernel = isinstance(value.op, tvm.ir.GlobalVar) or (
-                name is not None and name not in RUNTIME_CALLS and not name.startswith("vm.builtin"))
-            if not (is_kernel and in_stage):
-                for a in value.args:
-                    if isinstance(a, relax.Var):
-                        written.add(a)
-                continue
-            if group < 0:
-                problems.append(f"stage {stage}: kernel {b.var.name} runs before any stage_switch")
-                continue
-            for a in value.args:
-                if not isinstance(a, relax.Var) or not isinstance(a.ty, relax.TensorType):
-                    continue
-                writes = a in storage_of and a not in written  # first use of a fresh tensor
-                if writes:
-                    written.add(a)
-                    producer_group[a] = group
-                elif producer_group.get(a, group) != group:
-                    problems.append(f"stage {stage}: {a.name} is written by group {producer_group[a]} "
-                                    f"and read by group {group} without a join between them")
-                st = storage(a)
-                if st is a and a not in storage_of:
-                    continue  # a parameter or a tensor the planner did not place
-                g = touched.setdefault(st, {})
-                g[group] = g.get(group, False) or writes
-    return problems

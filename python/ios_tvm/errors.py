@@ -23,6 +23,9 @@ UnsupportedModelError         a model ios_tvm cannot schedule (dynamic shapes, c
 ScheduleFormatError           a corrupt schedule file or an unknown format version
 ScheduleMismatchError         a schedule made for another model or target, or not valid for it
 DeviceNotFoundError           the target's device is not on this machine (also RuntimeError)
+MemoryPlanError               a scheduled build's memory plan lets concurrent groups share storage
+                              (``keep_alive=False``; with keep-alive, a bug of ios_tvm's lowering)
+PipelineError                 TVM's pass pipeline is not the one ios_tvm was written for
 ============================  ==================================================================
 """
 
@@ -72,3 +75,12 @@ class ScheduleFormatError(IosTvmError, ValueError):
 
 class DeviceNotFoundError(IosTvmError, RuntimeError):
     """Something needs the target's device (measuring, running) and it is not on this machine."""
+
+
+class MemoryPlanError(IosTvmError, RuntimeError):
+    """The memory plan of a scheduled build lets concurrent groups share storage (a build with
+    ``keep_alive=False``, or a bug of ios_tvm's lowering)."""
+
+
+class PipelineError(IosTvmError, RuntimeError):
+    """TVM's pass pipeline is not the one ios_tvm was written for (another TVM version)."""

@@ -1,8 +1,9 @@
 """The operator graph IOS schedules: kernel launches of a Relax model lowered by TVM's own passes.
 
 :func:`lower_for_graph` runs the fusion part of TVM's default pipeline for the target
-(library dispatch, ``LegalizeOps``, ``AnnotateTIROpPattern``, ``FoldConstant``, ``FuseOps``,
-``FuseTIR``, ``RewriteDataflowReshape``), so one node is one kernel the compiled model launches.
+(:func:`ios_tvm.passes.fusion_passes`: library dispatch, ``LegalizeOps``, ``AnnotateTIROpPattern``,
+``FoldConstant``, ``FuseOps``, ``FuseTIR``, ``RewriteDataflowReshape``), so one node is one
+kernel the compiled model launches.
 :func:`extract_graph` then reads the dataflow block of ``main``: every ``call_tir`` /
 ``call_dps_packed`` / ``call_pure_packed`` binding is a node; free bindings (tuples,
 tuple-get-item, reshape views, constants) are folded into edges. Each node keeps the name of the
@@ -21,6 +22,7 @@ import tvm
 from tvm import relax
 
 from .errors import UnsupportedModelError
+from .passes import fusion_passes
 from .target import as_target
 
 GRAPH_FORMAT_VERSION = 1
@@ -45,20 +47,6 @@ def call_args(value: relax.Call) -> list[Any]:
 def tensor_bytes(shape: Sequence[int], dtype: str) -> int:
     """Bytes of a dense tensor."""
     return math.prod(shape) * tvm.runtime.DataType(dtype).bits // 8
-
-
-def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
-    """TVM's passes that decide the kernels (fusion), without scheduling them."""
-    return [
-        relax.backend.DispatchSampling(),
-        relax.backend.DispatchSortScan(),
-        relax.transform.LegalizeOps(),
-        relax.transform.AnnotateTIROpPattern(),
-        relax.transform.FoldConstant(),
-        relax.transform.FuseOps(),
-        relax.transform.FuseTIR(),
-        relax.transform.RewriteDataflowReshape(),
-    ]
 
 
 def _static_shape(ty: Any, what: str) -> tuple[int, ...] | None:
@@ -121,11 +109,12 @@ def check_model(mod: tvm.IRModule, func: str = "main") -> relax.Function:
 
 
 def lower_for_graph(mod: tvm.IRModule, target: str | dict | tvm.target.Target) -> tvm.IRModule:
-    """Check ``mod`` and run :func:`graph_passes` under ``target``."""
+    """Check ``mod`` and run :func:`ios_tvm.passes.fusion_passes` (the fusion part of the very
+    pipeline builds run) under ``target``."""
     check_model(mod)
     tgt = as_target(target)
     with tgt:
-        return tvm.transform.Sequential(graph_passes(tgt))(mod)
+        return tvm.transform.Sequential(fusion_passes(tgt))(mod)
 
 
 @dataclass(frozen=True)
@@ -241,7 +230,7 @@ def extract_graph(mod: tvm.IRModule, target: str | dict | tvm.target.Target | No
     target
         Target whose fusion decides the kernels (needed unless ``lowered``).
     lowered
-        ``mod`` already went through :func:`graph_passes`.
+        ``mod`` already went through :func:`ios_tvm.passes.fusion_passes`.
     """
     source = None
     if not lowered:

@@ -1,6 +1,6 @@
 """Lower a schedule into a Relax module: reorder kernels by stage and insert the runtime calls.
 
-Runs where :func:`ios_tvm.graph.graph_passes` ends (after fusion, while ``main`` still has its
+Runs where :func:`ios_tvm.passes.fusion_passes` ends (after fusion, while ``main`` still has its
 dataflow block), plan first, rewrite second:
 
 1. *plan*: read the kernel graph of the module, check the schedule was made for it
@@ -16,8 +16,8 @@ dataflow block), plan first, rewrite second:
 
 The join call takes every tensor the stage reads or writes. Relax's static memory planner frees a
 tensor after its last use *in binding order*; without the keep-alive, a buffer last read by group
-0 could be handed to a kernel of group 1 of the same stage while group 0 still runs (the race in
-DESIGN.md). :func:`verify_memory` checks a planned module for exactly that.
+0 could be handed to a kernel of group 1 of the same stage while group 0 still runs;
+:mod:`ios_tvm.memory` checks a planned module for exactly that.
 """
 
 from __future__ import annotations
@@ -29,17 +29,19 @@ import tvm
 from tvm import relax
 
 from .errors import ScheduleMismatchError
-from .graph import call_args, extract_graph, is_kernel_call
+from .graph import extract_graph, is_kernel_call
+from .ir import dataflow_index, replace_block
+from .merge import splice_merges
 
 FORK = "ios_tvm.runtime.stage_fork"
 SWITCH = "ios_tvm.runtime.stage_switch"
 JOIN = "ios_tvm.runtime.stage_join"
 RUNTIME_CALLS = (FORK, SWITCH, JOIN)
 
+
 def _kernel_block_index(fn: relax.Function) -> int:
     idx = [i for i, b in enumerate(fn.body.blocks) if any(is_kernel_call(x.value) for x in b.bindings)]
-    if len(idx) != 1:
-        raise ScheduleMismatchError(f"expected the kernels in one binding block, found {len(idx)}")
+    assert len(idx) == 1, f"the kernels lie in {len(idx)} binding blocks; extract_graph checked they lie in one"
     return idx[0]
 
 
@@ -56,9 +58,7 @@ def plan(mod: tvm.IRModule, schedule: Any) -> LoweringPlan:
     """Check ``schedule`` against ``mod`` (fused, dataflow form) and compute the new order."""
     graph = extract_graph(mod, lowered=True)
     schedule.validate(graph)
-    fn = mod["main"]
-    block = next(b for b in fn.body.blocks if isinstance(b, relax.DataflowBlock))
-    bindings = list(block.bindings)
+    bindings = list(mod["main"].body.blocks[dataflow_index(mod)].bindings)
     kernel_pos = [i for i, b in enumerate(bindings) if is_kernel_call(b.value)]
     defined_at = {b.var: i for i, b in enumerate(bindings)}
     placed = [False] * len(bindings)
@@ -79,10 +79,9 @@ def plan(mod: tvm.IRModule, schedule: Any) -> LoweringPlan:
             for v in relax.analysis.free_vars(bindings[j].value):
                 k = defined_at.get(v)
                 if k is not None and not placed[k]:
-                    if is_kernel_call(bindings[k].value):
-                        raise ScheduleMismatchError(
-                            f"binding {bindings[j].var.name!r} needs kernel {bindings[k].var.name!r}, "
-                            "which the schedule runs later")
+                    # a validated schedule runs every kernel after the kernels it reads
+                    assert not is_kernel_call(bindings[k].value), \
+                        f"{bindings[j].var.name!r} needs kernel {bindings[k].var.name!r}, which runs later"
                     stack.append((k, False))
 
     stages = schedule.as_lists()
@@ -106,20 +105,13 @@ def _tensor_vars(expr: relax.Expr, local: set) -> list[relax.Var]:
 def rewrite(mod: tvm.IRModule, lp: LoweringPlan, device_type: int, device_id: int = -1,
             keep_alive: bool = True) -> tvm.IRModule:
     """Apply a :class:`LoweringPlan`: reorder, leave dataflow form, insert runtime calls."""
-    fn = mod["main"]
-    blocks = list(fn.body.blocks)
-    di = next(i for i, b in enumerate(blocks) if isinstance(b, relax.DataflowBlock))
-    old = list(blocks[di].bindings)
-    blocks[di] = relax.DataflowBlock([old[i] for i in lp.order])
-    mod = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
-    mod["main"] = relax.Function(fn.params, relax.SeqExpr(blocks, fn.body.body), fn.ret_ty, fn.is_pure,
-                                 fn.attrs)
+    di = dataflow_index(mod)
+    old = list(mod["main"].body.blocks[di].bindings)
+    mod = replace_block(mod, di, [old[i] for i in lp.order])
     mod = tvm.transform.Sequential([relax.transform.ToNonDataflow(),
                                     relax.transform.RemovePurityChecking()])(mod)
-    fn = mod["main"]
-    blocks = list(fn.body.blocks)
-    bi = _kernel_block_index(fn)
-    bindings = list(blocks[bi].bindings)
+    bi = _kernel_block_index(mod["main"])
+    bindings = list(mod["main"].body.blocks[bi].bindings)
     # node id of each kernel binding, in the new order
     flat = [(si, gi, v) for si, st in enumerate(lp.stages) for gi, g in enumerate(st) for v in g]
     local_vars = {b.var for b in bindings}
@@ -161,106 +153,17 @@ def rewrite(mod: tvm.IRModule, lp: LoweringPlan, device_type: int, device_id: in
             cur_stage = -1
         out.append(b)
     close_stage()
-    blocks[bi] = relax.BindingBlock(out)
-    mod["main"] = relax.Function(fn.params, relax.SeqExpr(blocks, fn.body.body), fn.ret_ty, False, fn.attrs)
+    mod = replace_block(mod, bi, out, is_pure=False)
+    # impure now (the stream calls), so not "forced pure" either: a well-formed module
+    mod["main"] = mod["main"].without_attr("relax.force_pure")
     return relax.transform.Normalize()(mod)
-
-
-def splice_merges(mod: tvm.IRModule, schedule: Any, merges: Any, lower_mini: Any) -> tuple[tvm.IRModule, Any]:
-    """Replace the kernels of each merge stage by one merged kernel (+ split), in the fused
-    module, and translate the schedule to the new module's kernels.
-
-    ``merges`` (:class:`ios_tvm.merge.NodeMerges`) says which conv unit each kernel computes;
-    ``lower_mini`` lowers the merged module with the very passes the model went through. The
-    merged kernels' outputs are bound to the *same* variables the old kernels defined, so
-    nothing else in the module changes. Returns ``(module, schedule)``.
-    """
-    from .merge import merged_module
-    from .schedule import Schedule
-
-    graph = extract_graph(mod, lowered=True)
-    schedule.validate(graph)
-    fn = mod["main"]
-    blocks = list(fn.body.blocks)
-    di = next(i for i, b in enumerate(blocks) if isinstance(b, relax.DataflowBlock))
-    bindings = list(blocks[di].bindings)
-    kernel_pos = [i for i, b in enumerate(bindings) if is_kernel_call(b.value)]
-    adder = relax.BlockBuilder(tvm.IRModule(dict(mod.functions), attrs=mod.attrs))
-    insert: dict[int, list[relax.Binding]] = {}
-    dropped: set[int] = set()
-    merged_vars: list[list[Any]] = []
-    for j, nodes in enumerate(schedule.merges):
-        nodes = sorted(nodes)
-        units = [merges.units[v] for v in nodes]
-        mini = lower_mini(merged_module(units))
-        data = call_args(bindings[kernel_pos[nodes[0]]].value)[0]
-        remap: dict[Any, Any] = {mini["main"].params[0]: data}
-        gvs: dict[str, Any] = {}
-        for gv, f in mini.functions.items():
-            if isinstance(f, tvm.tirx.PrimFunc):
-                gvs[gv.name_hint] = adder.add_func(f, f"ios_merge{j}_{gv.name_hint}")
-        mblock = next(b for b in mini["main"].body.blocks if isinstance(b, relax.DataflowBlock))
-        out: list[relax.Binding] = []
-        kernels = []
-        for b in mblock.bindings:
-            v = relax.DataflowVar(f"ios_m{j}_{b.var.name}", b.var.ty)
-            value = b.value
-            if is_kernel_call(value):
-                args = [remap.get(a, a) for a in call_args(value)]
-                out_ty = list(b.var.ty.fields) if isinstance(b.var.ty, relax.TupleType) else b.var.ty
-                value = relax.op.call_tir(gvs[value.args[0].name_hint], relax.Tuple(args), out_ty)
-                kernels.append(v)
-            elif isinstance(value, relax.Var):
-                value = remap[value]
-            else:
-                raise ScheduleMismatchError(f"unexpected binding in a merged kernel: {value}")
-            remap[b.var] = v
-            out.append(relax.VarBinding(v, value))
-        split = remap[mini["main"].body.body]
-        for i, v in enumerate(nodes):
-            old = bindings[kernel_pos[v]].var
-            out.append(relax.VarBinding(old, relax.TupleGetItem(split, i)))
-            dropped.add(kernel_pos[v])
-        insert[kernel_pos[nodes[0]]] = out
-        merged_vars.append(kernels)
-    new_bindings: list[relax.Binding] = []
-    for i, b in enumerate(bindings):
-        new_bindings.extend(insert.get(i, []))
-        if i not in dropped:
-            new_bindings.append(b)
-    blocks[di] = relax.DataflowBlock(new_bindings)
-    new_mod = adder.get()
-    new_mod["main"] = relax.Function(fn.params, relax.SeqExpr(blocks, fn.body.body), fn.ret_ty, fn.is_pure, fn.attrs)
-    new_mod = relax.transform.Normalize()(new_mod)
-    # translate the schedule: old kernels by their variables, merge stages to the new kernels
-    new_graph = extract_graph(new_mod, lowered=True)
-    where = {_var_key(b.var): i for i, b in enumerate(new_graph.bindings)}
-    old_to_new = {}
-    for v, b in enumerate(graph.bindings):
-        k = _var_key(b.var)
-        if k in where:
-            old_to_new[v] = where[k]
-    stages = []
-    merge_iter = iter(merged_vars)
-    for st in schedule.stages:
-        if st.kind == "merge":
-            stages.append([[where[_var_key(v)] for v in next(merge_iter)]])
-        else:
-            stages.append([[old_to_new[v] for v in g] for g in st.groups])
-    translated = Schedule.from_stages(new_graph, stages, [st.latency for st in schedule.stages],
-                                      {**schedule.meta, "merged_from": schedule.fingerprint})
-    return new_mod, translated
-
-
-def _var_key(var: Any) -> Any:
-    return var.id_ if hasattr(var, "id_") else id(var)
 
 
 def lower_schedule(schedule: Any, device_type: int, device_id: int = -1, keep_alive: bool = True,
                    merges: Any = None, lower_mini: Any = None) -> tvm.transform.Pass:
-    """The module pass: :func:`plan` then :func:`rewrite` (after :func:`splice_merges` when the
-    schedule merges kernels). ``schedule=None`` leaves the module as it is (the sequential
-    baseline)."""
+    """The module pass: :func:`plan` then :func:`rewrite` (after
+    :func:`ios_tvm.merge.splice_merges` when the schedule merges kernels). ``schedule=None``
+    leaves the module as it is (the sequential baseline)."""
 
     @tvm.transform.module_pass(opt_level=0, name="ios_tvm.LowerSchedule")
     def _pass(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:

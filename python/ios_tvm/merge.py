@@ -8,23 +8,52 @@ and their outputs align once every kernel is zero-padded, centred, to the larges
 ``pad_i + (K - k_i) / 2`` is the same for every unit on every side (a 1x1 with pad 0 merges with
 a 3x3 with pad 1; a 1x3 with a 3x1; a 3x3 with pad 0 and a 3x3 with pad 1 do not).
 
-:func:`find_families` plans (which units could merge with which), :func:`merge_units` rewrites:
-one ``conv2d`` over the concatenated output channels (+ bias, + relu), then ``split`` hands each
-former consumer its channels. This runs *before* legalization, on the model as given.
+One path, plan then rewrite:
+
+1. *plan*, on the model as given (``ios_tvm.optimize``, ``ios_tvm.build``): :func:`find_units`
+   reads the conv units of ``main``; :func:`node_merges` maps each to the kernel of the fused
+   graph that computes exactly it (the only kernel taking the unit's weight constant, the same
+   object: TVM's passes keep constants they do not fold) and groups the kernels into families;
+   :meth:`NodeMerges.candidates` lists the subsets that merge, which the search may choose as
+   merge stages;
+2. *rewrite*, at lowering (:func:`ios_tvm.lower.lower_schedule`, in the build pipeline right
+   after fusion): :func:`splice_merges` lowers :func:`merged_module` (one ``conv2d`` over the
+   concatenated output channels, + bias, + relu, then ``split``) of each merge stage with the
+   passes the model went through, and splices its kernels in place of the merged ones.
+
+The bias of a unit is recognised in the forms model builders and TVM's importers give it:
+
+* ``add(conv, c)`` with a constant ``c`` shaped ``(1, C, 1, 1)`` or ``(C, 1, 1)`` (on either
+  side of the ``add``): :mod:`ios_tvm.models` with bound weights, hand-written models;
+* ``add(conv, reshape(c, [1, C, 1, 1]))``, ``c`` a constant ``(C,)``: the ONNX importer
+  (``relax.frontend.onnx.from_onnx``, ``Conv`` with a bias input) and the PyTorch importer
+  (``from_exported_program``, with weights as constants or bound by
+  :func:`ios_tvm.models.bind_params`); more generally any chain of ``reshape`` / ``expand_dims``
+  of a constant, through bindings.
+
+The model is not constant-folded first: ``FoldConstant`` compiles every op it folds (it takes as
+long as lowering the whole model), and the views above are all the importers put between a bias
+and its ``add``. A ``conv2d`` followed by ``batch_norm`` (PyTorch's ``BatchNorm2d``, which the
+importer keeps) is a unit on its own, without bias: TVM's fusion leaves ``batch_norm`` out of the
+convolution's kernel, so such convolutions merge and their normalizations run as before.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import tvm
 from tvm import relax
 from tvm.relax import op as R
-from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .graph import call_args
+from .graph import call_args, extract_graph, is_kernel_call
+from .ir import dataflow_index, replace_block
+
+#: ops that change a tensor's shape, not its elements (a bias may reach its ``add`` through them)
+_VIEW_OPS = ("relax.reshape", "relax.expand_dims")
 
 
 @dataclass(frozen=True)
@@ -66,57 +95,115 @@ def _op_name(value: Any) -> str | None:
     return None
 
 
+def _shape(expr: Any) -> tuple[int, ...] | None:
+    """The static shape of a tensor expression, ``None`` if it has none."""
+    ty = getattr(expr, "ty", None)
+    if not isinstance(ty, relax.TensorType) or ty.shape is None:
+        return None
+    dims = ty.shape.values
+    return tuple(int(d) for d in dims) if all(isinstance(d, tvm.tirx.IntImm) for d in dims) else None
+
+
+def _constant_through_views(expr: Any, defs: dict[Any, Any]) -> np.ndarray | None:
+    """The values of ``expr`` when it is a constant, or a chain of ``reshape`` / ``expand_dims``
+    of one (through the bindings ``defs``: var -> value). Both keep the order of the elements."""
+    while True:
+        value = _const(expr)
+        if value is not None:
+            return value
+        if isinstance(expr, relax.Var) and expr in defs:
+            expr = defs[expr]
+        elif _op_name(expr) in _VIEW_OPS:
+            expr = expr.args[0]
+        else:
+            return None
+
+
+def _channel_bias(expr: Any, defs: dict[Any, Any], channels: int) -> np.ndarray | None:
+    """Per-channel bias values of an ``add`` operand of an NCHW conv output: shaped
+    ``(1, C, 1, 1)`` or ``(C, 1, 1)``, with constant values (see :func:`_constant_through_views`)."""
+    if _shape(expr) not in ((1, channels, 1, 1), (channels, 1, 1)):
+        return None
+    values = _constant_through_views(expr, defs)
+    return None if values is None or values.size != channels else values.reshape(-1)
+
+
+@dataclass
+class _Uses:
+    """How the bindings of a dataflow block use each other."""
+
+    count: dict[Any, int]  #: var -> number of bindings (and the block's result) using it
+    user: dict[Any, Any]  #: var -> a binding using it (the only one when ``count`` is 1)
+    defs: dict[Any, Any]  #: var -> the value bound to it
+
+    @classmethod
+    def of(cls, bindings: Sequence[Any], result: Any) -> _Uses:
+        count: dict[Any, int] = {}
+        user: dict[Any, Any] = {}
+        for b in bindings:
+            for v in relax.analysis.free_vars(b.value):
+                count[v] = count.get(v, 0) + 1
+                user[v] = b
+        for v in relax.analysis.free_vars(result):
+            count[v] = count.get(v, 0) + 1
+        return cls(count, user, {b.var: b.value for b in bindings})
+
+    def only_user(self, var: Any, op: str) -> Any:
+        """The binding that is ``var``'s only use, if it calls ``op``; else ``None``."""
+        nxt = self.user.get(var)
+        if self.count.get(var) == 1 and nxt is not None and _op_name(nxt.value) == op:
+            return nxt
+        return None
+
+
+def _bias_of(add: relax.Call, out: Any, uses: _Uses, channels: int) -> np.ndarray | None:
+    """The bias ``add`` adds to ``out`` (on either side), if it is a per-channel constant."""
+    lhs, rhs = add.args
+    other = rhs if lhs.same_as(out) else lhs if rhs.same_as(out) else None
+    return None if other is None else _channel_bias(other, uses.defs, channels)
+
+
+def _unit_at(index: int, binding: Any, uses: _Uses) -> ConvUnit | None:
+    """The conv unit starting at ``binding`` (a ``conv2d``), if it can take part in a merge."""
+    call = binding.value
+    a = call.attrs
+    x, w = call.args
+    weight = _const(w)
+    if (weight is None or int(a.groups) != 1 or str(a.data_layout) != "NCHW" or str(a.kernel_layout) != "OIHW"
+            or not isinstance(x, relax.Var) or _shape(binding.var) is None):
+        return None
+    chain = [binding.var]
+    bias = None
+    nxt = uses.only_user(chain[-1], "relax.add")
+    if nxt is not None:
+        bias = _bias_of(nxt.value, chain[-1], uses, weight.shape[0])
+        if bias is not None:
+            chain.append(nxt.var)
+    nxt = uses.only_user(chain[-1], "relax.nn.relu")
+    relu = nxt is not None
+    if relu:
+        chain.append(nxt.var)
+    shape = _shape(binding.var)
+    key = (x, tuple(int(s) for s in a.strides), tuple(int(d) for d in a.dilation), str(binding.var.ty.dtype),
+           str(a.out_dtype), shape[0], shape[2:], bias is not None, relu)
+    pad = tuple(int(p) for p in a.padding)
+    return ConvUnit(index, binding.var, chain[-1], tuple(chain), x, weight, bias, relu, pad, key,  # type: ignore[arg-type]
+                    w, a)
+
+
 def find_units(fn: relax.Function) -> list[ConvUnit]:
     """Every conv unit of ``fn``'s dataflow block that could take part in a merge."""
     block = next((b for b in fn.body.blocks if isinstance(b, relax.DataflowBlock)), None)
     if block is None:
         return []
     bindings = list(block.bindings)
-    uses: dict[Any, int] = {}
-    for b in bindings:
-        for v in relax.analysis.free_vars(b.value):
-            uses[v] = uses.get(v, 0) + 1
-    for v in relax.analysis.free_vars(fn.body.body):
-        uses[v] = uses.get(v, 0) + 1
-    user: dict[Any, Any] = {}
-    for b in bindings:
-        for v in relax.analysis.free_vars(b.value):
-            user[v] = b
+    uses = _Uses.of(bindings, fn.body.body)
     units = []
     for i, b in enumerate(bindings):
-        if _op_name(b.value) != "relax.nn.conv2d":
-            continue
-        call = b.value
-        a = call.attrs
-        x, w = call.args
-        weight = _const(w)
-        if weight is None or int(a.groups) != 1 or str(a.data_layout) != "NCHW" or str(a.kernel_layout) != "OIHW":
-            continue
-        if not isinstance(x, relax.Var) or not isinstance(b.var.ty, relax.TensorType):
-            continue
-        chain = [b.var]
-        out = b.var
-        bias = None
-        relu = False
-        nxt = user.get(out)
-        if uses.get(out) == 1 and nxt is not None and _op_name(nxt.value) == "relax.add" and nxt.value.args[0].same_as(out):
-            bvals = _const(nxt.value.args[1])
-            if bvals is not None and bvals.size == weight.shape[0] and bvals.shape in (
-                    (1, weight.shape[0], 1, 1), (weight.shape[0], 1, 1)):
-                bias = bvals.reshape(-1)
-                out = nxt.var
-                chain.append(out)
-                nxt = user.get(out)
-        if uses.get(out) == 1 and nxt is not None and _op_name(nxt.value) == "relax.nn.relu":
-            relu = True
-            out = nxt.var
-            chain.append(out)
-        shape = tuple(int(d) for d in b.var.ty.shape)
-        key = (x, tuple(int(s) for s in a.strides), tuple(int(d) for d in a.dilation), str(b.var.ty.dtype),
-               str(a.out_dtype), shape[0], shape[2:], bias is not None, relu)
-        pad = tuple(int(p) for p in a.padding)
-        units.append(ConvUnit(i, b.var, out, tuple(chain), x, weight, bias, relu, pad, key,  # type: ignore[arg-type]
-                              w, a))
+        if _op_name(b.value) == "relax.nn.conv2d":
+            unit = _unit_at(i, b, uses)
+            if unit is not None:
+                units.append(unit)
     return units
 
 
@@ -141,15 +228,6 @@ def mergeable(units: Sequence[ConvUnit]) -> bool:
             and len({id(u) for u in units}) == len(units) and _aligned_padding(units) is not None)
 
 
-def find_families(fn: relax.Function) -> list[list[ConvUnit]]:
-    """Units grouped by what must be equal to merge (same input, strides, ...); families of one
-    are dropped. Any subset of a family whose paddings align can merge."""
-    groups: dict[tuple, list[ConvUnit]] = {}
-    for u in find_units(fn):
-        groups.setdefault(u.key, []).append(u)
-    return [g for g in groups.values() if len(g) >= 2]
-
-
 def merged_weights(units: Sequence[ConvUnit]) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int, int, int]]:
     """Concatenated, centred zero-padded weights (and biases), and the merged padding."""
     aligned = _aligned_padding(units)
@@ -167,72 +245,6 @@ def merged_weights(units: Sequence[ConvUnit]) -> tuple[np.ndarray, np.ndarray | 
 def _out_dtype(attrs: Any) -> str | None:
     dt = attrs.out_dtype
     return None if dt is None or str(dt) in ("", "void") else str(dt)
-
-
-@mutator
-class _Rewriter(PyExprMutator):
-    def __init__(self, sets: list[list[ConvUnit]], mod: tvm.IRModule, attrs: dict) -> None:
-        super().__init__(mod)
-        self._attrs = attrs
-        self.first = {s[0].conv: s for s in sets}
-        self.drop = {v for s in sets for u in s for v in u.bindings}
-
-    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
-        var = binding.var
-        if var in self.first:
-            units = self.first[var]
-            weight, bias, padding = merged_weights(units)
-            a = self._attrs[var]  # strides / dilation / out_dtype are shared by the family
-            x = self.visit_expr(units[0].data)
-            dtype = str(units[0].weight.dtype)
-            y = self.builder_.emit(R.nn.conv2d(x, relax.const(weight, dtype), strides=list(a.strides), padding=list(padding),
-                                               dilation=list(a.dilation), out_dtype=_out_dtype(a)), "ios_merged")
-            if bias is not None:
-                y = self.builder_.emit(R.add(y, relax.const(bias.reshape(1, -1, 1, 1), dtype)))
-            if units[0].relu:
-                y = self.builder_.emit(R.nn.relu(y))
-            bounds = list(np.cumsum([u.channels for u in units])[:-1])
-            parts = self.builder_.emit(R.split(y, [int(b) for b in bounds], axis=1), "ios_split")
-            for k, u in enumerate(units):
-                part = self.builder_.emit(relax.TupleGetItem(parts, k))
-                self.set_var_remap(u.output, part)
-            return
-        if var in self.drop:
-            return
-        super().visit_var_binding_(binding)
-
-
-def merge_units(mod: tvm.IRModule, sets: Sequence[Sequence[ConvUnit]], func: str = "main") -> tvm.IRModule:
-    """Rewrite ``mod[func]``: each set of mergeable units becomes one conv + split.
-
-    ``sets`` must come from :func:`find_units` / :func:`find_families` on this same module, be
-    pairwise disjoint and each :func:`mergeable`.
-    """
-    sets = [sorted(s, key=lambda u: u.index) for s in sets if s]
-    seen: set[int] = set()
-    for s in sets:
-        if not mergeable(s):
-            raise ValueError(f"units {[u.conv.name for u in s]} cannot be merged")
-        for u in s:
-            if u.index in seen:
-                raise ValueError(f"unit {u.conv.name} is in two merge sets")
-            seen.add(u.index)
-    if not sets:
-        return mod
-    fn = mod[func]
-    block = next(b for b in fn.body.blocks if isinstance(b, relax.DataflowBlock))
-    attrs = {b.var: b.value.attrs for b in block.bindings if _op_name(b.value) == "relax.nn.conv2d"}
-    rw = _Rewriter([list(s) for s in sets], mod, attrs)
-    new_fn = rw.visit_expr(fn)
-    out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
-    out[func] = new_fn
-    return relax.transform.Normalize()(out)
-
-
-def merge_all(mod: tvm.IRModule, func: str = "main") -> tvm.IRModule:
-    """Merge every family whose members all align (a test and demo helper)."""
-    sets = [f for f in find_families(mod[func]) if mergeable(f)]
-    return merge_units(mod, sets, func)
 
 
 # -- merges at the level of the kernel graph --------------------------------------------------------
@@ -263,23 +275,41 @@ class NodeMerges:
         return out
 
 
+def _kernel_of(unit: ConvUnit, graph: Any) -> int | None:
+    """The node of ``graph`` computing exactly ``unit``: the only kernel with the unit's weight
+    constant among its arguments, called as ``(input, weight[, bias])`` with the unit's output."""
+    nodes = [i for i, b in enumerate(graph.bindings) if any(a.same_as(unit.weight_expr) for a in call_args(b.value))]
+    if len(nodes) != 1:
+        return None
+    n = graph.nodes[nodes[0]]
+    args = call_args(graph.bindings[nodes[0]].value)
+    want_inputs = 2 + (unit.bias is not None)
+    if (len(args) != want_inputs or len(n.inputs) != want_inputs or not args[1].same_as(unit.weight_expr)
+            or _const(args[0]) is not None):
+        return None  # the kernel does more (or less) than the unit, or takes its input elsewhere
+    if len(n.outputs) != 1 or n.outputs[0][0] != _shape(unit.output) or not re.fullmatch(_kernel_name(unit), n.kernel):
+        return None
+    return nodes[0]
+
+
+def _kernel_name(unit: ConvUnit) -> str:
+    """A pattern of the name of the kernel fusion makes of exactly ``unit``'s ops: FuseOps names
+    a fused kernel ``fused_`` + the names of the legalized ops (``conv2d``, ``add``, ``relu``, each
+    with a number when taken). A kernel also computing what follows the unit (a ``tanh`` after
+    the bias, ``add(y, y)`` after a bare conv) has other arguments or another name."""
+    ops = ["conv2d"] + ["add"] * (unit.bias is not None) + ["relu"] * unit.relu
+    name = "_".join(rf"{op}\d*" for op in ops)
+    return name if len(ops) == 1 else "fused_" + name
+
+
 def node_merges(mod: tvm.IRModule, graph: Any, func: str = "main") -> NodeMerges:
-    """Map the conv units of ``mod`` (before lowering) to the kernels of its ``graph``."""
-    units = find_units(mod[func])
-    if not units:
-        return NodeMerges({}, [])
+    """Map the conv units of ``mod`` (before lowering) to the kernels of its ``graph``
+    (``extract_graph(mod, target)``) and group them into families that could merge."""
     node_of: dict[int, ConvUnit] = {}
-    for u in units:
-        nodes = [i for i, b in enumerate(graph.bindings)
-                 if any(a.same_as(u.weight_expr) for a in call_args(b.value))]
-        if len(nodes) != 1:
-            continue
-        n = graph.nodes[nodes[0]]
-        want_inputs = 2 + (u.bias is not None)
-        out_shape = tuple(int(d) for d in u.output.ty.shape)
-        if len(n.inputs) != want_inputs or len(n.outputs) != 1 or n.outputs[0][0] != out_shape:
-            continue  # the kernel does more (or less) than the unit: leave it alone
-        node_of[nodes[0]] = u
+    for u in find_units(mod[func]):
+        node = _kernel_of(u, graph)
+        if node is not None:
+            node_of[node] = u
     fams: dict[tuple, list[int]] = {}
     for node, u in sorted(node_of.items()):
         fams.setdefault(u.key, []).append(node)
@@ -311,3 +341,107 @@ def merged_module(units: Sequence[ConvUnit], zero_weights: bool = False) -> tvm.
             out = bb.emit_output(bb.emit(R.split(y, bounds, axis=1)))
         bb.emit_func_output(out)
     return bb.get()
+
+
+# -- the rewrite, at lowering ---------------------------------------------------------------------------
+
+def splice_merges(mod: tvm.IRModule, schedule: Any, merges: NodeMerges,
+                  lower_mini: Callable[[tvm.IRModule], tvm.IRModule]) -> tuple[tvm.IRModule, Any]:
+    """Replace the kernels of each merge stage of ``schedule`` by one merged kernel (+ split), in
+    the fused module ``mod``, and translate the schedule to the new module's kernels.
+
+    Parameters
+    ----------
+    mod
+        The model after fusion (where :func:`ios_tvm.lower.lower_schedule` runs), ``main`` in
+        dataflow form.
+    schedule
+        A :class:`ios_tvm.schedule.Schedule` of ``mod``'s graph with merge stages.
+    merges
+        Which conv unit each kernel computes (:func:`node_merges`).
+    lower_mini
+        Lowers :func:`merged_module` with the very passes the model went through.
+
+    Returns
+    -------
+    tuple
+        ``(module, schedule)``. The merged kernels come first where the first merged kernel was;
+        the split's parts are bound to the *same* variables the old kernels defined, so nothing
+        else in the module changes. Their PrimFuncs are added as ``ios_merge{j}_{name}`` (``j``:
+        the merge stage's rank among the merge stages).
+    """
+    graph = extract_graph(mod, lowered=True)
+    schedule.validate(graph)
+    di = dataflow_index(mod)
+    bindings = list(mod["main"].body.blocks[di].bindings)
+    kernel_pos = [i for i, b in enumerate(bindings) if is_kernel_call(b.value)]
+    adder = relax.BlockBuilder(tvm.IRModule(dict(mod.functions), attrs=mod.attrs))
+    insert: dict[int, list[relax.Binding]] = {}
+    merged_kernels: list[list[relax.Var]] = []
+    for j, nodes in enumerate(schedule.merges):
+        nodes = sorted(nodes)
+        replaced = [bindings[kernel_pos[v]] for v in nodes]
+        out, kernels = _merged_bindings(j, [merges.units[v] for v in nodes], replaced, lower_mini, adder)
+        insert[kernel_pos[nodes[0]]] = out
+        insert.update({kernel_pos[v]: [] for v in nodes[1:]})
+        merged_kernels.append(kernels)
+    new_bindings: list[relax.Binding] = []
+    for i, b in enumerate(bindings):
+        new_bindings.extend(insert.get(i, [b]))
+    new_mod = relax.transform.Normalize()(replace_block(adder.get(), di, new_bindings))
+    return new_mod, _translate_schedule(schedule, graph, new_mod, merged_kernels)
+
+
+def _merged_bindings(j: int, units: list[ConvUnit], replaced: list[relax.VarBinding],
+                     lower_mini: Callable[[tvm.IRModule], tvm.IRModule], adder: relax.BlockBuilder
+                     ) -> tuple[list[relax.Binding], list[relax.Var]]:
+    """The bindings of merge stage ``j`` (the lowered :func:`merged_module` of ``units``, its
+    PrimFuncs added to ``adder``, then the ``replaced`` kernels' variables bound to the split's
+    parts), and the variables of its kernels."""
+    mini = lower_mini(merged_module(units))
+    gvs = {gv.name_hint: adder.add_func(f, f"ios_merge{j}_{gv.name_hint}")
+           for gv, f in mini.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
+    remap: dict[Any, Any] = {mini["main"].params[0]: call_args(replaced[0].value)[0]}
+    block = mini["main"].body.blocks[dataflow_index(mini)]
+    out: list[relax.Binding] = []
+    kernels = []
+    for b in block.bindings:
+        var = relax.DataflowVar(f"ios_m{j}_{b.var.name}", b.var.ty)
+        value = b.value
+        if is_kernel_call(value):
+            args = [remap.get(a, a) for a in call_args(value)]
+            out_ty = list(b.var.ty.fields) if isinstance(b.var.ty, relax.TupleType) else b.var.ty
+            value = relax.op.call_tir(gvs[value.args[0].name_hint], relax.Tuple(args), out_ty)
+            kernels.append(var)
+        else:  # the merged module is conv (+ bias) (+ relu) + split: kernels, then variables
+            assert isinstance(value, relax.Var), f"unexpected binding in a merged kernel: {value}"
+            value = remap[value]
+        remap[b.var] = var
+        out.append(relax.VarBinding(var, value))
+    split = remap[mini["main"].body.body]
+    out += [relax.VarBinding(old.var, relax.TupleGetItem(split, i)) for i, old in enumerate(replaced)]
+    return out, kernels
+
+
+def _translate_schedule(schedule: Any, graph: Any, new_mod: tvm.IRModule, merged_kernels: list[list[relax.Var]]
+                        ) -> Any:
+    """``schedule`` (of ``graph``) in the node ids of ``new_mod``: kept kernels found by their
+    variables, each merge stage becomes one group of its merged kernels."""
+    from .schedule import Schedule
+
+    new_graph = extract_graph(new_mod, lowered=True)
+    where = {_var_key(b.var): i for i, b in enumerate(new_graph.bindings)}
+    old_to_new = {v: where[_var_key(b.var)] for v, b in enumerate(graph.bindings) if _var_key(b.var) in where}
+    stages = []
+    merge_iter = iter(merged_kernels)
+    for st in schedule.stages:
+        if st.kind == "merge":
+            stages.append([[where[_var_key(v)] for v in next(merge_iter)]])
+        else:
+            stages.append([[old_to_new[v] for v in g] for g in st.groups])
+    return Schedule.from_stages(new_graph, stages, [st.latency for st in schedule.stages],
+                                {**schedule.meta, "merged_from": schedule.fingerprint})
+
+
+def _var_key(var: Any) -> Any:
+    return var.id_ if hasattr(var, "id_") else id(var)

@@ -7,7 +7,7 @@ from . import _ffi_api
 
 def library_path() -> str:
     """Path of the runtime library (give it to ``tvm.exec.rpc_server --load-library``)."""
-    return str(_ffi_api._LIB_DIR / _ffi_api._LIB_NAME)
+    return str(_ffi_api.LIB_PATH)
 
 
 def version() -> str:

@@ -15,7 +15,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from .stages import Dag, bits
+from .dag import Dag, bits
+from .stages import endings
 
 Groups = tuple[tuple[int, ...], ...]
 """A stage as the cost function sees it: groups of node ids, each in topological order."""
@@ -114,7 +115,7 @@ def dynamic_program(
         if state in best_cost:
             continue
         if ends is None:
-            ends = list(dag.endings(state, max_group_size, max_num_groups))
+            ends = list(endings(dag, state, max_group_size, max_num_groups))
             ends += [(~m, None) for m, d in merge_info if m & state == m and d & state == 0]
             missing = [(state & ~(e if e >= 0 else ~e), None) for e, _ in ends
                        if (state & ~(e if e >= 0 else ~e)) not in best_cost]
@@ -277,7 +278,7 @@ def candidate_stages(dag: Dag, max_group_size: int = 3, max_num_groups: int = 8)
     stages: dict[int, Groups] = {}
     while todo:
         state = todo.pop()
-        for e, groups in dag.endings(state, max_group_size, max_num_groups):
+        for e, groups in endings(dag, state, max_group_size, max_num_groups):
             if e not in stages:
                 stages[e] = _to_groups(dag, groups)
             rest = state & ~e

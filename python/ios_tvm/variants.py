@@ -29,6 +29,7 @@ from tvm import relax
 
 from .errors import ScheduleMismatchError
 from .graph import OpGraph, is_kernel_call
+from .ir import dataflow_index, replace_block
 from .target import target_key
 
 logger = logging.getLogger("ios_tvm")
@@ -186,19 +187,14 @@ def apply_database_and_variants(target: tvm.target.Target, tuned: bool,
     def _pass(mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
         copies: dict[str, tvm.tirx.PrimFunc] = {}
         if wanted:
-            block = _dataflow_block(mod)
             calls: dict[str, list[Any]] = {}
-            for b in block.bindings:
+            for b in mod["main"].body.blocks[dataflow_index(mod)].bindings:
                 if is_kernel_call(b.value):
                     calls.setdefault(b.var.name, []).append(b)
             for name, (kernel, trace) in wanted.items():
-                found = calls.get(name, [])
-                if len(found) != 1 or found[0].value.args[0].name_hint != kernel:
-                    raise ScheduleMismatchError(
-                        f"the schedule gives call {name!r} a variant of {kernel}, but the model has "
-                        f"{len(found)} kernel call(s) of that name" + (
-                            f" (calling {found[0].value.args[0].name_hint})" if len(found) == 1 else "")
-                        + ": the schedule was made for another model; re-run ios_tvm.optimize")
+                found = calls.get(name, [])  # variant_sites placed them on this very model
+                assert len(found) == 1 and found[0].value.args[0].name_hint == kernel, \
+                    f"call {name!r} of {kernel}: {len(found)} kernel calls of that name"
                 copies[name] = apply_trace(mod[kernel], trace, variant_of=kernel)
         if apply_db is not None:
             mod = apply_db(mod)
@@ -207,27 +203,15 @@ def apply_database_and_variants(target: tvm.target.Target, tuned: bool,
     return _pass
 
 
-def _dataflow_block(mod: tvm.IRModule) -> relax.DataflowBlock:
-    blocks = [b for b in mod["main"].body.blocks if isinstance(b, relax.DataflowBlock)]
-    if len(blocks) != 1:
-        raise ScheduleMismatchError(f"expected one dataflow block in main, found {len(blocks)}")
-    return blocks[0]
-
-
 def _redirect(mod: tvm.IRModule, copies: Mapping[str, tvm.tirx.PrimFunc]) -> tvm.IRModule:
     """Add each copy as a new kernel and point its call site at it."""
     bb = relax.BlockBuilder(tvm.IRModule(dict(mod.functions), attrs=mod.attrs))
     gvs = {name: bb.add_func(f, f"{f.attrs[VARIANT_ATTR]}_ios_variant") for name, f in copies.items()}
-    fn = mod["main"]
-    blocks = list(fn.body.blocks)
-    di = next(i for i, b in enumerate(blocks) if isinstance(b, relax.DataflowBlock))
+    di = dataflow_index(mod)
     new_bindings = []
-    for b in blocks[di].bindings:
+    for b in mod["main"].body.blocks[di].bindings:
         if is_kernel_call(b.value) and b.var.name in gvs:
             v = b.value
             b = relax.VarBinding(b.var, relax.Call(v.op, [gvs[b.var.name], *v.args[1:]], v.attrs, v.ty_args))
         new_bindings.append(b)
-    blocks[di] = relax.DataflowBlock(new_bindings)
-    out = bb.get()
-    out["main"] = relax.Function(fn.params, relax.SeqExpr(blocks, fn.body.body), fn.ret_ty, fn.is_pure, fn.attrs)
-    return out
+    return relax.transform.Normalize()(replace_block(bb.get(), di, new_bindings))

@@ -118,6 +118,8 @@ class RPCTimer:
         self._model: list[Any] = []  # the loaded model, per session
         self._args: list[list[list[Any]]] = []  # its kernels' arguments, per session and node
         self._nodes: Sequence[Any] = ()
+        self._flush_bytes = 0
+        self._scratch: list[list[Any]] = []  # per session: two buffers copied into each other
 
     def _connect(self) -> list[RemoteSession]:
         if not self.sessions:
@@ -134,11 +136,29 @@ class RPCTimer:
         arrays = node_arrays(nodes)
         self._args = [[sess.tensors(a) for a in arrays] for sess in self.sessions]
 
+    def flush_before_samples(self, nbytes: int) -> None:
+        self._flush_bytes = max(nbytes, 0)
+        self._scratch = []
+
+    def _sampled(self, worker: int, module: Any, kernels: Any) -> list[float]:
+        from .measure import _sampled
+
+        sess = self.sessions[worker]
+        flush = None
+        if self._flush_bytes:
+            if not self._scratch:
+                self._scratch = [[tvm.runtime.empty((self._flush_bytes // 4,), "float32", s.device) for _ in range(2)]
+                                 for s in self.sessions]
+            a, b = self._scratch[worker]
+            flush = lambda: a.copyto(b)  # noqa: E731
+        return _sampled(lambda warmup, repeat: sess.time(module, kernels, warmup, repeat), flush,
+                        self.warmup, self.repeat)
+
     def time(self, groups: Any, worker: int = 0, replace: Any = None) -> list[float]:
         if replace:
             raise NotImplementedError("kernel replacements are timed on this machine's device, not over RPC")
         kernels = [[(self._nodes[v].kernel, self._args[worker][v]) for v in g] for g in groups]
-        return self.sessions[worker].time(self._model[worker], kernels, self.warmup, self.repeat)
+        return self._sampled(worker, self._model[worker], kernels)
 
     def time_once(self, executable: Any, nodes: Sequence[Any], name: str) -> list[float]:
         from .measure import node_arrays
@@ -146,4 +166,4 @@ class RPCTimer:
         sess = self._connect()[0]
         module = sess.load(name, executable)
         kernels = [[(n.kernel, sess.tensors(a)) for n, a in zip(nodes, node_arrays(nodes))]]
-        return sess.time(module, kernels, self.warmup, self.repeat)
+        return self._sampled(0, module, kernels)

@@ -1,0 +1,117 @@
+"""Never slower than the simple schedules: time the candidates end to end, keep the fastest.
+
+The search is exact under its stage costs, and stage costs are measured one stage at a time; a
+whole run adds what no stage sees alone (the VM's dispatch between kernels, caches shared with the
+stages around it). So :func:`ios_tvm.optimize`, when it measures on the device, ends by building
+the sequential, the greedy and the IOS schedule and timing each end to end, in the launch mode of
+the build, and returns the fastest. The schedule's ``meta["end_to_end"]`` keeps every time, which
+one won, and by how much IOS lost when it did.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from .schedule import Schedule
+
+logger = logging.getLogger("ios_tvm")
+
+#: candidates in order of simplicity: a tie goes to the simpler schedule
+CANDIDATES = ("sequential", "greedy", "ios")
+
+
+@dataclass(frozen=True)
+class EndToEndConfig:
+    """How the candidates are timed end to end.
+
+    Attributes
+    ----------
+    number, repeat
+        ``repeat`` samples, each the mean of ``number`` runs (``time_evaluator``); the median
+        sample counts.
+    rtol, atol
+        The candidates' outputs must equal the sequential build's within these, or the guard
+        raises (a wrong schedule never wins on speed).
+    device_id
+        The GPU (CUDA targets).
+    """
+
+    number: int = 20
+    repeat: int = 5
+    rtol: float = 1e-4
+    atol: float = 1e-5
+    device_id: int = 0
+
+    def __post_init__(self) -> None:
+        if self.number < 1 or self.repeat < 1:
+            raise ValueError(f"need number >= 1 and repeat >= 1, got {self.number}, {self.repeat}")
+
+
+def pick_fastest(candidates: Mapping[str, Any], time_of: Callable[[str, Any], float]) -> tuple[str, dict[str, float]]:
+    """Time every candidate with ``time_of(label, candidate)`` (seconds); return the label of the
+    fastest and all times. Ties go to the candidate listed first."""
+    times = {label: float(time_of(label, c)) for label, c in candidates.items()}
+    best = min(times, key=lambda label: (times[label], list(times).index(label)))
+    return best, times
+
+
+def end_to_end_timer(mod: Any, target: Any, *, database: Any = "auto",
+                     config: EndToEndConfig = EndToEndConfig()) -> Callable[[str, Any], float]:
+    """``time_of(label, schedule)`` for :func:`pick_fastest`: builds ``mod`` with the schedule
+    (``"sequential"``: the unscheduled baseline), checks its output against the sequential
+    build's on one input, and returns the median end-to-end time on the target's device."""
+    import tvm
+    from tvm import relax
+
+    from .compiler import build
+    from .profiling import median, time_vm
+    from .target import require_device
+
+    device = require_device(target, config.device_id, "timing schedules end to end")
+    rng = np.random.default_rng(0)
+    inputs = []
+    fn = mod["main"]
+    num_input = int(fn.attrs["num_input"]) if fn.attrs is not None and "num_input" in fn.attrs else len(fn.params)
+    for p in fn.params[:num_input]:
+        inputs.append(tvm.runtime.tensor(rng.uniform(-1, 1, [int(d) for d in p.ty.shape.values])
+                                         .astype(str(p.ty.dtype)), device))
+    reference: list[Any] = []
+
+    def time_of(label: str, schedule: Any) -> float:
+        logger.info("ios_tvm: timing the %s schedule end to end", label)
+        ex = build(mod, target, None if label == "sequential" else schedule, database=database)
+        out = relax.VirtualMachine(ex, device)["main"](*inputs)
+        out = out.numpy() if hasattr(out, "numpy") else out[0].numpy()
+        if not reference:
+            reference.append(out)
+        np.testing.assert_allclose(out, reference[0], rtol=config.rtol, atol=config.atol,
+                                   err_msg=f"the {label} schedule's output differs from the sequential build's")
+        return median(time_vm(ex, device, inputs, number=config.number, repeat=config.repeat))
+
+    return time_of
+
+
+def keep_fastest(schedule: Schedule, graph: Any, cost_model: Any, max_num_groups: int,
+                 time_of: Callable[[str, Any], float]) -> Schedule:
+    """The fastest end to end of the sequential, greedy and IOS (``schedule``) schedules, with
+    the search's ``meta`` and ``meta["end_to_end"]``: ``times_s`` per candidate, ``chosen``, and
+    ``ios_slower_by`` (IOS's time over the best one's, minus 1; 0 when IOS won)."""
+    candidates = {"sequential": Schedule.sequential(graph, cost_model),
+                  "greedy": Schedule.greedy(graph, cost_model, max_num_groups),
+                  "ios": schedule}
+    best, times = pick_fastest(candidates, time_of)
+    chosen = candidates[best]
+    lost = times["ios"] / times[best] - 1.0
+    if best != "ios":
+        logger.warning("ios_tvm: the IOS schedule ran %.1f%% slower end to end than the %s schedule, which is "
+                       "returned instead (times in schedule.meta['end_to_end'])", 100 * lost, best)
+    meta = {**schedule.meta, "strategy": best,
+            "end_to_end": {"times_s": times, "chosen": best, "ios_slower_by": lost}}
+    out = Schedule(chosen.stages, chosen.fingerprint, chosen.node_names, chosen.kernels, chosen.edges, meta,
+                   dict(chosen.variants))
+    out.validate(graph)
+    return out

@@ -1,0 +1,65 @@
+"""Never slower than the simple schedules (ios_tvm.guard): the fastest candidate end to end wins."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import ios_tvm
+from ios_tvm import models
+from ios_tvm.cost import AnalyticCostModel
+from ios_tvm.cost.measure import MeasureConfig, MeasuredCostModel
+from ios_tvm.guard import EndToEndConfig, keep_fastest, pick_fastest
+
+CUDA = {"kind": "cuda", "arch": "sm_90"}
+
+
+@pytest.fixture(scope="module")
+def searched():
+    mod = models.get("googlenet", small=True)
+    graph = ios_tvm.extract_graph(mod, "llvm")
+    model = AnalyticCostModel.for_target(CUDA)
+    return graph, model, ios_tvm.optimize(mod, "llvm", graph=graph, cost_model=model, end_to_end=False)
+
+
+@pytest.mark.parametrize("fastest", ["sequential", "greedy", "ios"])
+def test_the_fastest_of_three_is_returned(searched, fastest):
+    graph, model, ios = searched
+    fake = {"sequential": 3.0, "greedy": 2.0, "ios": 1.0}
+    fake[fastest] = 0.5
+    asked = []
+
+    def time_of(label, schedule):
+        asked.append(label)
+        return fake[label]
+
+    out = keep_fastest(ios, graph, model, 8, time_of)
+    assert asked == ["sequential", "greedy", "ios"]
+    e2e = out.meta["end_to_end"]
+    assert e2e["chosen"] == fastest == out.meta["strategy"] and e2e["times_s"] == fake
+    want = {"sequential": ios_tvm.Schedule.sequential(graph), "greedy": ios_tvm.Schedule.greedy(graph, None, 8),
+            "ios": ios}[fastest]
+    assert out.as_lists() == want.as_lists()
+    assert e2e["ios_slower_by"] == pytest.approx(1.0 / 0.5 - 1 if fastest != "ios" else 0.0)
+    assert out.meta["stats"] == ios.meta["stats"]  # the search's record stays
+
+
+def test_ties_go_to_the_simpler_schedule():
+    assert pick_fastest({"sequential": 0, "greedy": 1, "ios": 2}, lambda label, c: 1.0)[0] == "sequential"
+    assert pick_fastest({"sequential": 0, "ios": 2}, lambda label, c: {"sequential": 2.0, "ios": 1.0}[label])[0] == "ios"
+    with pytest.raises(ValueError, match="number"):
+        EndToEndConfig(number=0)
+
+
+def test_measured_search_ends_with_end_to_end_times(tmp_path):
+    """On the device (here the CPU), a measured search times the three candidates end to end by
+    default, checks their outputs against sequential, and returns the fastest."""
+    mod = models.get("squeezenet", small=True)
+    mod = models.bind_params(mod, models.random_params(mod))
+    cm = MeasuredCostModel("llvm", MeasureConfig(warmup=1, repeat=2, cache_dir=tmp_path, progress=False))
+    sched = ios_tvm.optimize(mod, "llvm", cost_model=cm, end_to_end=EndToEndConfig(number=1, repeat=2))
+    e2e = sched.meta["end_to_end"]
+    assert set(e2e["times_s"]) == {"sequential", "greedy", "ios"} and min(e2e["times_s"].values()) > 0
+    assert e2e["times_s"][e2e["chosen"]] == min(e2e["times_s"].values()) and e2e["ios_slower_by"] >= 0
+    analytic = ios_tvm.optimize(mod, "llvm")  # predicted only: no device work by default
+    assert "end_to_end" not in analytic.meta and np.isfinite(analytic.latency)
