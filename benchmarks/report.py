@@ -1,5 +1,5 @@
-"""Render benchmark results (JSON from gpu_e2e.py, tuning.py, search_cost.py) as Markdown tables
-and, optionally, a speed-up chart.
+"""Render benchmark results (JSON from gpu_e2e.py, tuning.py, search_cost.py,
+calibrate_analytic.py) as Markdown tables and, optionally, a speed-up chart.
 
     python benchmarks/report.py benchmarks/results/*.json [--plot speedups.png]
 
@@ -70,6 +70,17 @@ def render_search(data: dict[str, Any], name: str) -> str:
     return f"### Search cost: {name}\n\n{env.get('cpus', '?')} CPUs, TVM {env.get('tvm', '?')}\n\n" + "\n".join(rows) + "\n"
 
 
+def render_calibration(data: dict[str, Any], name: str) -> str:
+    """Kernel latencies timed for the analytic cost model (``calibrate_analytic.py``)."""
+    rows = ["| model | kernels | kernels summed (ms) | end to end (ms) | multi-group stages timed |",
+            "|---|---:|---:|---:|---:|"]
+    for r in data["models"]:
+        rows.append(f"| {r['model']}{' small' if r.get('small') else ''} | {len(r['kernels'])} | "
+                    f"{r['sum_of_kernels_s'] * 1e3:.3f} | {r['end_to_end_s'] * 1e3:.3f} | {len(r.get('stages', []))} |")
+    return (f"### Kernel latencies for the analytic model: {name}\n\n{_where(data.get('provenance', {}))}\n\n"
+            + "\n".join(rows) + "\n")
+
+
 def plot(speedups: dict[str, dict[str, float]], path: Path) -> Path:
     import matplotlib
 
@@ -108,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         stamp = time.strftime("%Y-%m-%d", time.gmtime(f.stat().st_mtime))
         name = f"{f.name}, {stamp}"
-        if "models" in data and "provenance" in data:
+        if isinstance(data.get("models"), list) and "settings" in data:
+            out.append(render_calibration(data, name))
+        elif "models" in data and "provenance" in data:
             text, speedups = render_e2e(data, name)
             out.append(text)
             all_speedups.update({f"{m}": s for m, s in speedups.items()})

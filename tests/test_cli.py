@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
 
@@ -16,8 +19,16 @@ def test_demo_on_a_small_model():
     p = run("demo", "--model", "squeezenet", "--small", "--target", "llvm")
     assert p.returncode == 0, p.stderr
     assert "stage 0" in p.stdout.replace("  ", " ")
-    for word in ("sequential", "greedy", "IOS", "candidate stages"):
+    for word in ("sequential", "greedy", "IOS", "candidate stages", "how far to trust it"):
         assert word in p.stdout
+    # what it waits for is said as it starts, with the time since the start
+    for step in ("loading squeezenet (small) (64x64, batch 1)", "building the sequential model for llvm",
+                 "building the IOS-scheduled model", "timing the sequential model"):
+        assert re.search(r"ios-tvm: \[ *[0-9.]+ s\] " + re.escape(step), p.stderr), (step, p.stderr)
+    # and predicted against measured, with the model's known error
+    assert re.search(r"the analytic cost model predicted [0-9.]+ ms for the sequential schedule \(cpu-\d+core\); "
+                     r"this machine ran it [0-9.]+x (slower|faster) than predicted", p.stdout), p.stdout
+    assert "its known error: calibrated on untuned TVM kernels" in p.stdout
 
 
 def test_optimize_then_show(tmp_path):
@@ -28,27 +39,41 @@ def test_optimize_then_show(tmp_path):
     data = json.loads(out.read_text())
     assert data["meta"]["search"]["max_group_size"] == 2
     assert all(len(s["groups"]) <= 4 for s in data["stages"])
+    assert data["meta"]["prediction"]["cost_model"] == "analytic"
+    assert "H200" in data["meta"]["prediction"]["known_error"]
     p = run("show", str(out), "--all")
     assert p.returncode == 0, p.stderr
     assert len(p.stdout.splitlines()) == 1 + len(data["stages"])
+    assert "(predicted, analytic cost model), for cuda sm_90" in p.stdout.splitlines()[0]
 
 
-def test_user_mistakes_are_one_line_errors(tmp_path):
-    for args, match in [
-        (("optimize", "resnet"), "unknown model"),
-        (("optimize", "squeezenet", "--small", "-r", "0"), "max_group_size"),
-        (("optimize", "squeezenet", "--target", "{bad"), "JSON"),
-        (("optimize", "squeezenet", "--small", "--target", "llvm", "--variants", "2", "--database", "none"),
-         "tuning database"),
-        (("show", str(tmp_path / "none.json")), "no schedule file"),
-    ]:
+def test_mistakes_through_the_entry_point(tmp_path):
+    """The process exits with main's status: 2 for a mistake (one line), 2 for argparse's own."""
+    for args, match in [(("optimize", "resnet"), "unknown model"),
+                        (("bench", "squeezenet", "--repeat", "0"), "--repeat: must be >= 1")]:
         p = run(*args, cwd=tmp_path)
         assert p.returncode == 2, (args, p.stdout, p.stderr)
-        assert match in p.stderr and "Traceback" not in p.stderr
-    bad = tmp_path / "bad.json"
-    bad.write_text("{")
-    p = run("show", str(bad))
-    assert p.returncode == 2 and "corrupt" in p.stderr
+        assert p.stderr.strip().splitlines()[-1].startswith("ios-tvm: error:") and match in p.stderr
+        assert "Traceback" not in p.stderr
+
+
+def test_ctrl_c_during_a_measured_search(tmp_path):
+    """SIGINT while the search measures (building or timing): one line, exit status 130."""
+    env = dict(os.environ, IOS_TVM_CACHE_DIR=str(tmp_path / "cache"))
+    proc = subprocess.Popen([sys.executable, "-m", "ios_tvm", "optimize", "googlenet", "--small", "--target", "llvm",
+                             "--cost-model", "measure", "-o", str(tmp_path / "s.json")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    seen = []
+    for line in proc.stderr:  # wait for the estimate: the measuring starts right after it
+        seen.append(line)
+        if "distinct candidate stages" in line:
+            break
+    assert re.search(r"measuring \d+ distinct candidate stages .* takes about", "".join(seen)), seen
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert err.splitlines() == [("ios-tvm: interrupted while measuring stage costs. Stage costs measured so far "
+                                 "are kept in the stage cache: the same command resumes from them.")], err
 
 
 def test_models_lists_the_zoo():
@@ -98,3 +123,6 @@ def test_bench_and_onnx_input(tmp_path):
     assert all(k in p.stdout for k in ("sequential", "greedy", "IOS", "outputs equal"))
     p = run("optimize", str(tmp_path / "missing.onnx"))
     assert p.returncode == 2 and "no ONNX file" in p.stderr
+    p = run("bench", str(onnx_path), "--target", "llvm", "--repeat", "1")
+    assert p.returncode == 0, p.stderr
+    assert "outputs equal" in p.stdout

@@ -121,8 +121,9 @@ ZOO_FAMILIES = {
 def test_zoo_cnns_get_merge_stages_and_match(name, free_merges):
     """Merge stages on the zoo's CNNs as TVM imports them (bias through a reshape), at 64x64.
 
-    GoogLeNet's merges are the analytic model's own choice for a 2-core CPU; for SqueezeNet it
-    never merges (see ``free_merges``), so the search runs with merges made cheap. The merged
+    The search runs with merges made cheap (``free_merges``): on a 2-core CPU merging does not pay
+    (measured: GoogLeNet's 1x1 merges run 0.96-1.04x as fast as their kernels apart, SqueezeNet's
+    1x1 + 3x3 merges half as fast), and the calibrated analytic model no longer picks them. The merged
     model equals the sequential build to float32 rounding (the zero-padded taps add exact zeros;
     rtol 1e-5) and onnxruntime to 1e-4: both sum long float32 reductions in their own orders
     over some sixty layers (differences of a few 1e-6 here), far below what a wrong merge does.
@@ -133,8 +134,7 @@ def test_zoo_cnns_get_merge_stages_and_match(name, free_merges):
     blob = {"squeezenet1.0": squeezenet1_0, "inception_v1": inception_v1}[name](size)
     mod = from_onnx(onnx.load_from_string(blob), keep_params_in_input=False)
     graph = ios_tvm.extract_graph(mod, "llvm")
-    cost_model = None if name == "inception_v1" else free_merges
-    sched = ios_tvm.optimize(mod, {"kind": "llvm", "num-cores": 2}, graph=graph, cost_model=cost_model,
+    sched = ios_tvm.optimize(mod, {"kind": "llvm", "num-cores": 2}, graph=graph, cost_model=free_merges,
                              search=SearchConfig(strategy="both"))
 
     merges = graph.merges
@@ -142,8 +142,7 @@ def test_zoo_cnns_get_merge_stages_and_match(name, free_merges):
         == ZOO_FAMILIES[name]
     assert len(merges.candidates()) == sum(2 ** len(f) - len(f) - 1 for f in merges.families)  # 8, 36
     assert sched.merges and all(any(set(m) <= set(f) for f in merges.families) for m in sched.merges)
-    if cost_model is free_merges:  # cheap merges: every fire module's expand layers merge
-        assert sorted(map(sorted, sched.merges)) == merges.families
+    assert sorted(map(sorted, sched.merges)) == merges.families  # cheap merges: every family merges whole
 
     x = np.random.default_rng(1).uniform(-1, 1, (1, 3, size, size)).astype(np.float32)
 

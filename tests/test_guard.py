@@ -72,3 +72,18 @@ def test_measured_search_ends_with_end_to_end_times(tmp_path, monkeypatch):
     assert record["measure"]["launch"] == "kernels" and record["measure"]["cache_state"] == "hot"
     analytic = ios_tvm.optimize(mod, "llvm")  # predicted only: no device work by default
     assert "end_to_end" not in analytic.meta and np.isfinite(analytic.latency)
+
+
+def test_the_cli_report_shows_measured_against_predicted(searched):
+    from ios_tvm.cli import _report
+
+    graph, model, ios = searched
+    times = {"sequential": 3e-3, "greedy": 2e-3, "ios": 2.5e-3}
+    out = keep_fastest(ios, graph, model, 8, lambda label, c: times[label])
+    out.meta["model"] = {"name": "googlenet"}
+    text = _report(out, 1.0)
+    assert "measured end to end (kernel launches)" in text
+    rows = {line.split()[0]: line for line in text.split("end to end")[-1].splitlines()[1:4]}
+    assert "2.0000 ms" in rows["greedy"] and rows["greedy"].endswith("<- kept") and "kept" not in rows["ios"]
+    assert f"IOS        {out.meta['end_to_end']['predicted_s']['ios'] * 1e3:9.4f} ms" in text  # the search's own
+    assert "IOS ran 25.0% slower than greedy" in text

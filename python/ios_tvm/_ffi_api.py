@@ -13,6 +13,8 @@ from pathlib import Path
 
 import tvm_ffi
 
+from .errors import MissingDependencyError
+
 _LIB_NAME = {"win32": "ios_tvm_runtime.dll", "darwin": "libios_tvm_runtime.dylib"}.get(
     sys.platform, "libios_tvm_runtime.so"
 )
@@ -35,7 +37,7 @@ def _load():
     path = _find()
     if path is None:
         looked = ", ".join(str(d / "lib") for d in _package_dirs())
-        raise ImportError(
+        raise MissingDependencyError(
             f"ios_tvm's runtime library ({_LIB_NAME}) is missing (looked in {looked}). Install the package "
             "with `pip install .` (it builds src/ with CMake), or build it in place with "
             "`cmake -S . -B build && cmake --build build`."

@@ -7,64 +7,230 @@
     ios-tvm bench inception_v3            sequential vs greedy vs IOS, end to end, this machine
     ios-tvm show s.json [--png s.png]
     ios-tvm models
+
+How it fails: a mistake of the user (an ``ios_tvm.errors.IosTvmError``, or a bad option that
+argparse finds) is one ``ios-tvm: error: ...`` line and exit status 2; Ctrl-C is one line and
+exit status 130 (a measured search keeps what it measured, so the same command resumes); anything
+else is a bug, shown with its traceback and one line asking to report it (exit status 1). While it
+works, each step it waits on is announced on stderr with the seconds since the start.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import logging
+import os
+import signal
 import sys
 import time
-from typing import Sequence
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ios_tvm.errors import (InputFileError, InvalidArgumentError, IosTvmError, MemoryPlanError,
+                            MissingDependencyError, MissingFileError, ScheduleMismatchError, UnsupportedModelError)
+
+
+# -- what the command is doing (progress lines, interruption) ---------------------------------
+@dataclass
+class _State:
+    start: float = 0.0
+    phase: str = "starting"
+    interrupted: bool = False
+    measuring: bool = False  #: the search measures stage costs (a resumable cache)
+
+    def reset(self) -> None:
+        self.__dict__.update(_State().__dict__)
+        self.start = time.perf_counter()
+
+
+_STATE = _State()
+
+
+def _say(what: str, phase: str | None = None) -> None:
+    """Announce a step on stderr (``ios-tvm: [  3.1 s] what``) and remember it (or ``phase``, a
+    shorter name of it) for Ctrl-C."""
+    _STATE.phase = phase or what
+    print(f"ios-tvm: [{time.perf_counter() - _STATE.start:6.1f} s] {what}", file=sys.stderr, flush=True)
+
+
+def _on_interrupt(signum: int, frame: Any) -> None:
+    """SIGINT: remember it (TVM may turn the ``KeyboardInterrupt`` into another error on its
+    way out of C++), then interrupt as Python does."""
+    _STATE.interrupted = True
+    raise KeyboardInterrupt
+
+
+def _interrupted() -> int:
+    resume = (" Stage costs measured so far are kept in the stage cache: the same command resumes from them."
+              if _STATE.measuring else "")
+    print(f"ios-tvm: interrupted while {_STATE.phase}.{resume}", file=sys.stderr, flush=True)
+    return 130
+
+
+def _versions() -> str:
+    import platform
+
+    import ios_tvm
+
+    parts = [f"ios_tvm {ios_tvm.__version__}"]
+    for module in ("tvm", "tvm_ffi"):
+        try:
+            parts.append(f"{module} {__import__(module).__version__}")
+        except Exception:  # noqa: BLE001 - reporting a bug must not fail on a broken install
+            parts.append(f"{module} (not importable)")
+    parts.append(f"Python {platform.python_version()} on {platform.platform()}")
+    return ", ".join(parts)
+
+
+class _LogToStderr(logging.Handler):
+    """ios_tvm's log records as ``ios-tvm: [warning: ]message`` lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        for prefix in ("ios_tvm.tune: ", "ios_tvm: "):
+            msg = msg.removeprefix(prefix)
+        level = "warning: " if record.levelno >= logging.WARNING else ""
+        print(f"ios-tvm: {level}{msg}", file=sys.stderr, flush=True)
+
+
+# -- argument checks --------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its mistakes as one ``ios-tvm: error:`` line (exit status 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"ios-tvm: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def _parse_shape(item: str) -> tuple[str, list[int]]:
+    """``NAME=D0,D1,...`` of ``--input-shape``."""
+    name, eq, dims = item.partition("=")
+    try:
+        shape = [int(d) for d in dims.split(",")]
+    except ValueError:
+        shape = []
+    if not eq or not name.strip() or not shape:
+        raise InvalidArgumentError(f"--input-shape wants NAME=D0,D1,... (e.g. data=1,3,224,224), got {item!r}")
+    if min(shape) < 1:
+        raise InvalidArgumentError(f"--input-shape {item}: every dimension must be >= 1")
+    return name.strip(), shape
+
+
+def _input_shapes(args: argparse.Namespace) -> dict[str, list[int]]:
+    shapes: dict[str, list[int]] = {}
+    for item in args.input_shape or []:
+        name, shape = _parse_shape(item)
+        if name in shapes:
+            raise InvalidArgumentError(f"--input-shape gives {name} twice")
+        shapes[name] = shape
+    return shapes
+
+
+def _check_output(path: str | None, default: str) -> Path:
+    """Where ``-o`` writes, checked before any work is done: not a directory, and writable."""
+    out = Path(path or default)
+    if out.is_dir():
+        raise InvalidArgumentError(f"-o {out} is a directory: give a file name, e.g. -o {out / default}")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise InvalidArgumentError(f"-o {out}: cannot write in {parent}")
+    return out
+
+
+def _is_onnx(args: argparse.Namespace) -> bool:
+    return str(args.model).lower().endswith(".onnx")
 
 
 def _target(args: argparse.Namespace):
-    """``--target``: ``auto`` (this machine), a name, a tag or JSON."""
-    from ios_tvm.target import resolve_target
+    """``--target``: ``auto`` (this machine), a name, a tag or JSON; checked to be one ios_tvm
+    builds for."""
+    from ios_tvm.target import device_type_of, resolve_target
 
-    return resolve_target(args.target)
+    target = resolve_target(args.target)
+    device_type_of(target)  # TargetError for kinds without a runtime (opencl, c, ...)
+    if getattr(args, "cuda_graph", False) and target.kind.name != "cuda":
+        from ios_tvm.errors import CUDAGraphError
+
+        raise CUDAGraphError(f"--cuda-graph replays CUDA kernels and needs a CUDA target, not {target.kind.name!r}: "
+                             "drop --cuda-graph or give --target cuda")
+    return target
 
 
-def _model_kwargs(args: argparse.Namespace) -> dict:
-    kwargs: dict = {"batch_size": args.batch_size}
+def _target_name(target: Any) -> str:
+    from ios_tvm.schedule import target_kind_arch
+
+    kind, arch = target_kind_arch(target)
+    return f"{kind} {arch}" if arch else kind
+
+
+def _database(args: argparse.Namespace):
+    return None if str(args.database).lower() == "none" else args.database
+
+
+def _check_database(args: argparse.Namespace, target: Any) -> None:
+    """A ``--database`` directory must hold a database (reads never create one); ``--variants``
+    needs one."""
+    from ios_tvm.errors import DatabaseError
+    from ios_tvm.tuning import resolve_database
+
+    db = resolve_database(_database(args), target)
+    if getattr(args, "variants", 0) and db is None:
+        raise DatabaseError("--variants K picks among the kernel schedules of a tuning database, and there is "
+                            f"none{' for this target' if _database(args) else ''}: tune first (ios_tvm.tune) and "
+                            "pass --database DIR")
+
+
+# -- the model ----------------------------------------------------------------------------------
+def _zoo_kwargs(args: argparse.Namespace) -> dict:
+    """``models.get`` keyword arguments from --batch-size / --image-size / --small / --input-shape."""
+    from ios_tvm import models
+
+    shapes = _input_shapes(args)
+    kwargs: dict = {"batch_size": 1 if args.batch_size is None else args.batch_size}
     if args.small:
         kwargs["small"] = True
     if args.image_size is not None:
         kwargs["image_size"] = args.image_size
+    if shapes:
+        if list(shapes) != ["data"]:
+            raise InvalidArgumentError(f"zoo model {args.model} has one input, data; --input-shape names "
+                                       f"{', '.join(n for n in shapes if n != 'data')}")
+        wanted = models.shape_kwargs(args.model, shapes["data"])
+        for key, flag in (("batch_size", "--batch-size"), ("image_size", "--image-size")):
+            given = args.batch_size if key == "batch_size" else args.image_size
+            if given is not None and given != wanted[key]:
+                raise InvalidArgumentError(f"--input-shape data={','.join(map(str, shapes['data']))} and "
+                                           f"{flag} {given} disagree; give one of them")
+        kwargs.update(wanted)
     return kwargs
 
 
-def _add_variants_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--variants", type=int, default=0, metavar="K",
-                   help="after the search, try the K best schedules the tuning database holds for "
-                        "each kernel of every concurrent stage and keep what runs the stage faster "
-                        "(measured on the device; needs --database); 0: off (default)")
-
-
-def _add_model_args(p: argparse.ArgumentParser, default_model: str | None) -> None:
-    if default_model is None:
-        p.add_argument("model", help="zoo model name (see `ios-tvm models`) or an .onnx file")
-        p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
-                       help="static shape for an ONNX input with dynamic dimensions (repeatable)")
-    else:
-        p.add_argument("--model", default=default_model, help=f"zoo model name (default {default_model})")
-    p.add_argument("--target", default="auto",
-                   help="TVM target: 'auto' (this machine's GPU, else CPU), 'llvm', 'cuda', or JSON "
-                        "such as '{\"kind\": \"cuda\", \"arch\": \"sm_90\"}'")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--image-size", type=int, default=None, help="input resolution (default: the paper's)")
-    p.add_argument("--small", action="store_true", help="the reduced test-size version of the model")
-    p.add_argument("-r", "--max-group-size", type=int, default=3, help="most kernels per stream per stage (3)")
-    p.add_argument("-s", "--max-num-groups", type=int, default=8, help="most concurrent streams per stage (8)")
-    p.add_argument("--max-block-size", type=int, default=16, help="split blocks larger than this (16)")
-    p.add_argument("--strategy", choices=["concurrent", "merge", "both"], default="both",
-                   help="stages of concurrent groups, merged convolutions, or both (default)")
-    p.add_argument("--database", default="auto",
-                   help="MetaSchedule tuning database directory for the kernels; 'auto' (default): "
-                        "the one shipped for the target's architecture, if any; 'none': untuned")
-    p.add_argument("--cost-model", default=None,
-                   help="stage costs: 'measure' (time the stages on the device; default for a CUDA "
-                        "target with its GPU present) or 'analytic' (a roofline prediction; default "
-                        "otherwise)")
+def _model_meta(args: argparse.Namespace, mod: Any) -> dict:
+    """What the schedule records about the model it was made for."""
+    shapes = {p.name: [int(d) for d in p.ty.shape] for p in mod["main"].params}
+    if _is_onnx(args):
+        return {"name": args.model, "inputs": shapes, "weights": "from the file"}
+    kwargs = _zoo_kwargs(args)
+    return {"name": args.model, **kwargs, "inputs": shapes, "weights": "random, seed 0"}
 
 
 def _load_model(args: argparse.Namespace):
@@ -72,65 +238,181 @@ def _load_model(args: argparse.Namespace):
     needs them) or an ONNX file (its weights as constants)."""
     from ios_tvm import models
 
-    name = args.model
-    if name.endswith(".onnx"):
-        from pathlib import Path
-
-        if not Path(name).is_file():
-            raise FileNotFoundError(f"no ONNX file at {name}")
-        try:
-            import onnx
-            from tvm.relax.frontend.onnx import from_onnx
-        except ImportError as err:
-            raise ValueError(f"reading ONNX needs the onnx package: pip install onnx ({err})") from None
-        shapes = {}
-        for item in args.input_shape or []:
-            key, _, dims = item.partition("=")
-            try:
-                shapes[key] = [int(d) for d in dims.split(",")]
-            except ValueError:
-                raise ValueError(f"--input-shape wants NAME=D0,D1,..., got {item!r}") from None
-        return from_onnx(onnx.load(name), shape_dict=shapes or None, keep_params_in_input=False)
-    mod = models.get(name, **_model_kwargs(args))
+    if _is_onnx(args):
+        given = [flag for flag, value in (("--batch-size", args.batch_size), ("--image-size", args.image_size),
+                                          ("--small", args.small or None)) if value is not None]
+        if given:
+            raise InvalidArgumentError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to zoo models "
+                                       "only; an ONNX model's input shapes come "
+                                       "from the file, or from --input-shape NAME=D0,D1,... where it leaves them open")
+        return _load_onnx(args.model, _input_shapes(args))
+    mod = models.get(args.model, **_zoo_kwargs(args))
     return models.bind_params(mod, models.random_params(mod))
+
+
+def _onnx_dims(value_info: Any) -> list[int | str | None]:
+    """Declared dimensions of an ONNX graph input: ints, names of symbolic ones, ``None`` unknown."""
+    dims: list[int | str | None] = []
+    for d in value_info.type.tensor_type.shape.dim:
+        if d.HasField("dim_value") and d.dim_value > 0:
+            dims.append(int(d.dim_value))
+        else:
+            dims.append(d.dim_param or None)
+    return dims
+
+
+def _load_onnx(path: str, shapes: dict[str, list[int]]):
+    """An ONNX file as a Relax module, its inputs' shapes checked against ``--input-shape``."""
+    import warnings
+
+    file = Path(path)
+    if not file.exists():
+        raise MissingFileError(f"no ONNX file at {path}")
+    if file.is_dir():
+        raise InputFileError(f"{path} is a directory, not an ONNX file")
+    try:
+        import onnx
+        from google.protobuf.message import DecodeError
+    except ImportError:
+        raise MissingDependencyError("reading ONNX models needs the onnx package, an optional extra of ios_tvm: "
+                                     "pip install onnx (or pip install '.[onnx]' in the source tree)") from None
+    try:
+        model = onnx.load(str(file))
+    except OSError as err:
+        raise InputFileError(f"cannot read {path}: {err.strerror or err}") from None
+    except (DecodeError, ValueError, UnicodeDecodeError) as err:
+        raise InputFileError(f"{path} is not an ONNX model: it does not parse as one ({str(err).strip() or type(err).__name__}); "
+                             "is it truncated, or another format?") from None
+    if not model.graph.node:
+        raise InputFileError(f"{path} is not an ONNX model: it parses, but holds no graph (an empty or foreign file?)")
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = {vi.name: _onnx_dims(vi) for vi in model.graph.input if vi.name not in initializers}
+
+    def show(dims: list) -> str:
+        return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+
+    for name, shape in shapes.items():
+        if name not in inputs:
+            listed = "; ".join(f"{n} {show(d)}" for n, d in inputs.items())
+            raise InvalidArgumentError(f"--input-shape names {name}, which is not an input of {path} (its inputs: {listed})")
+        declared = inputs[name]
+        if declared and len(declared) != len(shape):
+            raise InvalidArgumentError(f"--input-shape {name}={','.join(map(str, shape))} has {len(shape)} dimensions; "
+                                       f"input {name} of {path} has {len(declared)}: {show(declared)}")
+        for i, (want, have) in enumerate(zip(shape, declared)):
+            if isinstance(have, int) and have != want:
+                raise InvalidArgumentError(f"--input-shape {name}={','.join(map(str, shape))}: dimension {i} of input "
+                                           f"{name} is fixed to {have} by {path}")
+    for name, declared in inputs.items():
+        if name not in shapes and (not declared or any(not isinstance(d, int) for d in declared)):
+            example = ",".join(str(d) if isinstance(d, int) else "1" for d in declared) or "D0,D1,..."
+            what = f"has dynamic dimensions {show(declared)}" if declared else "declares no shape"
+            raise InvalidArgumentError(f"input {name} of {path} {what}, and ios_tvm schedules static shapes: give "
+                                       f"them, e.g. --input-shape {name}={example}")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as err:  # noqa: BLE001 - onnx's checker raises several types
+        logging.getLogger("ios_tvm").warning("ios_tvm: onnx's checker reports on %s: %s (importing anyway, as TVM does)",
+                                             path, str(err).strip().splitlines()[0])
+    import tvm
+    from tvm.relax.frontend.onnx import from_onnx
+
+    # TVM's importer warns with onnx's checker (reported above) and prints the operator it failed on
+    # (the error below says it): neither is for the user
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"tvm\.relax\.frontend\.onnx")
+        try:
+            return from_onnx(model, shape_dict=shapes or None, keep_params_in_input=False)
+        except tvm.error.OpNotImplemented as err:
+            raise UnsupportedModelError(f"TVM's ONNX importer cannot import {path}: "
+                                        f"{str(err).strip().splitlines()[-1]}") from None
+        except Exception as err:  # noqa: BLE001 - TVM's importer on a file it was given: the model's problem
+            given = " with --input-shape " + " ".join(f"{n}={','.join(map(str, d))}" for n, d in shapes.items())
+            raise UnsupportedModelError(
+                f"TVM's ONNX importer failed on {path}{given} ({type(err).__name__}: "
+                f"{(str(err).strip().splitlines() or [''])[-1]}): check the input shapes against the model's, "
+                "or the model uses an operator TVM cannot import") from None
+
+
+def _model_inputs(mod: Any) -> list:
+    """Deterministic random arrays for every parameter of ``main`` (zeros for integer inputs)."""
+    import numpy as np
+
+    from ios_tvm.cost.measure import random_array
+
+    rng = np.random.default_rng(0)
+    return [random_array(rng, tuple(int(d) for d in p.ty.shape), str(p.ty.dtype)) for p in mod["main"].params]
+
+
+# -- the commands ---------------------------------------------------------------------------------
+def _what(args: argparse.Namespace) -> str:
+    if _is_onnx(args):
+        return args.model
+    kwargs = _zoo_kwargs(args)
+    from ios_tvm import models
+
+    size = models.image_size_of(args.model, **kwargs)
+    return f"{args.model}{' (small)' if kwargs.get('small') else ''} ({size}x{size}, batch {kwargs['batch_size']})"
 
 
 def _optimize(args: argparse.Namespace):
     import ios_tvm
+    from ios_tvm.cost import default_cost_model_name
 
     target = _target(args)
-    mod = _load_model(args)
+    _check_database(args, target)
     config = ios_tvm.SearchConfig(args.max_group_size, args.max_num_groups, args.max_block_size, args.strategy)
+    what = _what(args)
+    _say(f"loading {what}")
+    mod = _load_model(args)
+    cost = args.cost_model or default_cost_model_name(target)
+    _STATE.measuring = cost == "measure"
+    _say(f"lowering it for {_target_name(target)} and searching its stages ({cost} cost model"
+         f"{': each candidate stage is timed on the device' if _STATE.measuring else ''})",
+         "measuring stage costs" if _STATE.measuring else "searching stages")
     t0 = time.perf_counter()
-    sched = ios_tvm.optimize(mod, target, search=config, cost_model=args.cost_model, database=_database(args))
+    sched = ios_tvm.optimize(mod, target, search=config, cost_model=cost, database=_database(args),
+                             cuda_graph=args.cuda_graph)
     if getattr(args, "variants", 0):
+        _say(f"trying the {args.variants} best kernel schedules of each concurrent stage's kernels (measured)")
         sched = ios_tvm.select_variants(mod, target, sched, database=_database(args), top_k=args.variants)
-    weights = "from the file" if args.model.endswith(".onnx") else "random, seed 0"
-    sched.meta["model"] = {"name": args.model, **_model_kwargs(args), "weights": weights}
+    sched.meta["model"] = _model_meta(args, mod)
     return sched, time.perf_counter() - t0, mod
-
-
-def _database(args: argparse.Namespace):
-    return None if str(args.database).lower() == "none" else args.database
 
 
 def _report(sched, elapsed: float) -> str:
     meta = sched.meta
     stats = meta["stats"]
     base = meta["baselines_s"]
-    ios = sched.latency or 0.0
+    # the search's IOS prediction (the schedule written may be a simpler one that ran faster)
+    ios = (meta.get("end_to_end") or {}).get("predicted_s", {}).get("ios") or sched.latency or 0.0
+    prediction = meta.get("prediction", {})
+    measured = meta["cost_model"] == "measure"
     lines = [
-        f"model {meta['model']['name']}  target {meta['target']}",
+        f"model {meta['model']['name']}  target {_target_name(meta['target'])}",
         f"graph: {sched.num_nodes} kernels, {stats['blocks']} blocks; search: {stats['states']} states, "
         f"{stats['transitions']} transitions, {stats['stages']} candidate stages, {elapsed:.2f} s in all",
         "",
-        f"{'measured stage' if meta['cost_model'] == 'measure' else 'predicted'} latency "
-        f"({meta['cost_model']} cost model):",
+        f"{'measured stage' if measured else 'predicted'} latency ({meta['cost_model']} cost model"
+        f"{', ' + prediction['device'] if prediction.get('device') else ''}):",
         f"  sequential {base['sequential'] * 1e3:9.4f} ms   1.00x",
         f"  greedy     {base['greedy'] * 1e3:9.4f} ms   {base['sequential'] / base['greedy']:.2f}x",
         f"  IOS        {ios * 1e3:9.4f} ms   {base['sequential'] / ios:.2f}x"
         f"   ({len(sched.merges)} merge stages, strategy {meta['search']['strategy']})",
     ]
+    if prediction.get("known_error"):
+        lines.append(f"  how far to trust it: {prediction['known_error']}")
+    if "end_to_end" in meta:  # the guard built and timed the candidates
+        e2e = meta["end_to_end"]
+        lines += ["", f"measured end to end ({'CUDA graph' if _timed_as_graph(meta) else 'kernel launches'}), "
+                      "against the stage costs' prediction:"]
+        for label in ("sequential", "greedy", "ios"):
+            t, pred = e2e["times_s"][label], e2e["predicted_s"].get(label)
+            vs = f"   predicted {pred * 1e3:9.4f} ms ({t / pred:.2f}x)" if pred else ""
+            lines.append(f"  {label:10} {t * 1e3:9.4f} ms{vs}{'   <- kept' if label == e2e['chosen'] else ''}")
+        if e2e["chosen"] != "ios":
+            lines.append(f"  IOS ran {e2e['ios_slower_by'] * 100:.1f}% slower than {e2e['chosen']}, so the "
+                         f"{e2e['chosen']} schedule is written instead")
     if "variants" in meta:
         v = meta["variants"]
         lines.append(f"  kernel variants: {v['call_sites']} call sites of {v['stages_tried']} concurrent stages "
@@ -139,33 +421,98 @@ def _report(sched, elapsed: float) -> str:
     return "\n".join(lines)
 
 
+def _timed_as_graph(meta: dict) -> bool:
+    """Whether the schedule's stages were timed as CUDA graphs."""
+    return (meta.get("measure") or {}).get("launch") == "graph"
+
+
+def _prepare_streams(sched: Any) -> None:
+    """Let this process's runtime run the schedule's widest stage (demo, bench)."""
+    from ios_tvm import runtime
+
+    if sched is not None and sched.max_streams > runtime.pool_size():
+        runtime.set_pool_size(sched.max_streams)
+
+
+def _build(mod: Any, target: Any, sched: Any, args: argparse.Namespace, label: str, num_kernels: int | None = None):
+    import ios_tvm
+
+    from ios_tvm.tuning import resolve_database
+
+    kernels = f"{num_kernels} kernels" if num_kernels else "the kernels"
+    tuned = resolve_database(_database(args), target) is not None
+    _say(f"building the {label} model for {_target_name(target)} (TVM compiles {kernels}, "
+         f"{'with the tuning database' if tuned else 'untuned'})")
+    return ios_tvm.build(mod, target, sched, database=_database(args), cuda_graph=args.cuda_graph)
+
+
+def _time(ex: Any, dev: Any, inputs: list, target: Any, repeat: int, label: str, expect_s: float | None) -> float:
+    from ios_tvm.profiling import median, time_vm
+
+    number = 20 if target.kind.name == "cuda" else 1
+    hint = f", about {expect_s * number * (repeat + 1):.0f} s predicted" if expect_s and expect_s * number * repeat > 2 else ""
+    _say(f"timing the {label} model ({repeat} x {number} runs{hint})")
+    return median(time_vm(ex, dev, inputs, number=number, repeat=repeat))
+
+
+def _explain(sched: Any, seq_measured: float, target: Any) -> list[str]:
+    """Predicted against measured, in words: which cost model predicted, how far off it was,
+    and what the known error of that model is."""
+    meta = sched.meta
+    predicted = meta["baselines_s"]["sequential"]
+    note = meta.get("prediction", {})
+    ratio = seq_measured / predicted
+    off = f"{ratio:.2f}x slower than" if ratio >= 1 else f"{1 / ratio:.2f}x faster than"
+    lines = []
+    if meta["cost_model"] == "measure":
+        lines.append(f"predicted vs measured: the sum of the measured stage latencies is {predicted * 1e3:.4f} ms for "
+                     f"the sequential schedule; end to end ran {off} that (end to end adds the gaps between "
+                     "kernel launches and the VM's own work).")
+    else:
+        lines.append(f"predicted vs measured: the {meta['cost_model']} cost model predicted "
+                     f"{predicted * 1e3:.4f} ms for the sequential schedule ({note.get('device', 'its device')}); "
+                     f"this machine ran it {off} predicted.")
+        if note.get("known_error"):
+            lines.append(f"  its known error: {note['known_error']}.")
+        if not 0.5 <= ratio <= 2.0:
+            lines.append("  that is outside the known error: this machine (or its load, or tuned kernels) differs from "
+                         "what the model was calibrated on; --cost-model measure costs stages on this machine.")
+    if target.kind.name != "cuda":
+        lines.append("  on a CPU the groups of a stage run one after another, so IOS gains only from merged "
+                     "convolutions and kernel order here; its concurrency pays off on a GPU.")
+    return lines
+
+
 def _measure_end_to_end(sched, mod, args) -> str:
     """Build the sequential and the IOS model, check they agree, time both end to end."""
     import numpy as np
     import tvm
     from tvm import relax
 
-    import ios_tvm
-    from ios_tvm import models
-    from ios_tvm.profiling import median, time_vm
     from ios_tvm.target import device_of
 
     target = _target(args)
     dev = device_of(target)
     if not dev.exist:
         return f"(not run: {dev} is not present on this machine)"
-    data = models.random_input(mod)
-    seq_ex = ios_tvm.build(mod, target, database=_database(args))
-    ios_ex = ios_tvm.build(mod, target, sched, database=_database(args))
-    outs = [relax.VirtualMachine(ex, dev)["main"](tvm.runtime.tensor(data, dev)).numpy() for ex in (seq_ex, ios_ex)]
+    _prepare_streams(sched)
+    inputs = _model_inputs(mod)
+    seq_ex = _build(mod, target, None, args, "sequential", sched.num_nodes)
+    ios_ex = _build(mod, target, sched, args, "IOS-scheduled", sched.num_nodes)
+    _say("running both once to check their outputs agree")
+    outs = []
+    for ex in (seq_ex, ios_ex):
+        out = relax.VirtualMachine(ex, dev)["main"](*[tvm.runtime.tensor(x, dev) for x in inputs])
+        outs.append(out.numpy())
     np.testing.assert_allclose(outs[1], outs[0], rtol=1e-4, atol=1e-5)
-    number = 20 if target.kind.name == "cuda" else 1
-    seq = median(time_vm(seq_ex, dev, [data], number=number, repeat=args.repeat))
-    ios = median(time_vm(ios_ex, dev, [data], number=number, repeat=args.repeat))
+    base = sched.meta["baselines_s"]
+    seq = _time(seq_ex, dev, inputs, target, args.repeat, "sequential", base["sequential"])
+    ios = _time(ios_ex, dev, inputs, target, args.repeat, "IOS-scheduled", sched.latency)
     return "\n".join([
         f"measured end to end on {dev} (median of {args.repeat}; outputs equal):",
         f"  sequential {seq * 1e3:9.4f} ms   1.00x",
         f"  IOS        {ios * 1e3:9.4f} ms   {seq / ios:.2f}x",
+        *_explain(sched, seq, target),
     ])
 
 
@@ -175,48 +522,95 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print()
     print(_report(sched, elapsed), flush=True)
     if not args.no_run:
+        text = _measure_end_to_end(sched, mod, args)
         print()
-        print(_measure_end_to_end(sched, mod, args))
+        print(text)
+    _say("done")
     return 0
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:
+    out = _check_output(args.output, f"{Path(args.model).name.removesuffix('.onnx')}.schedule.json")
     sched, elapsed, _ = _optimize(args)
-    out = args.output or f"{args.model}.schedule.json"
     sched.save(out)
     print(_report(sched, elapsed))
     print(f"\nschedule written to {out}")
     return 0
 
 
+def _check_figure_path(path: str) -> Path:
+    try:
+        import matplotlib  # noqa: F401
+        from matplotlib.figure import Figure
+    except ImportError:
+        from ios_tvm.viz import MATPLOTLIB_MISSING
+
+        raise MissingDependencyError(MATPLOTLIB_MISSING) from None
+    out = Path(path)
+    formats = Figure().canvas.get_supported_filetypes()
+    if out.suffix.lstrip(".").lower() not in formats:
+        raise InvalidArgumentError(f"--png {path}: name the picture with one of the extensions "
+                                   f"{', '.join('.' + f for f in sorted(formats))} (it picks the format)")
+    return _check_output(path, "schedule.png")
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from ios_tvm.schedule import Schedule
 
+    png = _check_figure_path(args.png) if args.png else None
     sched = Schedule.load(args.schedule)
     print(sched.to_text(max_stages=None if args.all else 40))
-    if args.png:
+    if png is not None:
         from ios_tvm.viz import gantt
 
-        print(f"Gantt chart written to {gantt(sched, args.png)}")
+        print(f"Gantt chart written to {gantt(sched, png)}")
     return 0
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     import ios_tvm
+    from ios_tvm import runtime
     from ios_tvm.schedule import Schedule
 
+    out = _check_output(args.output, f"{Path(args.model).name.removesuffix('.onnx')}.so")
     target = _target(args)
+    _check_database(args, target)
+    _say(f"loading {_what(args)}")
     mod = _load_model(args)
-    sched = None
+    sched = graph = None
     if args.schedule:
-        sched = Schedule.load(args.schedule, ios_tvm.extract_graph(mod, target))
-    ex = ios_tvm.build(mod, target, sched, database=_database(args), cuda_graph=args.cuda_graph)
-    out = args.output or f"{args.model.rsplit('/', 1)[-1].removesuffix('.onnx')}.so"
-    ex.export_library(out)
+        _say(f"lowering it for {_target_name(target)} to check the schedule")
+        graph = ios_tvm.extract_graph(mod, target)
+        sched = Schedule.load(args.schedule)  # format errors first
+        try:
+            sched.validate(graph)
+            sched.check_target(target)
+        except ScheduleMismatchError as err:
+            raise ScheduleMismatchError(f"{args.schedule}{_made_for(sched)}: {err}") from None
+        if sched.max_streams > runtime.pool_size():
+            raise ScheduleMismatchError(
+                f"{args.schedule} runs up to {sched.max_streams} concurrent streams and the runtime's stream pool "
+                f"holds {runtime.pool_size()}: re-create it with -s {runtime.pool_size()} (or, in Python, call "
+                f"ios_tvm.runtime.set_pool_size({sched.max_streams}) before building and before running it)")
+    ex = _build(mod, target, sched, args, "sequential" if sched is None else "IOS-scheduled",
+                None if graph is None else len(graph.nodes))
+    _say(f"writing {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ex.export_library(str(out))
     what = "sequential (no schedule)" if sched is None else sched.summary()
     print(f"{out}: {what}; load it with tvm.runtime.load_module and relax.VirtualMachine "
           "(import ios_tvm first: the library calls its runtime)")
     return 0
+
+
+def _made_for(sched: Any) -> str:
+    """`` (made for squeezenet, inputs data [1, 3, 64, 64])``: what ``ios-tvm optimize`` recorded."""
+    made = sched.meta.get("model")
+    if not isinstance(made, dict) or "name" not in made:
+        return ""
+    inputs = made.get("inputs")
+    shapes = f", inputs {'; '.join(f'{n} {d}' for n, d in inputs.items())}" if isinstance(inputs, dict) else ""
+    return f" (made for {made['name']}{shapes})"
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -225,41 +619,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from tvm import relax
 
     import ios_tvm
-    from ios_tvm.profiling import median, time_vm
     from ios_tvm.schedule import Schedule
     from ios_tvm.target import require_device
 
     target = _target(args)
     dev = require_device(target, 0, "ios-tvm bench (it runs the model)")
     sched, _, mod = _optimize(args)
-    from ios_tvm import models
-
-    data = models.random_input(mod) if not args.model.endswith(".onnx") else _onnx_input(mod)
+    inputs = _model_inputs(mod)
     graph = ios_tvm.extract_graph(mod, target)
     schedules = {"sequential": None, "greedy": Schedule.greedy(graph, max_num_groups=args.max_num_groups),
                  "IOS": sched}
-    number = 20 if target.kind.name == "cuda" else 1
     ref = None
     rows = []
     for label, s in schedules.items():
-        ex = ios_tvm.build(mod, target, s, database=_database(args), cuda_graph=args.cuda_graph)
-        out = relax.VirtualMachine(ex, dev)["main"](tvm.runtime.tensor(data, dev)).numpy()
+        _prepare_streams(s)
+        ex = _build(mod, target, s, args, label, len(graph.nodes))
+        out = relax.VirtualMachine(ex, dev)["main"](*[tvm.runtime.tensor(x, dev) for x in inputs]).numpy()
         ref = out if ref is None else ref
         np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
-        rows.append((label, median(time_vm(ex, dev, [data], number=number, repeat=args.repeat))))
+        rows.append((label, _time(ex, dev, inputs, target, args.repeat, label, None)))
     base = rows[0][1]
     print(f"{args.model} on {dev} (median of {args.repeat}; outputs equal):")
     for label, t in rows:
         print(f"  {label:10} {t * 1e3:9.4f} ms   {base / t:.2f}x")
     return 0
-
-
-def _onnx_input(mod):
-    import numpy as np
-
-    p = mod["main"].params[0]
-    shape = tuple(int(d) for d in p.ty.shape)
-    return np.random.default_rng(0).uniform(-1, 1, size=shape).astype(str(p.ty.dtype))
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -270,17 +653,58 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_variants_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--variants", type=_int_at_least(0), default=0, metavar="K",
+                   help="after the search, try the K best schedules the tuning database holds for "
+                        "each kernel of every concurrent stage and keep what runs the stage faster "
+                        "(measured on the device; needs --database); 0: off (default)")
+
+
+def _add_model_args(p: argparse.ArgumentParser, default_model: str | None) -> None:
+    if default_model is None:
+        p.add_argument("model", help="zoo model name (see `ios-tvm models`) or an .onnx file")
+    else:
+        p.add_argument("--model", default=default_model, help=f"zoo model name or .onnx file (default {default_model})")
+    p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
+                   help="static shape of a model input (repeatable): for an ONNX file, its inputs with dynamic "
+                        "dimensions; for a zoo model, data=N,3,S,S (batch N, image size S)")
+    p.add_argument("--target", default="auto",
+                   help="TVM target: 'auto' (this machine's GPU, else CPU), 'llvm', 'cuda', or JSON "
+                        "such as '{\"kind\": \"cuda\", \"arch\": \"sm_90\"}'")
+    p.add_argument("--batch-size", type=_int_at_least(1), default=None, help="zoo models: batch size (1)")
+    p.add_argument("--image-size", type=_int_at_least(1), default=None,
+                   help="zoo models: input resolution (default: the paper's)")
+    p.add_argument("--small", action="store_true", help="zoo models: the reduced test-size version")
+    p.add_argument("-r", "--max-group-size", type=_int_at_least(1), default=3,
+                   help="most kernels per stream per stage (3)")
+    p.add_argument("-s", "--max-num-groups", type=_int_at_least(1), default=8,
+                   help="most concurrent streams per stage (8)")
+    p.add_argument("--max-block-size", type=_int_at_least(1), default=16, help="split blocks larger than this (16)")
+    p.add_argument("--strategy", choices=["concurrent", "merge", "both"], default="both",
+                   help="stages of concurrent groups, merged convolutions, or both (default)")
+    p.add_argument("--database", default="auto",
+                   help="MetaSchedule tuning database directory for the kernels (made by ios_tvm.tune); "
+                        "'auto' (default): the one shipped for the target's architecture, if any; 'none': untuned")
+    p.add_argument("--cost-model", choices=["measure", "analytic"], default=None,
+                   help="stage costs: 'measure' (time the stages on the device; default for a CUDA "
+                        "target with its GPU present) or 'analytic' (a roofline prediction; default "
+                        "otherwise)")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="the model runs as one CUDA graph (CUDA targets): builds replay the whole run as a graph, "
+                        "and measured stage costs time each stage as a graph")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ios-tvm", description=(
+    parser = _Parser(prog="ios-tvm", description=(
         "Inter-operator scheduling for TVM Relax models: find the kernels that can run "
         "concurrently and the stages to run them in."))
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("demo", help="optimize a zoo model for this machine and print the schedule")
     _add_model_args(p, "inception_v3")
-    p.add_argument("--stages", type=int, default=30, help="stages to print (30)")
+    p.add_argument("--stages", type=_int_at_least(0), default=30, help="stages to print (30)")
     _add_variants_arg(p)
     p.add_argument("--no-run", action="store_true", help="only search; do not build and time the model")
-    p.add_argument("--repeat", type=int, default=3, help="end-to-end timing samples (3)")
+    p.add_argument("--repeat", type=_int_at_least(1), default=3, help="end-to-end timing samples (3)")
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("optimize", help="optimize a zoo model and write its schedule as JSON")
     _add_model_args(p, None)
@@ -291,33 +715,74 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p, None)
     p.add_argument("--schedule", help="schedule JSON from `ios-tvm optimize` (default: sequential)")
     p.add_argument("-o", "--output", help="library path (default MODEL.so)")
-    p.add_argument("--cuda-graph", action="store_true", help="replay the run as one CUDA graph (CUDA targets)")
     p.set_defaults(func=cmd_build)
     p = sub.add_parser("bench", help="time sequential, greedy and IOS side by side on this machine")
     _add_model_args(p, None)
-    p.add_argument("--repeat", type=int, default=5, help="timing samples per schedule (5)")
-    p.add_argument("--cuda-graph", action="store_true", help="run every schedule as one CUDA graph (CUDA targets)")
+    p.add_argument("--repeat", type=_int_at_least(1), default=5, help="timing samples per schedule (5)")
     _add_variants_arg(p)
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("show", help="print a schedule file (and draw it)")
     p.add_argument("schedule")
     p.add_argument("--all", action="store_true", help="every stage, not the first 40")
-    p.add_argument("--png", help="also draw a Gantt chart to this file (PNG/SVG/PDF)")
+    p.add_argument("--png", help="also draw a Gantt chart to this file (PNG/SVG/PDF; needs matplotlib)")
     p.set_defaults(func=cmd_show)
     p = sub.add_parser("models", help="list the zoo models")
     p.set_defaults(func=cmd_models)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from ios_tvm.errors import IosTvmError
+def _bug() -> int:
+    """The exception being handled is a bug: its traceback, and one line asking to report it."""
+    traceback.print_exc()
+    print(f"ios-tvm: internal error while {_STATE.phase}: this is a bug in ios_tvm (or TVM), not a mistake of "
+          f"yours. Please report it with the command line, the traceback above and these versions: "
+          f"{_versions()}", file=sys.stderr, flush=True)
+    return 1
 
+
+def _error_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return f"ios-tvm: error: {text}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2: a mistake, 130: interrupted, 1: a bug)."""
+    args = build_parser().parse_args(argv)  # argparse's mistakes: one line, exit status 2
+    _STATE.reset()
+    previous = signal.signal(signal.SIGINT, _on_interrupt) if _is_main_thread() else None
+    log = logging.getLogger("ios_tvm")
+    handler = _LogToStderr(logging.INFO)
+    old_level, old_propagate = log.level, log.propagate
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
     try:
         return int(args.func(args) or 0)
-    except (IosTvmError, ValueError, FileNotFoundError, NotImplementedError, RuntimeError, ImportError) as err:
-        print(f"ios-tvm: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return _interrupted()
+    except IosTvmError as err:
+        if _STATE.interrupted:
+            return _interrupted()
+        if isinstance(err, MemoryPlanError):  # the CLI always builds with keep-alive: a bug of the lowering
+            return _bug()
+        print(_error_line(err), file=sys.stderr, flush=True)
         return 2
+    except Exception:  # noqa: BLE001 - anything else is a bug: show it whole
+        if _STATE.interrupted:  # TVM turned the KeyboardInterrupt into another error
+            return _interrupted()
+        return _bug()
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old_level)
+        log.propagate = old_propagate
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _is_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

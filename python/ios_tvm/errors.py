@@ -1,12 +1,63 @@
-"""Errors ios_tvm raises for bad input and missing devices; each message says what is wrong and
-what to do. The input errors are ``ValueError``s (callers that catch ``ValueError`` keep
-working); :class:`DeviceNotFoundError` is a ``RuntimeError``."""
+"""Errors ios_tvm raises for mistakes a user can fix; each message says what is wrong and what to do.
+
+Every one is an :class:`IosTvmError`. The ``ios-tvm`` command line turns these (and only these,
+besides argparse's own) into one ``ios-tvm: error: ...`` line and exit status 2; anything else
+that escapes is a bug of ios_tvm (or of TVM) and is shown with its traceback and a request to
+report it. Internal invariants are ``assert`` statements, not these types.
+
+Each error also derives from the standard exception a caller would have caught before it existed
+(``ValueError`` for bad input, ``FileNotFoundError`` for a missing file, ``ImportError`` for a
+missing optional package, ``RuntimeError`` for a missing device), so such callers keep working.
+
+============================  ==================================================================
+type                          raised for
+============================  ==================================================================
+InvalidArgumentError          an argument or option value ios_tvm cannot use (a size <= 0, an
+                              input shape of the wrong rank, an output path that is a directory)
+TargetError                   not a TVM target, or a target kind ios_tvm has no runtime for
+InputFileError                a file that is not what it should be (not ONNX, truncated)
+MissingFileError              a file or directory that does not exist (also FileNotFoundError)
+DatabaseError                 a tuning database directory that does not exist, holds none, or is corrupt
+MissingDependencyError        an optional package that is not installed (also ImportError)
+UnsupportedModelError         a model ios_tvm cannot schedule (dynamic shapes, control flow)
+ScheduleFormatError           a corrupt schedule file or an unknown format version
+ScheduleMismatchError         a schedule made for another model or target, or not valid for it
+DeviceNotFoundError           the target's device is not on this machine (also RuntimeError)
+MemoryPlanError               a scheduled build's memory plan lets concurrent groups share storage
+                              (``keep_alive=False``; with keep-alive, a bug of ios_tvm's lowering)
+PipelineError                 TVM's pass pipeline is not the one ios_tvm was written for
+============================  ==================================================================
+"""
 
 from __future__ import annotations
 
 
 class IosTvmError(Exception):
-    """Base class of ios_tvm's own errors."""
+    """Base class of ios_tvm's own errors: a mistake of the caller, with what to do in the message."""
+
+
+class InvalidArgumentError(IosTvmError, ValueError):
+    """An argument or option value ios_tvm cannot use."""
+
+
+class TargetError(IosTvmError, ValueError):
+    """Not a valid TVM target, or a target kind ios_tvm does not build for (only cuda and llvm)."""
+
+
+class InputFileError(IosTvmError, ValueError):
+    """A file that is not what it should be: not an ONNX model, truncated, unreadable."""
+
+
+class MissingFileError(InputFileError, FileNotFoundError):
+    """A file or directory the call names does not exist."""
+
+
+class DatabaseError(IosTvmError, ValueError):
+    """A tuning database was named that does not exist or cannot be read (reads never create one)."""
+
+
+class MissingDependencyError(IosTvmError, ImportError):
+    """An optional package a feature needs is not installed; the message names the pip extra."""
 
 
 class UnsupportedModelError(IosTvmError, ValueError):
@@ -15,7 +66,7 @@ class UnsupportedModelError(IosTvmError, ValueError):
 
 
 class ScheduleMismatchError(IosTvmError, ValueError):
-    """A schedule was made for another model, or is not a valid schedule of this one."""
+    """A schedule was made for another model or target, or is not a valid schedule of this one."""
 
 
 class ScheduleFormatError(IosTvmError, ValueError):

@@ -59,10 +59,13 @@ def _static_shape(ty: Any, what: str) -> tuple[int, ...] | None:
     dims = []
     for d in ty.shape.values:
         if not isinstance(d, tvm.tirx.IntImm):
+            symbols = {str(v.name): 1 for v in tvm.tirx.analysis.undefined_vars(d)} if isinstance(d, tvm.ir.expr.Expr) else {}
+            example = ",".join(str(int(x)) if isinstance(x, tvm.tirx.IntImm) else "1" for x in ty.shape.values)
             raise UnsupportedModelError(
                 f"{what} has a dynamic shape {ty.shape}; ios_tvm schedules static-shape models "
-                "only: bind the symbolic dimensions first, e.g. "
-                "relax.transform.BindSymbolicVars({'n': 1})(mod)")
+                f"only: bind the symbolic dimensions first, e.g. relax.transform.BindSymbolicVars("
+                f"{symbols or {'n': 1}})(mod) in Python, or give the input a static shape on the command line "
+                f"(ios-tvm ... --input-shape NAME={example})")
         dims.append(int(d))
     return tuple(dims)
 
@@ -197,6 +200,20 @@ def _tensor_infos(expr_or_ty: Any, what: str) -> list[tuple[tuple[int, ...], str
     return []
 
 
+def _describe(value: Any) -> str:
+    """What a binding computes, for messages: the op, packed function or kernel it calls."""
+    if isinstance(value, relax.Call):
+        if isinstance(value.op, tvm.ir.Op) and value.op.name in _KERNEL_OPS and value.args:
+            callee = value.args[0]
+            if isinstance(callee, relax.ExternFunc):
+                return str(callee.global_symbol)
+            if isinstance(callee, tvm.ir.GlobalVar):
+                return callee.name_hint
+        if isinstance(value.op, tvm.ir.Op):
+            return value.op.name
+    return type(value).__name__
+
+
 def _nbytes(infos: list[tuple[tuple[int, ...], str]]) -> int:
     return sum(tensor_bytes(shape, dtype) for shape, dtype in infos)
 
@@ -244,7 +261,11 @@ def extract_graph(mod: tvm.IRModule, target: str | dict | tvm.target.Target | No
         value = b.value
         if isinstance(b, relax.MatchCast):
             raise UnsupportedModelError(
-                f"binding {b.var.name!r} is a match_cast; ios_tvm schedules static-shape models only")
+                f"binding {b.var.name!r} gets its shape {getattr(b.ty, 'shape', None) or b.ty} from the "
+                f"data at run time (a match_cast of {_describe(value)}): ios_tvm schedules static-shape models "
+                "only, and operators whose output shape depends on values (NonZero, Unique, a Reshape or "
+                "Expand to a computed shape, ...) make it dynamic; remove such operators or give them a "
+                "static output shape")
         used = relax.analysis.free_vars(value)
         srcs: frozenset[int] = frozenset().union(*(producers.get(v, frozenset()) for v in used)) if used else frozenset()
         if not is_kernel_call(value):

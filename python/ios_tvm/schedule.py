@@ -9,6 +9,8 @@ A schedule is plain data (no TVM objects) and round-trips through JSON::
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -16,12 +18,43 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import search
-from .errors import ScheduleFormatError, ScheduleMismatchError
+from .errors import (InputFileError, InvalidArgumentError, MissingFileError, ScheduleFormatError,
+                     ScheduleMismatchError)
+
+logger = logging.getLogger("ios_tvm")
 
 FORMAT = "ios_tvm.schedule"
 FORMAT_VERSION = 2  #: written when a schedule has kernel variants; version 1 (none) otherwise
 READ_VERSIONS = (1, 2)
 STAGE_KINDS = ("concurrent", "merge")
+
+#: what to do with a schedule that does not fit, for API and command-line users alike
+RECREATE = ("re-create it for this model (Python: ios_tvm.optimize(mod, target); command line: "
+            "ios-tvm optimize MODEL -o FILE) with the target, batch size and input shape it will run with")
+
+
+def target_kind_arch(target: Any) -> tuple[str, str | None]:
+    """``(kind, arch)`` of a target as schedules record it (``meta["target"]``: the target's JSON
+    text, e.g. ``'{"kind": "cuda", "arch": "sm_90", ...}'``, or an older plain string such as
+    ``"llvm -num-cores=2"``), or of a ``tvm.target.Target`` / dict / name. ``arch`` is the CUDA
+    architecture (``None`` for CPUs and when unknown)."""
+    if hasattr(target, "kind") and hasattr(target, "attrs"):  # a tvm.target.Target
+        kind = str(target.kind.name)
+        arch = target.attrs.get("arch") if kind == "cuda" else None
+        return kind, None if arch is None else str(arch)
+    if isinstance(target, str):
+        text = target.strip()
+        if text.startswith("{"):
+            try:
+                target = json.loads(text)
+            except json.JSONDecodeError:
+                raise ScheduleFormatError(f"corrupt schedule: its target {text!r} is not valid JSON") from None
+        else:
+            return (text.split()[0] if text else ""), None
+    if isinstance(target, dict) and isinstance(target.get("kind"), str):
+        arch = target.get("arch") if target["kind"] == "cuda" else None
+        return target["kind"], None if arch is None else str(arch)
+    raise ScheduleFormatError(f"corrupt schedule: its target {target!r} names no target kind")
 
 
 @dataclass
@@ -184,16 +217,47 @@ class Schedule:
                 raise ScheduleMismatchError(f"kernel variant for node {v} has no trace (list) or rank (int)")
 
     def check_graph(self, graph: Any) -> None:
-        """Raise :class:`ScheduleMismatchError` if the schedule was made for another graph."""
+        """Raise :class:`ScheduleMismatchError` if the schedule was made for another graph (or its
+        kernels and edges were edited since)."""
         if graph.fingerprint != self.fingerprint:
             raise ScheduleMismatchError(
                 f"this schedule was made for another model (schedule fingerprint {self.fingerprint}, "
                 f"model fingerprint {graph.fingerprint}; the schedule has {self.num_nodes} kernels, "
-                f"the model {len(graph.nodes)}). Re-run ios_tvm.optimize for this model, with the "
-                "same target and batch size it will run with")
+                f"the model {len(graph.nodes)}): {RECREATE}")
+        if [(n.name, n.kernel) for n in graph.nodes] != list(zip(self.node_names, self.kernels)) \
+                or len(self.node_names) != len(self.kernels):
+            raise ScheduleMismatchError("the schedule's kernels differ from the model's although the "
+                                        f"fingerprints match: the schedule file was edited; {RECREATE}")
         if sorted(map(tuple, graph.edges)) != sorted(map(tuple, self.edges)):
             raise ScheduleMismatchError("the schedule's edges differ from the model's although the "
-                                        "fingerprints match: the schedule file was edited")
+                                        f"fingerprints match: the schedule file was edited; {RECREATE}")
+
+    def check_target(self, target: Any) -> None:
+        """Refuse to run this schedule for ``target`` when it was made for another kind of target.
+
+        The stages were chosen with the costs of the target the schedule was made for
+        (``meta["target"]``): a schedule made for a CUDA GPU says nothing about a CPU, and the
+        reverse. Another CUDA architecture is allowed with a warning (the stages still run, but
+        were costed on other hardware). Schedules that record no target (older files) pass.
+
+        Raises
+        ------
+        ScheduleMismatchError
+            The target kinds differ.
+        """
+        made_for = self.meta.get("target")
+        if made_for is None:
+            return
+        kind, arch = target_kind_arch(made_for)
+        want_kind, want_arch = target_kind_arch(target)
+        if kind != want_kind:
+            raise ScheduleMismatchError(
+                f"this schedule was made for a {kind} target{f' ({arch})' if arch else ''} and this build is "
+                f"for {want_kind}: its stages and predicted latencies are for other hardware; {RECREATE}")
+        if arch and want_arch and arch != want_arch:
+            logger.warning("ios_tvm: this schedule was made for %s %s and is used for %s %s; it runs, but its "
+                           "stages were costed on other hardware (re-create it for %s for the best stages)",
+                           kind, arch, want_kind, want_arch, want_arch)
 
     # -- serialization -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -214,45 +278,72 @@ class Schedule:
         return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
-    def from_dict(cls, data: Any, graph: Any = None) -> "Schedule":
+    def from_dict(cls, data: Any, graph: Any = None, target: Any = None) -> "Schedule":
+        """A schedule from its :meth:`to_dict` form, checked strictly: every field of the right
+        type, node ids integers, latencies finite and >= 0, then :meth:`validate` (against
+        ``graph`` when given) and :meth:`check_target` (when ``target`` is given).
+
+        Raises
+        ------
+        ScheduleFormatError
+            Not a schedule, a format version this ios_tvm cannot read, or a corrupt field.
+        ScheduleMismatchError
+            Not a valid schedule (of ``graph``), or made for another kind of ``target``.
+        """
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ScheduleFormatError(f"not an ios_tvm schedule (expected \"format\": \"{FORMAT}\")")
-        if data.get("version") not in READ_VERSIONS:
+        version = data.get("version")
+        if type(version) is not int or version not in READ_VERSIONS:
             raise ScheduleFormatError(
-                f"schedule format version {data.get('version')!r} is not supported by this ios_tvm "
+                f"schedule format version {version!r} is not supported by this ios_tvm "
                 f"(it reads versions {READ_VERSIONS}): a newer ios_tvm wrote it (upgrade ios_tvm) or it is "
-                "corrupt (re-create the schedule with ios_tvm.optimize)")
-        if data.get("variants") and data.get("version") < 2:
+                f"corrupt ({RECREATE})")
+        if data.get("variants") and version < 2:
             raise ScheduleFormatError("corrupt schedule: kernel variants in a version 1 file (variants need version 2)")
         try:
             sched = cls(
-                stages=[Stage([[int(v) for v in g] for g in s["groups"]], str(s.get("kind", "concurrent")),
-                              None if s.get("latency_s") is None else float(s["latency_s"]))
-                        for s in data["stages"]],
-                fingerprint=str(data["fingerprint"]),
-                node_names=[str(n["name"]) for n in data["nodes"]],
-                kernels=[str(n["kernel"]) for n in data["nodes"]],
-                edges=[(int(u), int(v)) for u, v in data["edges"]],
-                meta=dict(data.get("meta") or {}),
-                variants={int(v): dict(var) for v, var in (data.get("variants") or {}).items()},
+                stages=[_parse_stage(i, s) for i, s in enumerate(_field(data, "stages", list))],
+                fingerprint=_field(data, "fingerprint", str),
+                node_names=[_field(_typed(n, dict, "a node"), "name", str) for n in _field(data, "nodes", list)],
+                kernels=[_field(n, "kernel", str) for n in data["nodes"]],
+                edges=[_parse_edge(e) for e in _field(data, "edges", list)],
+                meta=_typed(data.get("meta", {}), dict, "meta"),
+                variants=_parse_variants(data.get("variants", {})),
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as err:
-            raise ScheduleFormatError(f"corrupt schedule: {type(err).__name__}: {err}") from None
+        except _Corrupt as err:
+            raise ScheduleFormatError(f"corrupt schedule: {err}") from None
+        if "target" in sched.meta:
+            target_kind_arch(sched.meta["target"])  # ScheduleFormatError unless it names a target kind
         sched.validate(graph)
+        if target is not None:
+            sched.check_target(target)
         return sched
 
     @classmethod
-    def from_json(cls, text: str, graph: Any = None) -> "Schedule":
-        """Parse and validate; with ``graph``, refuse a schedule made for another model."""
+    def from_json(cls, text: str, graph: Any = None, target: Any = None) -> "Schedule":
+        """Parse and validate; with ``graph``, refuse a schedule made for another model; with
+        ``target``, one made for another kind of target (see :meth:`from_dict`)."""
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
+            data = json.loads(text, parse_constant=_no_constant)
+        except (json.JSONDecodeError, _Corrupt) as err:
             raise ScheduleFormatError(f"corrupt schedule file: not JSON ({err})") from None
-        return cls.from_dict(data, graph)
+        except RecursionError:
+            raise ScheduleFormatError("corrupt schedule file: nested too deeply to be a schedule") from None
+        return cls.from_dict(data, graph, target)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write atomically (a temporary file renamed over ``path``)."""
+        """Write atomically (a temporary file renamed over ``path``; missing parent directories
+        are created).
+
+        Raises
+        ------
+        InvalidArgumentError
+            ``path`` is a directory.
+        """
         path = Path(path)
+        if path.is_dir():
+            raise InvalidArgumentError(f"{path} is a directory; give the schedule a file name, e.g. "
+                                       f"{path / 'model.schedule.json'}")
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
@@ -265,20 +356,45 @@ class Schedule:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, graph: Any = None) -> "Schedule":
+    def load(cls, path: str | os.PathLike, graph: Any = None, target: Any = None) -> "Schedule":
+        """Read a schedule file (see :meth:`from_dict` for ``graph`` and ``target``).
+
+        Raises
+        ------
+        MissingFileError
+            No file at ``path`` (a ``FileNotFoundError``).
+        InputFileError
+            ``path`` is a directory or cannot be read.
+        ScheduleFormatError, ScheduleMismatchError
+            See :meth:`from_dict`.
+        """
         try:
-            text = Path(path).read_text()
+            raw = Path(path).read_bytes()
         except FileNotFoundError:
-            raise FileNotFoundError(f"no schedule file at {path}") from None
-        return cls.from_json(text, graph)
+            raise MissingFileError(f"no schedule file at {path}") from None
+        except IsADirectoryError:
+            raise InputFileError(f"{path} is a directory, not a schedule file") from None
+        except OSError as err:
+            raise InputFileError(f"cannot read schedule file {path}: {err.strerror or err}") from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ScheduleFormatError(f"corrupt schedule file {path}: not text (a schedule is JSON)") from None
+        return cls.from_json(text, graph, target)
 
     # -- display -----------------------------------------------------------------------------
     def summary(self) -> str:
+        """One line: stages, kernels, streams, latency and who predicted it, and the target."""
         lat = self.latency
         parts = [f"{len(self.stages)} stages over {self.num_nodes} kernels",
-                 f"up to {self.max_streams} concurrent streams"]
+                 f"up to {self.max_streams} concurrent stream{'s' if self.max_streams != 1 else ''}"]
         if lat is not None:
-            parts.append(f"latency {lat * 1e3:.4f} ms ({self.meta.get('cost_model', 'cost model')})")
+            what = "measured" if self.meta.get("cost_model") == "measure" else "predicted"
+            parts.append(f"latency {lat * 1e3:.4f} ms ({what}, {self.meta.get('cost_model', 'cost model')} cost model)")
+        made_for = self.meta.get("target")
+        if made_for is not None:
+            kind, arch = target_kind_arch(made_for)
+            parts.append(f"for {kind}{f' {arch}' if arch else ''}")
         return ", ".join(parts)
 
     def to_text(self, max_stages: int | None = None) -> str:
@@ -302,3 +418,65 @@ class Schedule:
 
     def __str__(self) -> str:
         return self.to_text(max_stages=40)
+
+
+# -- strict parsing of schedule files ------------------------------------------------------------
+class _Corrupt(Exception):
+    """A field of a schedule file of the wrong type or value (becomes a ScheduleFormatError)."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _Corrupt(f"{name} is not a number a schedule can hold")
+
+
+def _typed(value: Any, kind: type, what: str) -> Any:
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise _Corrupt(f"{what} should be a {kind.__name__}, got {type(value).__name__} {_short(value)}")
+    return value
+
+
+def _field(data: Any, key: str, kind: type) -> Any:
+    if not isinstance(data, dict) or key not in data:
+        raise _Corrupt(f"no {key!r} field")
+    return _typed(data[key], kind, f"{key!r}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _node_id(value: Any) -> int:
+    return _typed(value, int, "a node id")
+
+
+def _parse_stage(i: int, data: Any) -> Stage:
+    what = f"stage {i}"
+    _typed(data, dict, what)
+    groups = [[_node_id(v) for v in _typed(g, list, f"a group of {what}")]
+              for g in _field(data, "groups", list)]
+    kind = _typed(data.get("kind", "concurrent"), str, f"the kind of {what}")
+    latency = data.get("latency_s")
+    if latency is not None:
+        if not isinstance(latency, (int, float)) or isinstance(latency, bool):
+            raise _Corrupt(f"latency_s of {what} should be a number or null, got {_short(latency)}")
+        if not math.isfinite(latency) or latency < 0:
+            raise _Corrupt(f"latency_s of {what} is {latency!r}; a latency is a finite number of seconds >= 0")
+        latency = float(latency)
+    return Stage(groups, kind, latency)
+
+
+def _parse_edge(data: Any) -> tuple[int, int]:
+    pair = _typed(data, list, "an edge")
+    if len(pair) != 2:
+        raise _Corrupt(f"an edge should be [producer, consumer], got {_short(pair)}")
+    return _node_id(pair[0]), _node_id(pair[1])
+
+
+def _parse_variants(data: Any) -> dict[int, dict[str, Any]]:
+    out: dict[int, dict[str, Any]] = {}
+    for key, var in _typed(data, dict, "'variants'").items():
+        if not (isinstance(key, str) and key.isdigit()):
+            raise _Corrupt(f"kernel variants are keyed by node id, got {_short(key)}")
+        out[int(key)] = dict(_typed(var, dict, f"the kernel variant of node {key}"))
+    return out

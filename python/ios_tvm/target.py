@@ -23,7 +23,7 @@ from typing import Any, Union
 
 import tvm
 
-from .errors import DeviceNotFoundError
+from .errors import DeviceNotFoundError, TargetError
 
 TargetLike = Union[str, dict, "tvm.target.Target"]
 
@@ -45,11 +45,11 @@ def _parse(target: TargetLike) -> tvm.target.Target:
         try:
             target = json.loads(target)
         except json.JSONDecodeError as err:
-            raise ValueError(f"target {target!r} looks like JSON but does not parse: {err}") from None
+            raise TargetError(f"target {target!r} looks like JSON but does not parse: {err}") from None
     try:
         return tvm.target.Target(target)
     except Exception as err:  # noqa: BLE001 - TVM raises several error types here
-        raise ValueError(f"not a valid TVM target: {target!r} ({str(err).splitlines()[-1]})") from None
+        raise TargetError(f"not a valid TVM target: {target!r} ({str(err).splitlines()[-1]})") from None
 
 
 @functools.lru_cache(maxsize=8)
@@ -91,8 +91,8 @@ def as_target(target: TargetLike) -> tvm.target.Target:
 
     Raises
     ------
-    ValueError
-        Not a target TVM knows.
+    TargetError
+        Not a target TVM knows (a ``ValueError``).
     """
     tgt = _parse(target)
     return _complete_cuda(tgt) if tgt.kind.name == "cuda" else tgt
@@ -119,12 +119,12 @@ def device_type_of(target: TargetLike) -> int:
 
     Raises
     ------
-    ValueError
-        A target kind ios_tvm has no runtime for.
+    TargetError
+        A target kind ios_tvm has no runtime for (a ``ValueError``).
     """
     kind = as_target(target).kind.name
     if kind not in DEVICE_TYPES:
-        raise ValueError(f"ios_tvm builds for and runs on cuda and llvm targets, not {kind!r}")
+        raise TargetError(f"ios_tvm builds for and runs on cuda and llvm targets, not {kind!r}")
     return DEVICE_TYPES[kind]
 
 

@@ -28,23 +28,48 @@ from typing import Any
 import tvm
 from tvm.s_tir import meta_schedule as ms
 
+from .errors import DatabaseError
 from .graph import lower_for_graph
 from .target import arch_of, tuning_target
 
 logger = logging.getLogger("ios_tvm")
 
+DATABASE_FILES = ("database_workload.json", "database_tuning_record.json")  #: MetaSchedule's JSON database
 # The repo's tuning/ directory: installed into the wheel as ios_tvm/tuning_db (CMakeLists.txt);
 # in a source checkout it is read in place.
 SHIPPED_DIRS = (Path(__file__).resolve().parent / "tuning_db", Path(__file__).resolve().parents[2] / "tuning")
 
 
-def open_database(database: str | os.PathLike | ms.Database) -> ms.Database:
-    """A ``ms.Database`` from a database or a work directory (created if missing)."""
+def open_database(database: str | os.PathLike | ms.Database, create: bool = True) -> ms.Database:
+    """A ``ms.Database`` from a database or a work directory.
+
+    ``create``: make the directory and empty database files when missing (tuning writes into
+    it); ``False`` (reading, as builds and measurements do) refuses a directory that holds no
+    database, so a mistyped path is an error, never an empty database made on the side.
+
+    Raises
+    ------
+    DatabaseError
+        ``create=False`` and no readable database in the directory.
+    """
     if isinstance(database, ms.Database):
         return database
     path = Path(database)
-    path.mkdir(parents=True, exist_ok=True)
-    return ms.database.JSONDatabase(work_dir=str(path))
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+        return ms.database.JSONDatabase(work_dir=str(path))
+    missing = [f for f in DATABASE_FILES if not (path / f).is_file()]
+    if missing:
+        where = "no directory" if not path.exists() else ("no " + " and ".join(missing) + " in")
+        raise DatabaseError(
+            f"no tuning database at {path} ({where} {path}): tune into it first (Python: "
+            f"ios_tvm.tune(mod, target, {str(path)!r})), or use database 'auto' (the one shipped for the "
+            "target, if any) or 'none' (untuned kernels); CLI: --database DIR|auto|none")
+    try:
+        return ms.database.JSONDatabase(work_dir=str(path), allow_missing=False)
+    except Exception as err:  # noqa: BLE001 - TVM's JSON reader raises several types for a bad file
+        raise DatabaseError(f"the tuning database at {path} cannot be read ({str(err).strip().splitlines()[-1]}): "
+                            "re-create it with ios_tvm.tune") from None
 
 
 def shipped_database(target: str | dict | tvm.target.Target) -> ms.Database | None:
@@ -63,12 +88,13 @@ def shipped_database(target: str | dict | tvm.target.Target) -> ms.Database | No
 
 def resolve_database(database: Any, target: str | dict | tvm.target.Target) -> ms.Database | None:
     """``database=`` of builds: ``"auto"`` -> the shipped one for the target (if any),
-    ``None`` -> untuned (dlight defaults), else a directory or a ``ms.Database``."""
+    ``None`` -> untuned (dlight defaults), else a directory holding a database (never created
+    here: :class:`~ios_tvm.errors.DatabaseError` when there is none) or a ``ms.Database``."""
     if database is None:
         return None
     if isinstance(database, str) and database == "auto":
         return shipped_database(target)
-    return open_database(database)
+    return open_database(database, create=False)
 
 
 def database_tag(database: Any, target: str | dict | tvm.target.Target) -> str:

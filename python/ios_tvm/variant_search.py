@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import tvm
 
-from .errors import DeviceNotFoundError
+from .errors import DatabaseError, DeviceNotFoundError, InvalidArgumentError
 from .graph import OpGraph, extract_graph
 from .target import as_target, target_key
 from .variants import Variant, apply_trace, kernel_variants
@@ -119,11 +119,11 @@ def select_variants(mod: tvm.IRModule, target: str | dict | tvm.target.Target, s
     from .tuning import resolve_database
 
     if top_k < 1 or max_moves < 1 or not 0 <= min_gain < 1:
-        raise ValueError(f"need top_k >= 1, max_moves >= 1 and 0 <= min_gain < 1, got {top_k}, {max_moves}, {min_gain}")
+        raise InvalidArgumentError(f"need top_k >= 1, max_moves >= 1 and 0 <= min_gain < 1, got {top_k}, {max_moves}, {min_gain}")
     tgt = as_target(target)
     db = resolve_database(database, tgt)
     if db is None:
-        raise ValueError("kernel variants come from a tuning database, and there is none for this target: "
+        raise DatabaseError("kernel variants come from a tuning database, and there is none for this target: "
                          "tune first (ios_tvm.tune) and pass database=<its work_dir> (CLI: --database DIR)")
     config = config or MeasureConfig()
     if config.rpc is not None:

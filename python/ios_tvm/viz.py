@@ -11,6 +11,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .errors import MissingDependencyError
+
+MATPLOTLIB_MISSING = ("drawing schedules needs matplotlib, an optional extra of ios_tvm: pip install matplotlib "
+                      "(or install ios_tvm with it: pip install '.[viz]' in the source tree, 'ios-tvm[viz]' from an index)")
+
 
 def gantt(schedule: Any, path: str | os.PathLike, title: str | None = None, max_stages: int | None = None) -> Path:
     """Draw ``schedule`` to ``path`` (PNG, SVG or PDF by extension) and return the path."""
@@ -20,8 +25,8 @@ def gantt(schedule: Any, path: str | os.PathLike, title: str | None = None, max_
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         from matplotlib.patches import Patch
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("drawing schedules needs matplotlib: pip install 'ios-tvm[viz]'") from err
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise MissingDependencyError(MATPLOTLIB_MISSING) from None
 
     stages = schedule.stages if max_stages is None else schedule.stages[:max_stages]
     known = all(st.latency is not None for st in stages)

@@ -28,6 +28,7 @@ import tvm_ffi
 from tvm import relax
 
 from .. import runtime as _runtime
+from ..errors import UnsupportedModelError
 from ..graph import Node, OpGraph, call_args, tensor_bytes
 from ..errors import CUDAGraphError
 from ..target import CUDA, as_target, device_type_of, require_device
@@ -37,6 +38,19 @@ from .model import CostModel
 logger = logging.getLogger("ios_tvm")
 
 Groups = tuple[tuple[int, ...], ...]
+
+#: seconds a measurement costs besides its runs (Python, arguments, the runtime's timer)
+STAGE_OVERHEAD_S = 1e-3
+#: a measurement predicted to take longer than this (seconds) is announced as a warning
+LONG_MEASUREMENT_S = 600.0
+
+
+def format_duration(seconds: float) -> str:
+    """``"45 s"``, ``"12 min"``, ``"3 h 36 min"``."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = int(round(seconds / 60))
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
 
 
 @dataclass(frozen=True)
@@ -322,7 +336,8 @@ class MeasuredCostModel(CostModel):
         self._loaded = False
         for node in graph.nodes:
             if node.op not in ("relax.call_tir", "relax.call_dps_packed"):
-                raise ValueError(f"cannot measure kernel {node.kernel} ({node.op}) on its own yet")
+                raise UnsupportedModelError(f"cannot measure kernel {node.kernel} ({node.op}) on its own yet; "
+                                            "use the analytic cost model (cost_model='analytic')")
             if node.kernel not in hashes:
                 fn = graph.mod[node.kernel] if node.op == "relax.call_tir" else None
                 hashes[node.kernel] = int(tvm_ffi.structural_hash(fn)) if fn is not None else 0
@@ -381,6 +396,34 @@ class MeasuredCostModel(CostModel):
         assert isinstance(self.timer, LocalTimer), "kernel replacements are timed locally"
         self.timer.keep(executable)
 
+    def estimate_seconds(self, graph: OpGraph, stages: Sequence[Groups]) -> float:
+        """Predicted seconds to measure ``stages`` (without building the model): each stage run
+        ``warmup + repeat`` times at the latency the analytic model predicts for the target, plus
+        :data:`STAGE_OVERHEAD_S`, spread over the timer's workers."""
+        from .analytic import AnalyticCostModel
+
+        analytic = AnalyticCostModel.for_target(self.target)
+        runs = self.config.warmup + self.config.repeat
+        total = sum(runs * analytic.stage_latency(graph, groups) + STAGE_OVERHEAD_S for groups in stages)
+        return total / max(1, self.timer.workers)
+
+    def _announce(self, graph: OpGraph, todo: Sequence[Groups], cached: int) -> None:
+        """Say, before measuring, how many distinct stages and how long; warn when it is long."""
+        if not todo:
+            logger.info("ios_tvm: all %d distinct candidate stages are in the stage cache", cached)
+            return
+        seconds = self.estimate_seconds(graph, todo)
+        what = (f"ios_tvm: measuring {len(todo)} distinct candidate stages ({cached} more are in the stage cache; "
+                f"each runs {self.config.warmup + self.config.repeat} times) takes about {format_duration(seconds)} "
+                "(analytic estimate) plus building the model once")
+        if seconds < LONG_MEASUREMENT_S:
+            logger.info("%s", what)
+            return
+        logger.warning("%s. To wait less: the analytic cost model (cost_model='analytic'; CLI --cost-model "
+                       "analytic), a smaller model (CLI --small), fewer candidate stages (smaller max_group_size / "
+                       "max_num_groups; CLI -r / -s), or a GPU, where stages run far faster. Ctrl-C keeps what was "
+                       "measured: the same call resumes from the stage cache", what)
+
     # -- CostModel ---------------------------------------------------------------------------
     def prepare(self, graph: OpGraph, stages: Iterable[Groups]) -> None:
         """Measure every stage not in the cache (with a progress bar), then save the cache."""
@@ -389,14 +432,17 @@ class MeasuredCostModel(CostModel):
         cache = self.cache
         todo = []
         seen = set()
-        total = 0
+        cached = 0
         for groups in stages:
-            total += 1
             key = self.stage_key(groups)
-            if key not in seen and cache.get(key) is None:
-                seen.add(key)
+            if key in seen:
+                continue
+            seen.add(key)
+            if cache.get(key) is None:
                 todo.append((key, groups))
-        logger.info("ios_tvm: %d candidate stages, %d to measure", total, len(todo))
+            else:
+                cached += 1
+        self._announce(graph, [groups for _, groups in todo], cached)
         bar = None
         if self.config.progress and todo:
             from tqdm import tqdm

@@ -7,6 +7,7 @@ from typing import Any, Callable, Iterable
 
 import tvm
 
+from ..errors import InvalidArgumentError
 from ..graph import OpGraph
 
 Groups = tuple[tuple[int, ...], ...]
@@ -91,14 +92,15 @@ def as_cost_model(spec: str | Any, target: tvm.target.Target, database: Any = "a
 
     Raises
     ------
-    ValueError
-        An unknown name.
+    InvalidArgumentError
+        An unknown name (a ``ValueError``).
     TypeError
         An object that cannot cost stages.
     """
     if isinstance(spec, str):
         if spec not in _REGISTRY:
-            raise ValueError(f"unknown cost model {spec!r}; choose one of {cost_model_names()} or pass a CostModel")
+            raise InvalidArgumentError(f"unknown cost model {spec!r}; choose one of {cost_model_names()} "
+                                       "or pass a CostModel")
         return _REGISTRY[spec](target, database=database, cuda_graph=cuda_graph)
     if isinstance(spec, CostModel):
         return spec

@@ -15,12 +15,14 @@ Every builder takes ``batch_size`` and knobs that shrink it for fast tests: ``im
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import inspect
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import tvm
 from tvm import relax
 
+from ..errors import InvalidArgumentError
 from ._builder import random_input, random_params
 from .googlenet import googlenet
 from .inception_v3 import inception_v3
@@ -51,18 +53,64 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def _check_name(name: str) -> None:
+    if name not in _REGISTRY:
+        raise InvalidArgumentError(f"unknown model {name!r}; choose one of {', '.join(names())} "
+                                   "(or give an .onnx file)")
+
+
+def image_size_of(name: str, **kwargs: Any) -> int:
+    """The input resolution :func:`get` builds ``name`` with for these ``kwargs`` (``small``,
+    ``image_size``): the paper's by default."""
+    _check_name(name)
+    if "image_size" in kwargs and kwargs["image_size"] is not None:
+        return int(kwargs["image_size"])
+    if kwargs.get("small"):
+        return int(SMALL[name]["image_size"])
+    return int(inspect.signature(_REGISTRY[name]).parameters["image_size"].default)
+
+
+def shape_kwargs(name: str, shape: Sequence[int]) -> dict[str, int]:
+    """``batch_size`` and ``image_size`` for :func:`get` that give zoo model ``name`` the input
+    ``shape`` (``(N, 3, S, S)``: every zoo model takes square RGB images in NCHW).
+
+    Raises
+    ------
+    InvalidArgumentError
+        A shape the zoo model cannot take (another rank, not 3 channels, not square, a dimension
+        < 1).
+    """
+    _check_name(name)
+    dims = [int(d) for d in shape]
+    if len(dims) != 4 or dims[1] != 3 or dims[2] != dims[3] or min(dims) < 1:
+        raise InvalidArgumentError(
+            f"zoo model {name} takes one input, data, of shape (N, 3, S, S) (batch N >= 1, square "
+            f"RGB images of side S), not {tuple(dims)}: e.g. data=1,3,{image_size_of(name)},"
+            f"{image_size_of(name)}")
+    return {"batch_size": dims[0], "image_size": dims[2]}
+
+
 def get(name: str, batch_size: int = 1, **kwargs: Any) -> tvm.IRModule:
     """Build zoo model ``name`` as a Relax ``IRModule`` with ``main(data, *weights)``.
 
     ``kwargs`` go to the model's builder (see each module); ``small=True`` applies the
     test-sized knobs of :data:`SMALL` (explicit kwargs win).
+
+    Raises
+    ------
+    InvalidArgumentError
+        An unknown name, or sizes the model cannot take (``batch_size`` or ``image_size`` < 1,
+        an image too small for the model's strides).
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(names())}")
+    _check_name(name)
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InvalidArgumentError(f"batch_size must be >= 1, got {batch_size}")
     if kwargs.pop("small", False):
         kwargs = {**SMALL[name], **kwargs}
+    if kwargs.get("image_size") is not None and kwargs["image_size"] < 1:
+        raise InvalidArgumentError(f"image_size must be >= 1, got {kwargs['image_size']}")
+    if kwargs.get("width") is not None and kwargs["width"] <= 0:
+        raise InvalidArgumentError(f"width must be > 0, got {kwargs['width']}")
     return _REGISTRY[name](batch_size=batch_size, **kwargs)
 
 
@@ -71,4 +119,4 @@ def bind_params(mod: tvm.IRModule, params: dict[str, np.ndarray], func: str = "m
     return relax.transform.BindParams(func, {k: tvm.runtime.tensor(v) for k, v in params.items()})(mod)
 
 
-__all__ = ["get", "names", "random_params", "random_input", "bind_params", "SMALL", *_REGISTRY]
+__all__ = ["get", "names", "shape_kwargs", "image_size_of", "random_params", "random_input", "bind_params", "SMALL", *_REGISTRY]

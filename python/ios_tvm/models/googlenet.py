@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tvm
 
+from ..errors import InvalidArgumentError
 from ._builder import NetBuilder, scaled
 
 # (1x1, 3x3 reduce, 3x3, "5x5" reduce, "5x5", pool proj) per inception module
@@ -21,7 +22,7 @@ def googlenet(batch_size: int = 1, image_size: int = 224, width: float = 1.0,
               num_classes: int = 1000) -> tvm.IRModule:
     """Build GoogLeNet (``image_size >= 32``, ``width`` multiplies every channel count)."""
     if image_size < 32:
-        raise ValueError(f"googlenet needs image_size >= 32, got {image_size}")
+        raise InvalidArgumentError(f"googlenet needs image_size >= 32, got {image_size}")
     c = lambda n: scaled(n, width)  # noqa: E731
     nb = NetBuilder("googlenet", (batch_size, 3, image_size, image_size))
     with nb.scope() as x:

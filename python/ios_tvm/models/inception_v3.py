@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tvm
 
+from ..errors import InvalidArgumentError
 from ._builder import NetBuilder, scaled
 
 
@@ -20,7 +21,7 @@ def inception_v3(batch_size: int = 1, image_size: int = 299, width: float = 1.0,
         Channel multiplier (1.0 = the paper's widths).
     """
     if image_size < 75:
-        raise ValueError(f"inception_v3 needs image_size >= 75, got {image_size}")
+        raise InvalidArgumentError(f"inception_v3 needs image_size >= 75, got {image_size}")
     c = lambda n: scaled(n, width)  # noqa: E731
     nb = NetBuilder("inception_v3", (batch_size, 3, image_size, image_size))
     with nb.scope() as x:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tvm
 
+from ..errors import InvalidArgumentError
 from ._builder import NetBuilder
 
 _NORMAL = (
@@ -35,9 +36,11 @@ def nasnet_a_large(batch_size: int = 1, image_size: int = 331, num_cells: int = 
         Channels of the last cell's output (4032); must be a multiple of 24.
     """
     if penultimate_filters % 24:
-        raise ValueError(f"penultimate_filters must be a multiple of 24, got {penultimate_filters}")
+        raise InvalidArgumentError(f"penultimate_filters must be a multiple of 24, got {penultimate_filters}")
     if num_cells < 1:
-        raise ValueError(f"num_cells must be >= 1, got {num_cells}")
+        raise InvalidArgumentError(f"num_cells must be >= 1, got {num_cells}")
+    if image_size < 3:
+        raise InvalidArgumentError(f"nasnet_a_large needs image_size >= 3, got {image_size}")
     filters = penultimate_filters // 24
     nb = NetBuilder("nasnet_a_large", (batch_size, 3, image_size, image_size))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import networkx as nx
 import tvm
 
+from ..errors import InvalidArgumentError
 from ._builder import NetBuilder, scaled
 
 
@@ -34,7 +35,7 @@ def randwire(batch_size: int = 1, image_size: int = 224, channels: int = 78, num
         Watts-Strogatz parameters; stage ``i`` uses ``seed + i``.
     """
     if num_nodes <= k:
-        raise ValueError(f"randwire needs num_nodes > k, got num_nodes={num_nodes}, k={k}")
+        raise InvalidArgumentError(f"randwire needs num_nodes > k, got num_nodes={num_nodes}, k={k}")
     cc = scaled(channels, width)
     nb = NetBuilder("randwire", (batch_size, 3, image_size, image_size))
     with nb.scope() as x:

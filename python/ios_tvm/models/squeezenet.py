@@ -6,6 +6,7 @@ from __future__ import annotations
 import tvm
 from tvm.relax import op as R
 
+from ..errors import InvalidArgumentError
 from ._builder import NetBuilder, scaled
 
 # (squeeze, expand1x1, expand3x3) for fire2..fire9
@@ -17,7 +18,7 @@ def squeezenet(batch_size: int = 1, image_size: int = 224, width: float = 1.0,
                num_classes: int = 1000, bypass: bool = True) -> tvm.IRModule:
     """Build SqueezeNet (``image_size >= 64``; ``bypass=False`` gives plain v1.0)."""
     if image_size < 64:
-        raise ValueError(f"squeezenet needs image_size >= 64, got {image_size}")
+        raise InvalidArgumentError(f"squeezenet needs image_size >= 64, got {image_size}")
     c = lambda n: scaled(n, width)  # noqa: E731
     nb = NetBuilder("squeezenet", (batch_size, 3, image_size, image_size))
     with nb.scope() as x:
