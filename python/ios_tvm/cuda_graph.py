@@ -78,6 +78,7 @@ from tvm import relax, te
 
 from .errors import CUDAGraphWarning
 from .graph import is_kernel_call, tensor_bytes
+from .ir import num_input
 from .lower import FORK, JOIN, SWITCH
 
 RUN_OR_CAPTURE = "vm.builtin.cuda_graph.run_or_capture"
@@ -111,14 +112,6 @@ class CapturePlan:
 
     def __bool__(self) -> bool:
         return bool(self.inputs or self.outputs)
-
-
-def _num_input(fn: relax.Function) -> int:
-    """TVM's convention (``attr::kNumInput``): the first ``num_input`` parameters change from
-    call to call, the others (weights) do not; without the attribute every parameter does."""
-    if fn.attrs is not None and "num_input" in fn.attrs:
-        return int(fn.attrs["num_input"])
-    return len(fn.params)
 
 
 def _output_leaves(expr: relax.Expr, defs: dict) -> Iterator[relax.Var]:
@@ -158,7 +151,7 @@ def plan(mod: tvm.IRModule) -> CapturePlan:
     last = len(names) - 1 - names[::-1].index(JOIN)
     span = bindings[first:last + 1]
     read = {v for b in span for v in relax.analysis.free_vars(b.value)}
-    inputs = [p for p in fn.params[:_num_input(fn)] if isinstance(p.ty, relax.TensorType) and p in read]
+    inputs = [p for p in fn.params[:num_input(fn)] if isinstance(p.ty, relax.TensorType) and p in read]
     written = {b.var for b in span if is_kernel_call(b.value)}
     defs = {b.var: b.value for b in bindings}
     outputs = [v for v in dict.fromkeys(_output_leaves(fn.body.body, defs)) if _producers(v, defs) & written]

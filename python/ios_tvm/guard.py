@@ -69,6 +69,7 @@ def end_to_end_timer(mod: Any, target: Any, *, database: Any = "auto", config: E
     from tvm import relax
 
     from .compiler import build
+    from .ir import num_input
     from .profiling import median, time_vm
     from .target import require_device
 
@@ -76,8 +77,7 @@ def end_to_end_timer(mod: Any, target: Any, *, database: Any = "auto", config: E
     rng = np.random.default_rng(0)
     inputs = []
     fn = mod["main"]
-    num_input = int(fn.attrs["num_input"]) if fn.attrs is not None and "num_input" in fn.attrs else len(fn.params)
-    for p in fn.params[:num_input]:
+    for p in fn.params[:num_input(fn)]:
         inputs.append(tvm.runtime.tensor(rng.uniform(-1, 1, [int(d) for d in p.ty.shape.values])
                                          .astype(str(p.ty.dtype)), device))
     reference: list[Any] = []

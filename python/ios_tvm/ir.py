@@ -1,11 +1,19 @@
-"""Small helpers over the ``main`` function of a Relax module: find its dataflow block, replace
-one of its binding blocks. Every IR-to-IR step of ios_tvm (schedule lowering, merged kernels,
-kernel variants) rewrites ``main`` through :func:`replace_block`."""
+"""Small helpers over the ``main`` function of a Relax module: its runtime inputs, its dataflow
+block, replacing one of its binding blocks. Every IR-to-IR step of ios_tvm (schedule lowering,
+merged kernels, kernel variants) rewrites ``main`` through :func:`replace_block`."""
 
 from __future__ import annotations
 
 import tvm
 from tvm import relax
+
+
+def num_input(fn: relax.Function) -> int:
+    """How many leading parameters of ``fn`` are runtime inputs (TVM's ``num_input`` attribute:
+    they change from call to call; the rest are weights). Without it, every parameter is one."""
+    if fn.attrs is not None and "num_input" in fn.attrs:
+        return int(fn.attrs["num_input"])
+    return len(fn.params)
 
 
 def dataflow_index(mod: tvm.IRModule, func: str = "main") -> int:

@@ -30,6 +30,7 @@ from tvm import relax
 from .. import runtime as _runtime
 from ..errors import UnsupportedModelError
 from ..graph import Node, OpGraph, call_args, tensor_bytes
+from ..ir import num_input
 from ..errors import CUDAGraphError
 from ..target import CUDA, as_target, device_type_of, require_device
 from .cache import StageCache, content_key, default_cache_dir
@@ -139,9 +140,8 @@ def weight_bytes(graph: OpGraph) -> int:
     """Bytes of the model's weights: parameters of ``main`` after its ``num_input`` inputs, and
     the constants its kernels read."""
     fn = graph.mod["main"]
-    num_input = int(fn.attrs["num_input"]) if fn.attrs is not None and "num_input" in fn.attrs else len(fn.params)
     total = sum(tensor_bytes([int(d) for d in p.ty.shape.values], str(p.ty.dtype))
-                for p in fn.params[num_input:] if isinstance(p.ty, relax.TensorType))
+                for p in fn.params[num_input(fn):] if isinstance(p.ty, relax.TensorType))
     seen: set[Any] = set()
     for b in graph.bindings:
         for a in call_args(b.value):
