@@ -26,6 +26,8 @@ DeviceNotFoundError           the target's device is not on this machine (also R
 MemoryPlanError               a scheduled build's memory plan lets concurrent groups share storage
                               (``keep_alive=False``; with keep-alive, a bug of ios_tvm's lowering)
 PipelineError                 TVM's pass pipeline is not the one ios_tvm was written for
+PrecisionError                a precision ios_tvm cannot convert to (``float16`` and ``bfloat16``
+                              only, from ``float32``), or a model already in another half type
 ============================  ==================================================================
 """
 
@@ -94,3 +96,8 @@ class CUDAGraphWarning(UserWarning):
     """A build asked for a CUDA graph got less: the scheduled run could not be captured whole
     (the build fell back to launching kernels one by one) or some stages stay outside the graph.
     Make it an error with ``warnings.simplefilter("error", CUDAGraphWarning)``."""
+
+
+class PrecisionError(IosTvmError, ValueError):
+    """A precision ios_tvm cannot convert a model to (only ``float16`` and ``bfloat16`` from
+    ``float32``), or a model that is already in another half-precision type."""
