@@ -47,7 +47,8 @@ def _relative(out: np.ndarray, ref: np.ndarray) -> float:
 
 def _run(mod, data, schedule=None, dtype=None):
     ex = ios_tvm.build(mod, LLVM, schedule, dtype=dtype)
-    return relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(data)).numpy()
+    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(data))
+    return (out if hasattr(out, "numpy") else out[0]).numpy()  # PyTorch imports return a tuple
 
 
 def _bound(name: str):
@@ -206,6 +207,30 @@ def test_model_given_in_float16(onnx_squeezenet, free_merges):
     assert out.dtype == np.float16
     np.testing.assert_allclose(out, seq, *output_tolerance("float16"))
     assert _relative(seq, ref) < 64 * unit_roundoff("float16")
+
+
+def test_pytorch_half_merges_and_matches(free_merges):
+    """A PyTorch model (torch.export) with batch norm after its convolutions, converted: TVM's
+    pass keeps batch norm in float32, so each 1x1 conv's chain ends in a cast up (a unit with two
+    casts), and the input, also read by a max pool in float32, is cast once for both convs (the
+    pass casts it per use); the two convs merge and the merged build equals the sequential one."""
+    torch = pytest.importorskip("torch", reason="PyTorch import needs torch")
+    from test_torch_import import Branches
+    from tvm.relax.frontend.torch import from_exported_program
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 8, 8)
+    mod = from_exported_program(torch.export.export(Branches().eval(), (x,)), keep_params_as_input=False)
+    ref = _run(mod, x.numpy()).astype(np.float64)
+    for dtype in HALF:
+        half = convert(mod, dtype)
+        assert len(_calls(half, "relax.astype")) == len({str(c) for c in _calls(half, "relax.astype")})
+        sched = ios_tvm.optimize(half, {"kind": "llvm", "num-cores": 2}, cost_model=free_merges)
+        graph = ios_tvm.extract_graph(half, "llvm")
+        assert sched.merges == [[1, 3]] and [n.kernel for n in graph.nodes][1] == "fused_conv2d_cast1_add_cast2"
+        merged, seq = _run(half, x.numpy(), sched), _run(half, x.numpy())
+        np.testing.assert_allclose(merged, seq, *output_tolerance(dtype))
+        assert _relative(seq, ref) < HALF_TOLERANCE * unit_roundoff(dtype)
 
 
 def test_schedule_of_another_precision_is_refused():

@@ -158,7 +158,9 @@ def model_dtype(mod: tvm.IRModule, func: str = "main") -> str:
 @mutator
 class _HalfCasts(PyExprMutator):  # type: ignore[misc]
     """After ``ToMixedPrecision``: fold ``astype(constant, half)`` into half constants (from the
-    float32 values), used in place (merges find a kernel by its weight constant), and, for
+    float32 values), used in place (merges find a kernel by its weight constant); keep one cast
+    of each tensor to each half type (the pass casts a float32 tensor again for every
+    convolution reading it, and convolutions reading copies of one input cannot merge); and, for
     ``bfloat16``, retarget every other ``float16`` cast to ``bfloat16``."""
 
     def __init__(self, dtype: str, mod: tvm.IRModule | None = None) -> None:
@@ -166,6 +168,8 @@ class _HalfCasts(PyExprMutator):  # type: ignore[misc]
         self.dtype = dtype
         self.folded: dict[Any, relax.Expr] = {}  #: dataflow var of a folded cast -> its constant
         self.overflows = 0  #: constants with finite values that became infinite
+        self.first_cast: dict[tuple[Any, str], Any] = {}  #: (tensor, half dtype) -> var of its first cast
+        self.aliases: dict[Any, Any] = {}  #: var of a repeated cast -> var of the first one
 
     def _target(self, call: Any) -> str | None:
         """The half dtype a cast makes (``float16`` retargeted), ``None`` for anything else."""
@@ -184,12 +188,21 @@ class _HalfCasts(PyExprMutator):  # type: ignore[misc]
             self.overflows += bool(np.isinf(half.astype(np.float32)).any() and np.isfinite(values).all())
             self.folded[binding.var] = relax.const(half, to)
             return  # the constant takes the variable's place in every use
+        if isinstance(binding.var, relax.DataflowVar) and isinstance(arg, relax.Var):
+            first = self.first_cast.setdefault((arg, to), binding.var)
+            if not first.same_as(binding.var):
+                self.aliases[binding.var] = first
+                return  # the first cast serves every use
         super().visit_var_binding_(binding)
 
     def visit_dataflow_var_(self, op: relax.DataflowVar) -> relax.Expr:  # noqa: D102 - PyExprMutator hook
         if op in self.folded:
             return self.folded[op]
-        return super().visit_dataflow_var_(op)
+        return super().visit_dataflow_var_(self.aliases.get(op, op))
+
+    def visit_dataflow_block_(self, block: relax.DataflowBlock) -> relax.BindingBlock:  # noqa: D102
+        self.first_cast = {}  # dataflow variables live in their block
+        return super().visit_dataflow_block_(block)
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: D102 - PyExprMutator hook
         call = super().visit_call_(call)
