@@ -18,17 +18,21 @@ pass, ``relax.transform.ToMixedPrecision(out_dtype="float32")``:
 * ``main``'s inputs and outputs keep their float32 type (cast at the boundary), so a converted
   model is called as the original was.
 
-Two steps follow the pass, both here:
+Three steps follow the pass, all in one mutator here:
 
 1. the weights it casts (``astype(constant, "float16")``) are folded into half constants, with
    NumPy's round-to-nearest-even from the float32 originals. Without this, merges would not find
    their weights (IOS-Merge concatenates constants, in the model's dtype) and every build would
-   fold them again in ``FoldConstant``, which compiles one kernel per weight;
-2. for ``bfloat16`` (the pass knows only float16) every ``float16`` cast it made is retargeted
+   fold them again in ``FoldConstant``, which compiles one kernel per weight. A float32 weight
+   beyond float16's range (65504) becomes inf, as the device's cast would make it; ``convert``
+   warns;
+2. a float32 tensor the pass casts once per convolution reading it (an input also read by an
+   operator kept in float32) is cast once: convolutions reading one input merge, copies do not;
+3. for ``bfloat16`` (the pass knows only float16) every ``float16`` cast it made is retargeted
    to ``bfloat16`` and the types are inferred again; weights are converted from their float32
    originals, never from float16 values (``ml_dtypes``' round-to-nearest-even, as TVM's own
-   casts round). bf16 keeps float32's exponent range, so nothing the pass kept in float32 for
-   range reasons needs it less: the same operators stay in float32.
+   casts round). The operators the pass keeps in float32 for float16 stay so for bfloat16,
+   which has float32's range but fewer significant bits than float16.
 
 A model given in half precision (an ONNX file with float16 initializers, a model converted
 before) is used as it is: :func:`convert` returns it unchanged for its own dtype and refuses any
@@ -77,10 +81,11 @@ STORAGE_REWRITE_OFF = {"tirx.disable_storage_rewrite": True}
 #: Tensor-core intrinsics of MetaSchedule's ``cuda-tensorcore`` rules (chosen for ``arch``
 #: ``sm_75`` and newer, so for ``sm_90``; ``src/s_tir/meta_schedule/schedule_rule/schedule_rule.cc``,
 #: ``ScheduleRule::DefaultCUDATensorCore``), for what :func:`convert` makes (float16 inputs,
-#: float32 accumulation). The ``wmma`` rule comes first and takes every convolution and matmul
-#: it can; the ``mma`` rule (``m16n8k8``, ``ldmatrix``) is tried only where ``wmma`` does not
-#: apply. The other groups of those rules are float16 += float16 x float16 and int8. There is no
-#: bfloat16 group: bf16 kernels are tuned on CUDA cores (``MultiLevelTiling``).
+#: float32 accumulation). The ``wmma`` rule comes first; for the float16 convolutions tried
+#: (``tests/test_precision.py``) every sketch of the design space is a ``wmma`` one (plain and
+#: ``_trans`` B operand), the ``mma`` rule (``m16n8k8``, software-pipelined) adding none. The
+#: other groups of those rules are float16 += float16 x float16 and int8. There is no bfloat16
+#: group: bf16 kernels get the default CUDA rules (``MultiLevelTiling`` on CUDA cores).
 TENSOR_CORE_INTRINSICS = {
     "wmma": ("wmma_fill_16x16x16_f32", "wmma_load_16x16x16_f16_a_shared_dyn",
              "wmma_load_16x16x16_f16_b_shared_dyn", "wmma_load_16x16x16_f16_b_trans_shared_dyn",
