@@ -242,13 +242,14 @@ def test_schedule_of_another_precision_is_refused():
         ios_tvm.build(mod, CUDA, sched)
 
 
-def _cuda_source(ex) -> str:
+def _cuda_source(built) -> str:
+    """The CUDA source of a build (a Relax executable or a runtime module)."""
     def find(m):
         if m.kind == "cuda":
             return m
         return next((f for f in (find(i) for i in m.imports) if f is not None), None)
 
-    return find(ex.mod).inspect_source("cuda")
+    return find(built.mod if hasattr(built, "mod") else built).inspect_source("cuda")
 
 
 @pytest.mark.parametrize("name", ["squeezenet", "googlenet", "randwire"])
@@ -282,10 +283,12 @@ def test_tuned_float16_conv_runs_on_tensor_cores(tmp_path):
     record with an *invented* run time (1e-5 s: no GPU measured it). ``ios_tvm.build`` of the
     model with that database compiles it: the CUDA source calls ``wmma::mma_sync``.
 
-    Also shown: TVM 0.27 cannot compile that kernel in its default pass context (the
-    ``StorageRewrite`` bug that :func:`ios_tvm.precision.build_pass_context` works around; this
-    assertion fails once TVM is fixed, and the workaround can go), and bfloat16 has no
-    tensor-core intrinsic in these rules (its design space has no ``auto_tensorize``).
+    Also shown: MetaSchedule's own builder (``default_build``, what tuning compiles candidates
+    with) cannot compile that kernel in TVM 0.27 (the ``StorageRewrite`` bug that
+    :func:`ios_tvm.precision.build_pass_context` works around in builds; this assertion fails
+    once TVM is fixed, and the workaround can go), while the build function of
+    :func:`ios_tvm.precision.tensor_core_builder` can; and bfloat16 has no tensor-core intrinsic
+    in these rules (its design space has no ``auto_tensorize``).
     """
     from tvm.s_tir import meta_schedule as ms
 
@@ -327,9 +330,15 @@ def test_tuned_float16_conv_runs_on_tensor_cores(tmp_path):
     untuned = _cuda_source(ios_tvm.build(mod, CUDA, dtype="float16", database=None))
     assert "wmma" not in untuned
 
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_build
+
+    from ios_tvm.precision import BUILD_FUNC, tensor_core_builder
+
     with pytest.raises(Exception, match="tvm_access_ptr element type must match"):  # TVM 0.27's bug
-        tvm.compile(convert(mod, "float16"), tvm.target.Target(CUDA),
-                    relax_pipeline=ios_tvm.pipeline(CUDA, None, database=str(tmp_path)))
+        default_build(candidates[chosen].sch.mod, target, None)
+    assert isinstance(tensor_core_builder(), ms.builder.LocalBuilder)  # and BUILD_FUNC registered here
+    built = tvm.get_global_func(BUILD_FUNC)(candidates[chosen].sch.mod, target, None)
+    assert "wmma::mma_sync" in _cuda_source(built)
 
     bf16 = ms.TuneContext(conv_task("bfloat16").dispatched[0], target=target, space_generator="post-order-apply",
                           num_threads=1).generate_design_space()

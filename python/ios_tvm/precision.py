@@ -49,6 +49,10 @@ float16 operands and their float32 results in dynamic shared memory; TVM 0.27's
 ``tvm_access_ptr`` on the float16 buffer, which ``LowerIntrin`` then refuses ("tvm_access_ptr
 element type must match the source buffer"). :func:`build_pass_context` turns ``StorageRewrite``
 off for such builds (``tirx.disable_storage_rewrite``, a TVM option); ``ios_tvm.build`` uses it.
+MetaSchedule's own builder compiles every candidate it tunes in the same way, so tuning a half
+model for CUDA with the default builder finds no tensor-core schedule that builds: tune with
+:func:`tensor_core_builder` (``ios_tvm.tune(convert(mod, "float16"), target, work_dir,
+builder=ios_tvm.precision.tensor_core_builder())``).
 """
 
 from __future__ import annotations
@@ -331,6 +335,35 @@ def check_schedule_dtype(schedule: Any, mod: tvm.IRModule) -> None:
            else "build the float32 model it was made for, without dtype (CLI: without --dtype)")
     raise ScheduleMismatchError(f"the schedule was made for the model in {made_for} and this one computes in {have}: "
                                 f"{how}")
+
+
+#: the build function :func:`tensor_core_builder`'s workers call (a TVM global function)
+BUILD_FUNC = "ios_tvm.precision.build_without_storage_rewrite"
+
+
+def _build_without_storage_rewrite(mod: tvm.IRModule, target: tvm.target.Target, params: Any) -> Any:
+    """MetaSchedule's ``default_build`` of a candidate, with ``StorageRewrite`` off."""
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_build
+
+    with _with_config(STORAGE_REWRITE_OFF):
+        return default_build(mod, target, params)
+
+
+def register_build_func() -> None:
+    """Register :data:`BUILD_FUNC` in this process (a builder worker's initializer)."""
+    tvm.register_global_func(BUILD_FUNC, _build_without_storage_rewrite, override=True)
+
+
+def tensor_core_builder(timeout_sec: float = 120.0, max_workers: int | None = None) -> Any:
+    """MetaSchedule's ``LocalBuilder`` compiling each candidate with ``StorageRewrite`` off, for
+    ``ios_tvm.tune(..., builder=...)`` of half-precision models on CUDA: with the default
+    builder TVM 0.27 fails on every float16 tensor-core candidate (see the module docstring).
+    ``timeout_sec`` per candidate, as ``ios_tvm.tune``'s ``build_timeout_s``."""
+    from tvm.s_tir import meta_schedule as ms
+
+    register_build_func()
+    return ms.builder.LocalBuilder(timeout_sec=timeout_sec, max_workers=max_workers, f_build=BUILD_FUNC,
+                                   initializer=register_build_func)
 
 
 def build_pass_context(target: tvm.target.Target, mod: tvm.IRModule, database: Any = None,
