@@ -24,3 +24,8 @@ class ScheduleFormatError(IosTvmError, ValueError):
 
 class DeviceNotFoundError(IosTvmError, RuntimeError):
     """Something needs the target's device (measuring, running) and it is not on this machine."""
+
+
+class TuningError(IosTvmError, ValueError):
+    """Bad tuning input: no models, a time budget or trial count out of range, a database that
+    cannot be pruned."""
