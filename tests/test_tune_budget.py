@@ -208,6 +208,41 @@ def test_ctrl_c_ends_the_run_cleanly_after_the_batch(tmp_path):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
 
 
+def test_models_share_a_kernel_and_each_database_stays_whole(tmp_path):
+    """Two models launching the same conv: one task, tuned once, its records in both models'
+    databases; a third model with that conv, tuned later, gets them copied and tunes nothing."""
+    import ios_tvm
+    from ios_tvm import models
+    from ios_tvm.models._builder import NetBuilder
+
+    def net(name, branches):
+        nb = NetBuilder(name, (1, 4, 8, 8))
+        with nb.scope() as x:
+            outs = [nb.conv(x, 8, 3) for _ in range(branches)]
+            nb.output(nb.concat(outs) if branches > 1 else outs[0])
+        mod = nb.module()
+        return models.bind_params(mod, models.random_params(mod))
+
+    def tune(mods):
+        return ios_tvm.tune_models(mods, TARGET, tmp_path, builder=FakeBuilder(), runner=FakeRunner({0: 1e-3}),
+                                   search_strategy="replay-trace", cost_model="random", max_trials_per_task=4,
+                                   num_trials_per_iter=2, progress=lambda line: None)
+
+    fast_tvmscript_parsing()
+    report = tune({"two": net("two", 2), "one": net("one", 1)})
+    conv = [t for t in report.tasks if "conv2d" in t]
+    assert len(conv) == 1 and len(report.tasks) == 2 and report.models["one"] == conv
+    assert report.trials[conv[0]] == 4 and report.weights[conv[0]] > report.weights[report.models["two"][0]] > 0
+    dbs = {m: tmp_path / "generic" / m for m in ("one", "two")}
+    assert report.databases == {m: str(d) for m, d in dbs.items()}
+    n_conv = count_records(dbs["one"])
+    assert n_conv == 4 and count_records(dbs["two"]) == report.records_added > n_conv  # + the concat's
+    later = tune({"three": net("three", 1)})
+    assert later.reused == conv and later.stopped_by == "nothing to tune" and later.records_added == 0
+    assert count_records(tmp_path / "generic" / "three") == n_conv
+    assert len(open_database(tmp_path / "generic" / "three", create=False)) == n_conv
+
+
 # -- database files ---------------------------------------------------------------------------------
 
 def _write_db(path, latencies):
