@@ -29,3 +29,23 @@ def test_e2e_dry_run_and_report(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "| squeezenet | ios_both |" in p.stdout and "### Search cost" in p.stdout
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_torch_peers_switch_tf32_off_and_back():
+    """The fair fp32 peer runs with TF32 off; PyTorch's own switches come back afterwards."""
+    import importlib.util
+
+    torch = __import__("pytest").importorskip("torch")
+    spec = importlib.util.spec_from_file_location("gpu_e2e", ROOT / "benchmarks/gpu_e2e.py")
+    e2e = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(e2e)
+    before = e2e.torch_tf32_settings()
+    torch.backends.cudnn.allow_tf32 = True
+    with e2e.torch_fp32_mode(False) as fp32:
+        assert fp32 == {"cudnn.allow_tf32": False, "cuda.matmul.allow_tf32": False,
+                        "float32_matmul_precision": "highest"}
+        assert torch.backends.cudnn.allow_tf32 is False
+    assert torch.backends.cudnn.allow_tf32 is True
+    with e2e.torch_fp32_mode(None) as default:
+        assert default["cudnn.allow_tf32"] is True
+    torch.backends.cudnn.allow_tf32 = before["cudnn.allow_tf32"]
