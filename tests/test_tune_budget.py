@@ -285,3 +285,17 @@ def test_prune_keeps_the_best_distinct_records(tmp_path):
     assert all(json.loads(line)[0] == 0 for line in lines)
     with pytest.raises(TuningError):
         prune_database(tmp_path, keep=0)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--time-budget", "0"], "time budget must be a positive"),
+    (["--keep", "-1"], "--keep wants"),
+    (["--population", "1"], "--population must be"),
+    (["--trials-per-task", "0"], "max_trials_per_task must be >= 1"),
+])
+def test_tune_command_refuses_bad_input(args, message, capsys):
+    from ios_tvm import cli
+
+    assert cli.main(["tune", "squeezenet", "--target", "llvm", "--out", "/nonexistent/x", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ios-tvm: error:") and message in err
