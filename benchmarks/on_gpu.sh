@@ -18,7 +18,8 @@
 #   2. tuning: tuning/<arch>/ copied to OUT/tuning/<arch>/, continued for BUDGET_S seconds with
 #      `ios-tvm tune`, pruned to the best 8 schedules per kernel
 #                                            -> OUT/tuning/<arch>/<model>/, OUT/tune.log
-#   3. benchmarks/gpu_e2e.py per model with its tuned database (the time left shared out)
+#   3. benchmarks/gpu_e2e.py per model with its tuned database, in the order given (each may use
+#      the time left but 60 s for every model after it)
 #                                            -> OUT/e2e_<model>.json, OUT/e2e_<model>.log
 # Bring back OUT: copy the model directories OUT/tuning/<arch>/<model> over tuning/<arch>/ (not
 # logs/) and OUT/e2e_*.json into benchmarks/results/ (they carry their provenance); commit them.
@@ -34,7 +35,7 @@ if [ "${1:-}" = "--dry-run" ]; then
   shift
 fi
 if [ $# -lt 1 ] || [ "${1:0:1}" = "-" ]; then
-  sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,/^set -uo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'
   exit 2
 fi
 OUT="$1"
@@ -101,7 +102,8 @@ PYEOF
 echo "target $TARGET ($ARCH), models ${MODELS[*]}, tuning budget $BUDGET s, output $OUT"
 
 # 1. GPU tests (they skip, with their reason, without a GPU)
-step gpu_tests 120 "$OUT/gpu_tests.log" "$PY" -m pytest -m gpu -q tests -p no:cacheprovider \
+# (SIGINT at the limit: pytest still writes its report of the tests it ran)
+step gpu_tests 140 "$OUT/gpu_tests.log" timeout -s INT 120 "$PY" -m pytest -m gpu -q tests -p no:cacheprovider \
   --junitxml "$OUT/gpu_tests.xml"
 
 # 2. tuning: continue the committed databases, in a copy
@@ -114,11 +116,12 @@ step tune $(( BUDGET + 60 )) "$OUT/tune.log" timeout -s INT "$(( BUDGET + 40 ))"
   "$PY" -m ios_tvm tune "${MODELS[@]}" --time-budget "$BUDGET" --target "$TARGET" \
   --out "$OUT/tuning" --keep 8 "${TUNE_ARGS[@]}"
 
-# 3. end to end with the tuned kernels, one model at a time, sharing the time left
+# 3. end to end with the tuned kernels, one model at a time in the order given: each may use the
+#    time left but 60 s for every model after it
 left=${#MODELS[@]}
 for m in "${MODELS[@]}"; do
-  limit=$(( (TOTAL - SECONDS) / left ))
-  [ "$limit" -lt 30 ] && limit=30
+  limit=$(( TOTAL - SECONDS - 60 * (left - 1) ))
+  [ "$limit" -lt 60 ] && limit=60
   db="$OUT/tuning/$ARCH/$m"
   [ -f "$db/database_tuning_record.json" ] || db=none
   step "e2e_$m" "$limit" "$OUT/e2e_$m.log" "$PY" benchmarks/gpu_e2e.py --models "$m" --target "$TARGET" \
