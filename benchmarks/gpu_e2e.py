@@ -2,7 +2,9 @@
 a CUDA graph), the greedy schedule, the IOS schedule, and PyTorch eager / torch.compile on
 torchvision's versions of the same networks where torchvision has them. IOS runs with each
 strategy: concurrent groups only, merged convolutions only, and both (the paper's IOS-Parallel,
-IOS-Merge and IOS-Both).
+IOS-Merge and IOS-Both). PyTorch runs its convolutions in TF32 by default, TVM in plain fp32:
+each PyTorch peer is timed with TF32 off (``torch_*_fp32_s``, the fair fp32 comparison) and at
+PyTorch's defaults (``torch_*_default_s``, what users get), and the switches are recorded.
 
     python benchmarks/gpu_e2e.py --out benchmarks/results/gpu_e2e_<gpu>.json      # on a GPU
     python benchmarks/gpu_e2e.py --target llvm --small --models squeezenet          # dry run, CPU
@@ -19,6 +21,7 @@ for the target, else untuned). ``--variants K`` adds ``ios_variants``: the IOS-B
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -38,8 +41,39 @@ from ios_tvm.schedule import Schedule
 TORCHVISION = {"inception_v3": "inception_v3", "googlenet": "googlenet", "squeezenet": "squeezenet1_0"}
 
 
+def torch_tf32_settings() -> dict:
+    """PyTorch's TF32 switches as they stand (its defaults unless changed in this process)."""
+    import torch
+
+    return {"cudnn.allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+            "cuda.matmul.allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+            "float32_matmul_precision": str(torch.get_float32_matmul_precision())}
+
+
+@contextlib.contextmanager
+def torch_fp32_mode(tf32: bool | None):
+    """``tf32=False``: convolutions and matmuls in plain fp32, as TVM's kernels compute (the fair
+    comparison); ``None``: leave PyTorch's defaults (cuDNN convolutions in TF32: what users get).
+    Restores the previous switches afterwards."""
+    import torch
+
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+              torch.get_float32_matmul_precision())
+    if tf32 is not None:
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    try:
+        yield torch_tf32_settings()
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before[:2]
+        torch.set_float32_matmul_precision(before[2])
+
+
 def torch_peers(name: str, batch: int, size: int, number: int, repeat: int) -> dict:
-    """Eager and torch.compile(mode='reduce-overhead') latency of torchvision's network."""
+    """Eager and torch.compile(mode='reduce-overhead') latency of torchvision's network, each with
+    TF32 off (``*_fp32_s``: plain fp32 like TVM) and at PyTorch's defaults (``*_default_s``:
+    cuDNN convolutions in TF32); the switches of each mode are recorded."""
     try:
         import torch
         import torchvision
@@ -52,7 +86,9 @@ def torch_peers(name: str, batch: int, size: int, number: int, repeat: int) -> d
         kwargs.update(aux_logits=False, init_weights=False)
     net = getattr(torchvision.models, TORCHVISION[name])(**kwargs).eval().cuda()
     x = torch.randn(batch, 3, size, size, device="cuda")
-    out = {"torchvision_model": TORCHVISION[name], "note": "torchvision's layers (batch norm unfused; squeezenet without bypass)"}
+    out = {"torchvision_model": TORCHVISION[name], "torch": torch.__version__,
+           "note": "torchvision's layers (batch norm unfused; squeezenet without bypass)",
+           "tf32_defaults": torch_tf32_settings(), "modes": {}}
 
     def bench(fn):
         with torch.no_grad():
@@ -70,12 +106,16 @@ def torch_peers(name: str, batch: int, size: int, number: int, repeat: int) -> d
                 samples.append(start.elapsed_time(end) / 1e3 / number)
         return samples
 
-    out["torch_eager_s"] = bench(net)
-    try:
-        compiled = torch.compile(net, mode="reduce-overhead")
-        out["torch_compile_s"] = bench(compiled)
-    except Exception as err:  # noqa: BLE001 - record why, keep the other numbers
-        out["torch_compile_error"] = f"{type(err).__name__}: {err}"[:500]
+    for mode, tf32 in (("fp32", False), ("default", None)):
+        with torch_fp32_mode(tf32) as settings:
+            out["modes"][mode] = settings
+            out[f"torch_eager_{mode}_s"] = bench(net)
+            try:
+                torch._dynamo.reset()  # compile afresh: the captured graph keeps the math mode
+                compiled = torch.compile(net, mode="reduce-overhead")
+                out[f"torch_compile_{mode}_s"] = bench(compiled)
+            except Exception as err:  # noqa: BLE001 - record why, keep the other numbers
+                out[f"torch_compile_{mode}_error"] = f"{type(err).__name__}: {err}"[:500]
     return out
 
 

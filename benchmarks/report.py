@@ -41,9 +41,9 @@ def render_e2e(data: dict[str, Any], name: str) -> tuple[str, dict[str, dict[str
         speedups[model] = {}
         timed = {k[:-2]: _median(v) for k, v in row.items() if k.endswith("_s") and isinstance(v, list)}
         torch = row.get("torch") or {}
-        for k in ("torch_eager_s", "torch_compile_s"):
-            if isinstance(torch.get(k), list):
-                timed[k[:-2]] = _median(torch[k])
+        for k, v in torch.items():  # torch_{eager,compile}[_fp32|_default]_s
+            if k.startswith("torch_") and k.endswith("_s") and isinstance(v, list):
+                timed[k[:-2]] = _median(v)
         for label, t in timed.items():
             speedups[model][label] = seq / t
             rows.append(f"| {model} | {label} | {t * 1e3:.3f} | {seq / t:.2f}x |")

@@ -7,6 +7,7 @@
     ios-tvm bench inception_v3            sequential vs greedy vs IOS, end to end, this machine
     ios-tvm show s.json [--png s.png]
     ios-tvm models
+    ios-tvm tune inception_v3 googlenet --time-budget 300   MetaSchedule into tuning/<arch>/<model>/
 
 How it fails: a mistake of the user (an ``ios_tvm.errors.IosTvmError``, or a bad option that
 argparse finds) is one ``ios-tvm: error: ...`` line and exit status 2; Ctrl-C is one line and
@@ -653,6 +654,27 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Tune zoo models' kernels into ``OUT/<arch>/<model>/`` with one budget; progress per batch."""
+    import ios_tvm
+    from ios_tvm.tuning_db import count_records
+
+    strategy = "evolutionary"
+    if args.population is not None:
+        from tvm.s_tir import meta_schedule as ms
+
+        strategy = ms.search_strategy.EvolutionarySearch(population_size=args.population)
+    report = ios_tvm.tune_models(
+        args.models, _target(args), args.out, time_budget_s=args.time_budget,
+        max_trials_per_task=args.trials_per_task, num_trials_per_iter=args.trials_per_batch, retune=args.retune,
+        small=args.small, batch_size=args.batch_size, build_timeout_s=args.build_timeout, keep=args.keep or None,
+        search_strategy=strategy, progress=lambda line: print(line, flush=True))
+    print(report.summary())
+    for model, path in report.databases.items():
+        print(f"{model}: {path} ({count_records(path)} records)")
+    return 0
+
+
 def _add_variants_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variants", type=_int_at_least(0), default=0, metavar="K",
                    help="after the search, try the K best schedules the tuning database holds for "
@@ -728,6 +750,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_show)
     p = sub.add_parser("models", help="list the zoo models")
     p.set_defaults(func=cmd_models)
+    p = sub.add_parser("tune", help="tune zoo models' kernels with MetaSchedule into OUT/<arch>/<model>/")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="zoo model names (kernels they share are tuned once)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="S",
+                   help="seconds for the whole command (preparation counts); no batch starts that would "
+                        "end far past it. Default: no limit, trials decide")
+    p.add_argument("--trials-per-task", type=_int_at_least(1), default=None, metavar="N",
+                   help="schedules a kernel is tuned up to, counting those on record (default 64; 512 with "
+                        "--time-budget); with --retune, trials each kernel gets on top")
+    p.add_argument("--trials-per-batch", type=_int_at_least(1), default=16, metavar="N",
+                   help="candidates built (on every CPU core) and measured per batch (16)")
+    p.add_argument("--population", type=_int_at_least(2), default=None, metavar="N",
+                   help="evolutionary search population (MetaSchedule's default 512; smaller searches "
+                        "faster per batch, for small machines and short budgets)")
+    p.add_argument("--retune", action="store_true", help="also tune kernels that have enough records (extends them)")
+    p.add_argument("--target", default="auto",
+                   help="TVM target: 'auto' (this machine's GPU, else CPU), 'llvm', 'cuda' or JSON")
+    p.add_argument("--out", default="tuning", metavar="DIR", help="root of the databases (default tuning/)")
+    p.add_argument("--small", action="store_true", help="the reduced test-size versions of the models")
+    p.add_argument("--batch-size", type=_int_at_least(1), default=1)
+    p.add_argument("--keep", type=_int_at_least(0), default=8, metavar="K",
+                   help="afterwards prune each database to the best K schedules per kernel (default 8; "
+                        "kernel variants use the runner-ups); 0: keep everything")
+    p.add_argument("--build-timeout", type=float, default=120.0, metavar="S",
+                   help="per-candidate build limit (120)")
+    p.set_defaults(func=cmd_tune)
     return parser
 
 
