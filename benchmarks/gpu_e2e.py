@@ -15,7 +15,12 @@ and the analytic model elsewhere. Every scheduled model's output is checked agai
 sequential build's before it is timed. Results carry provenance (GPU, driver, CUDA, TVM, commit).
 Every TVM build uses the same kernels: ``--database`` (default ``auto``: the tuning database shipped
 for the target, else untuned). ``--variants K`` adds ``ios_variants``: the IOS-Both schedule after
-``ios_tvm.select_variants`` (needs a database).
+``ios_tvm.select_variants`` (needs a database). On CUDA, the sequential, greedy and IOS-Both
+schedules also run as one CUDA graph each (``*_cuda_graph``; IOS searched with its stages timed
+as graphs when costs are measured). Each row records its prediction (``predicted_s``: the cost
+model's sum of stage latencies, ``measured_over_predicted``) and the activation memory its
+build plans (``planned_memory_bytes``, ``memory_vs_sequential``). Identical kernels of the builds
+compile once (``ios_tvm.cuda_cache``).
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ import tvm
 from tvm import relax
 
 import ios_tvm
-from ios_tvm import models
+from ios_tvm import cuda_cache, models
+from ios_tvm.compiler import planned_memory
 from ios_tvm.cost import get_cost_model
 from ios_tvm.profiling import median, provenance, time_vm
 from ios_tvm.target import device_of, resolve_target
@@ -136,6 +142,8 @@ def main() -> int:
     args = ap.parse_args()
     target = resolve_target(args.target)
     dev = device_of(target)
+    if target.kind.name == "cuda":  # the builds of one model share their kernels: compile them once
+        cuda_cache.enable()
     db = None if args.database.lower() == "none" else args.database
     results = {"provenance": provenance(target), "settings": {k: str(v) for k, v in vars(args).items()}, "models": {}}
     print(json.dumps(results["provenance"], indent=1), flush=True)
@@ -146,29 +154,40 @@ def main() -> int:
         data = models.random_input(mod)
         graph = ios_tvm.extract_graph(mod, target)
         cost = get_cost_model(args.cost_model, target, db)
-        strategies = {s: ios_tvm.optimize(mod, target, cost_model=cost, graph=graph, database=db,
-                                          search=ios_tvm.SearchConfig(strategy=s))
-                      for s in ("concurrent", "merge", "both")}
+
+        def search(strategy: str, cost=cost, cuda_graph: bool = False):  # every row is timed below anyway
+            return ios_tvm.optimize(mod, target, cost_model=cost, graph=graph, database=db, end_to_end=False,
+                                    search=ios_tvm.SearchConfig(strategy=strategy), cuda_graph=cuda_graph)
+
+        strategies = {s: search(s) for s in ("concurrent", "merge", "both")}
         ios = strategies["both"]
-        greedy = Schedule.greedy(graph, max_num_groups=8)
+        greedy = Schedule.greedy(graph, cost, max_num_groups=8)
         row: dict = {"kernels": len(graph.nodes), "cost_model": cost.name, "ios_stages": len(ios.stages),
-                     "ios_max_streams": ios.max_streams, "predicted_s": ios.latency,
-                     "predicted_sequential_s": ios.meta["baselines_s"]["sequential"],
-                     "ios_merge_stages": len(ios.merges),
-                     "predicted_by_strategy_s": {k: v.latency for k, v in strategies.items()},
+                     "ios_max_streams": ios.max_streams, "predicted_sequential_s": ios.meta["baselines_s"]["sequential"],
+                     "ios_merge_stages": len(ios.merges), "measure": ios.meta.get("measure"),
                      "search": ios.meta["stats"], "search_time_s": ios.meta["time_s"]}
-        builds = {"sequential": ios_tvm.build(mod, target, database=db),
-                  "greedy": ios_tvm.build(mod, target, greedy, database=db)}
-        for strat, sched in strategies.items():
-            builds[f"ios_{strat}"] = ios_tvm.build(mod, target, sched, database=db)
+        schedules: dict = {"sequential": None, "greedy": greedy, **{f"ios_{k}": v for k, v in strategies.items()}}
+        predicted = {"sequential": ios.meta["baselines_s"]["sequential"], "greedy": greedy.latency,
+                     **{f"ios_{k}": v.latency for k, v in strategies.items()}}
         if args.variants:
             with_variants = ios_tvm.select_variants(mod, target, ios, database=db, top_k=args.variants, graph=graph)
-            row["variants"] = {**with_variants.meta["variants"], "predicted_s": with_variants.latency}
-            builds["ios_variants"] = ios_tvm.build(mod, target, with_variants, database=db)
-        if target.kind.name == "cuda":  # TVM's CUDA-graph capture of the same sequential kernels
-            with tvm.transform.PassContext(config={"relax.backend.use_cuda_graph": True}):
-                builds["sequential_cuda_graph"] = tvm.compile(
-                    mod, target, relax_pipeline=ios_tvm.pipeline(target, None, database=db, cuda_graph=True))
+            row["variants"] = dict(with_variants.meta["variants"])
+            schedules["ios_variants"], predicted["ios_variants"] = with_variants, with_variants.latency
+        graphs = target.kind.name == "cuda"
+        if graphs:  # the same kernels, each run replayed as one CUDA graph
+            graph_cost = get_cost_model(args.cost_model, target, db, cuda_graph=True)
+            ios_graph = search("both", graph_cost, cuda_graph=True)
+            greedy_graph = Schedule.greedy(graph, graph_cost, max_num_groups=8)
+            row["ios_cuda_graph_stages"] = len(ios_graph.stages)
+            schedules.update(sequential_cuda_graph=None, greedy_cuda_graph=greedy_graph, ios_both_cuda_graph=ios_graph)
+            predicted.update(sequential_cuda_graph=ios_graph.meta["baselines_s"]["sequential"],
+                             greedy_cuda_graph=greedy_graph.latency, ios_both_cuda_graph=ios_graph.latency)
+        builds = {label: ios_tvm.build(mod, target, sched, database=db, cuda_graph=label.endswith("_cuda_graph"))
+                  for label, sched in schedules.items()}
+        row["predicted_s"] = predicted
+        row["planned_memory_bytes"] = {
+            label: planned_memory(mod, target, sched, database=db, cuda_graph=label.endswith("_cuda_graph"))
+            for label, sched in schedules.items()}
         ref = None
         for label, ex in builds.items():
             out = relax.VirtualMachine(ex, dev)["main"](tvm.runtime.tensor(data, dev)).numpy()
@@ -181,6 +200,13 @@ def main() -> int:
         seq = median(row["sequential_s"])
         row["speedup_vs_sequential"] = {k[:-2]: seq / median(v) for k, v in row.items()
                                         if k.endswith("_s") and isinstance(v, list)}
+        row["measured_over_predicted"] = {label: median(row[f"{label}_s"]) / p for label, p in predicted.items() if p}
+        mem = row["planned_memory_bytes"]
+        row["memory_vs_sequential"] = {label: b / mem["sequential"] for label, b in mem.items()}
+        if graphs:
+            row["memory_vs_sequential"]["ios_both_cuda_graph_vs_sequential_cuda_graph"] = (
+                mem["ios_both_cuda_graph"] / mem["sequential_cuda_graph"])
+        row["cuda_cache"] = cuda_cache.stats()
         if not args.no_torch and target.kind.name == "cuda":
             size = int(mod["main"].params[0].ty.shape[2])
             row["torch"] = torch_peers(name, args.batch_size, size, args.number, args.repeat)

@@ -356,7 +356,7 @@ def _what(args: argparse.Namespace) -> str:
     return f"{args.model}{' (small)' if kwargs.get('small') else ''} ({size}x{size}, batch {kwargs['batch_size']})"
 
 
-def _optimize(args: argparse.Namespace):
+def _optimize(args: argparse.Namespace, end_to_end: bool | None = None):
     import ios_tvm
     from ios_tvm.cost import default_cost_model_name
 
@@ -373,7 +373,7 @@ def _optimize(args: argparse.Namespace):
          "measuring stage costs" if _STATE.measuring else "searching stages")
     t0 = time.perf_counter()
     sched = ios_tvm.optimize(mod, target, search=config, cost_model=cost, database=_database(args),
-                             cuda_graph=args.cuda_graph)
+                             cuda_graph=args.cuda_graph, end_to_end=end_to_end)
     if getattr(args, "variants", 0):
         _say(f"trying the {args.variants} best kernel schedules of each concurrent stage's kernels (measured)")
         sched = ios_tvm.select_variants(mod, target, sched, database=_database(args), top_k=args.variants)
@@ -623,26 +623,47 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ios_tvm.schedule import Schedule
     from ios_tvm.target import require_device
 
+    from ios_tvm.compiler import planned_memory
+    from ios_tvm.guard import record_prediction
+
     target = _target(args)
     dev = require_device(target, 0, "ios-tvm bench (it runs the model)")
-    sched, _, mod = _optimize(args)
+    if target.kind.name == "cuda":  # the three builds share their kernels: compile them once
+        from ios_tvm import cuda_cache
+
+        cuda_cache.enable()
+    sched, _, mod = _optimize(args, end_to_end=False)  # bench times all three itself
     inputs = _model_inputs(mod)
     graph = ios_tvm.extract_graph(mod, target)
     schedules = {"sequential": None, "greedy": Schedule.greedy(graph, max_num_groups=args.max_num_groups),
-                 "IOS": sched}
+                 "ios": sched}
+    base_pred = sched.meta["baselines_s"]
+    predicted = {"sequential": base_pred["sequential"], "greedy": base_pred["greedy"], "ios": sched.latency}
     ref = None
-    rows = []
+    times: dict[str, float] = {}
+    memory: dict[str, int] = {}
     for label, s in schedules.items():
         _prepare_streams(s)
         ex = _build(mod, target, s, args, label, len(graph.nodes))
         out = relax.VirtualMachine(ex, dev)["main"](*[tvm.runtime.tensor(x, dev) for x in inputs]).numpy()
         ref = out if ref is None else ref
         np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
-        rows.append((label, _time(ex, dev, inputs, target, args.repeat, label, None)))
-    base = rows[0][1]
-    print(f"{args.model} on {dev} (median of {args.repeat}; outputs equal):")
-    for label, t in rows:
-        print(f"  {label:10} {t * 1e3:9.4f} ms   {base / t:.2f}x")
+        times[label] = _time(ex, dev, inputs, target, args.repeat, label, None)
+        memory[label] = planned_memory(mod, target, s, database=_database(args), cuda_graph=args.cuda_graph)
+    record_prediction(graph.fingerprint, {**sched.meta, "end_to_end": {
+        "times_s": times, "predicted_s": predicted, "chosen": min(times, key=times.get)}})
+    base = times["sequential"]
+    how = "one CUDA graph each" if args.cuda_graph else "kernel launches"
+    print(f"{args.model} on {dev} ({how}; median of {args.repeat}; outputs equal):")
+    print(f"  {'':10} {'measured':>12} {'speed-up':>9} {'predicted':>12} {'measured/predicted':>19} "
+          f"{'activation memory':>18}")
+    for label, t in times.items():
+        pred = predicted[label]
+        ratio = f"{t / pred:18.2f}x" if pred else f"{'-':>19}"
+        print(f"  {label:10} {t * 1e3:9.4f} ms {base / t:8.2f}x {pred * 1e3 if pred else 0:9.4f} ms {ratio} "
+              f"{memory[label] / 2**20:9.2f} MiB {memory[label] / memory['sequential']:5.2f}x")
+    print(f"  predicted by the {sched.meta['cost_model']} cost model; predicted vs measured kept in "
+          "predictions.jsonl in the cache directory")
     return 0
 
 
