@@ -2,7 +2,9 @@
 a CUDA graph), the greedy schedule, the IOS schedule, and PyTorch eager / torch.compile on
 torchvision's versions of the same networks where torchvision has them. IOS runs with each
 strategy: concurrent groups only, merged convolutions only, and both (the paper's IOS-Parallel,
-IOS-Merge and IOS-Both).
+IOS-Merge and IOS-Both). PyTorch runs its convolutions in TF32 by default, TVM in plain fp32:
+each PyTorch peer is timed with TF32 off (``torch_*_fp32_s``, the fair fp32 comparison) and at
+PyTorch's defaults (``torch_*_default_s``, what users get), and the switches are recorded.
 
     python benchmarks/gpu_e2e.py --out benchmarks/results/gpu_e2e_<gpu>.json      # on a GPU
     python benchmarks/gpu_e2e.py --target llvm --small --models squeezenet          # dry run, CPU
@@ -13,12 +15,18 @@ and the analytic model elsewhere. Every scheduled model's output is checked agai
 sequential build's before it is timed. Results carry provenance (GPU, driver, CUDA, TVM, commit).
 Every TVM build uses the same kernels: ``--database`` (default ``auto``: the tuning database shipped
 for the target, else untuned). ``--variants K`` adds ``ios_variants``: the IOS-Both schedule after
-``ios_tvm.select_variants`` (needs a database).
+``ios_tvm.select_variants`` (needs a database). On CUDA, the sequential, greedy and IOS-Both
+schedules also run as one CUDA graph each (``*_cuda_graph``; IOS searched with its stages timed
+as graphs when costs are measured). Each row records its prediction (``predicted_s``: the cost
+model's sum of stage latencies, ``measured_over_predicted``) and the activation memory its
+build plans (``planned_memory_bytes``, ``memory_vs_sequential``). Identical kernels of the builds
+compile once (``ios_tvm.cuda_cache``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -29,7 +37,8 @@ import tvm
 from tvm import relax
 
 import ios_tvm
-from ios_tvm import models
+from ios_tvm import cuda_cache, models
+from ios_tvm.compiler import planned_memory
 from ios_tvm.cost import get_cost_model
 from ios_tvm.profiling import median, provenance, time_vm
 from ios_tvm.target import device_of, resolve_target
@@ -38,8 +47,39 @@ from ios_tvm.schedule import Schedule
 TORCHVISION = {"inception_v3": "inception_v3", "googlenet": "googlenet", "squeezenet": "squeezenet1_0"}
 
 
+def torch_tf32_settings() -> dict:
+    """PyTorch's TF32 switches as they stand (its defaults unless changed in this process)."""
+    import torch
+
+    return {"cudnn.allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+            "cuda.matmul.allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+            "float32_matmul_precision": str(torch.get_float32_matmul_precision())}
+
+
+@contextlib.contextmanager
+def torch_fp32_mode(tf32: bool | None):
+    """``tf32=False``: convolutions and matmuls in plain fp32, as TVM's kernels compute (the fair
+    comparison); ``None``: leave PyTorch's defaults (cuDNN convolutions in TF32: what users get).
+    Restores the previous switches afterwards."""
+    import torch
+
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+              torch.get_float32_matmul_precision())
+    if tf32 is not None:
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    try:
+        yield torch_tf32_settings()
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before[:2]
+        torch.set_float32_matmul_precision(before[2])
+
+
 def torch_peers(name: str, batch: int, size: int, number: int, repeat: int) -> dict:
-    """Eager and torch.compile(mode='reduce-overhead') latency of torchvision's network."""
+    """Eager and torch.compile(mode='reduce-overhead') latency of torchvision's network, each with
+    TF32 off (``*_fp32_s``: plain fp32 like TVM) and at PyTorch's defaults (``*_default_s``:
+    cuDNN convolutions in TF32); the switches of each mode are recorded."""
     try:
         import torch
         import torchvision
@@ -52,7 +92,9 @@ def torch_peers(name: str, batch: int, size: int, number: int, repeat: int) -> d
         kwargs.update(aux_logits=False, init_weights=False)
     net = getattr(torchvision.models, TORCHVISION[name])(**kwargs).eval().cuda()
     x = torch.randn(batch, 3, size, size, device="cuda")
-    out = {"torchvision_model": TORCHVISION[name], "note": "torchvision's layers (batch norm unfused; squeezenet without bypass)"}
+    out = {"torchvision_model": TORCHVISION[name], "torch": torch.__version__,
+           "note": "torchvision's layers (batch norm unfused; squeezenet without bypass)",
+           "tf32_defaults": torch_tf32_settings(), "modes": {}}
 
     def bench(fn):
         with torch.no_grad():
@@ -70,12 +112,16 @@ def torch_peers(name: str, batch: int, size: int, number: int, repeat: int) -> d
                 samples.append(start.elapsed_time(end) / 1e3 / number)
         return samples
 
-    out["torch_eager_s"] = bench(net)
-    try:
-        compiled = torch.compile(net, mode="reduce-overhead")
-        out["torch_compile_s"] = bench(compiled)
-    except Exception as err:  # noqa: BLE001 - record why, keep the other numbers
-        out["torch_compile_error"] = f"{type(err).__name__}: {err}"[:500]
+    for mode, tf32 in (("fp32", False), ("default", None)):
+        with torch_fp32_mode(tf32) as settings:
+            out["modes"][mode] = settings
+            out[f"torch_eager_{mode}_s"] = bench(net)
+            try:
+                torch._dynamo.reset()  # compile afresh: the captured graph keeps the math mode
+                compiled = torch.compile(net, mode="reduce-overhead")
+                out[f"torch_compile_{mode}_s"] = bench(compiled)
+            except Exception as err:  # noqa: BLE001 - record why, keep the other numbers
+                out[f"torch_compile_{mode}_error"] = f"{type(err).__name__}: {err}"[:500]
     return out
 
 
@@ -96,6 +142,8 @@ def main() -> int:
     args = ap.parse_args()
     target = resolve_target(args.target)
     dev = device_of(target)
+    if target.kind.name == "cuda":  # the builds of one model share their kernels: compile them once
+        cuda_cache.enable()
     db = None if args.database.lower() == "none" else args.database
     results = {"provenance": provenance(target), "settings": {k: str(v) for k, v in vars(args).items()}, "models": {}}
     print(json.dumps(results["provenance"], indent=1), flush=True)
@@ -106,29 +154,40 @@ def main() -> int:
         data = models.random_input(mod)
         graph = ios_tvm.extract_graph(mod, target)
         cost = get_cost_model(args.cost_model, target, db)
-        strategies = {s: ios_tvm.optimize(mod, target, cost_model=cost, graph=graph, database=db,
-                                          search=ios_tvm.SearchConfig(strategy=s))
-                      for s in ("concurrent", "merge", "both")}
+
+        def search(strategy: str, cost=cost, cuda_graph: bool = False):  # every row is timed below anyway
+            return ios_tvm.optimize(mod, target, cost_model=cost, graph=graph, database=db, end_to_end=False,
+                                    search=ios_tvm.SearchConfig(strategy=strategy), cuda_graph=cuda_graph)
+
+        strategies = {s: search(s) for s in ("concurrent", "merge", "both")}
         ios = strategies["both"]
-        greedy = Schedule.greedy(graph, max_num_groups=8)
+        greedy = Schedule.greedy(graph, cost, max_num_groups=8)
         row: dict = {"kernels": len(graph.nodes), "cost_model": cost.name, "ios_stages": len(ios.stages),
-                     "ios_max_streams": ios.max_streams, "predicted_s": ios.latency,
-                     "predicted_sequential_s": ios.meta["baselines_s"]["sequential"],
-                     "ios_merge_stages": len(ios.merges),
-                     "predicted_by_strategy_s": {k: v.latency for k, v in strategies.items()},
+                     "ios_max_streams": ios.max_streams, "predicted_sequential_s": ios.meta["baselines_s"]["sequential"],
+                     "ios_merge_stages": len(ios.merges), "measure": ios.meta.get("measure"),
                      "search": ios.meta["stats"], "search_time_s": ios.meta["time_s"]}
-        builds = {"sequential": ios_tvm.build(mod, target, database=db),
-                  "greedy": ios_tvm.build(mod, target, greedy, database=db)}
-        for strat, sched in strategies.items():
-            builds[f"ios_{strat}"] = ios_tvm.build(mod, target, sched, database=db)
+        schedules: dict = {"sequential": None, "greedy": greedy, **{f"ios_{k}": v for k, v in strategies.items()}}
+        predicted = {"sequential": ios.meta["baselines_s"]["sequential"], "greedy": greedy.latency,
+                     **{f"ios_{k}": v.latency for k, v in strategies.items()}}
         if args.variants:
             with_variants = ios_tvm.select_variants(mod, target, ios, database=db, top_k=args.variants, graph=graph)
-            row["variants"] = {**with_variants.meta["variants"], "predicted_s": with_variants.latency}
-            builds["ios_variants"] = ios_tvm.build(mod, target, with_variants, database=db)
-        if target.kind.name == "cuda":  # TVM's CUDA-graph capture of the same sequential kernels
-            with tvm.transform.PassContext(config={"relax.backend.use_cuda_graph": True}):
-                builds["sequential_cuda_graph"] = tvm.compile(
-                    mod, target, relax_pipeline=ios_tvm.pipeline(target, None, database=db, cuda_graph=True))
+            row["variants"] = dict(with_variants.meta["variants"])
+            schedules["ios_variants"], predicted["ios_variants"] = with_variants, with_variants.latency
+        graphs = target.kind.name == "cuda"
+        if graphs:  # the same kernels, each run replayed as one CUDA graph
+            graph_cost = get_cost_model(args.cost_model, target, db, cuda_graph=True)
+            ios_graph = search("both", graph_cost, cuda_graph=True)
+            greedy_graph = Schedule.greedy(graph, graph_cost, max_num_groups=8)
+            row["ios_cuda_graph_stages"] = len(ios_graph.stages)
+            schedules.update(sequential_cuda_graph=None, greedy_cuda_graph=greedy_graph, ios_both_cuda_graph=ios_graph)
+            predicted.update(sequential_cuda_graph=ios_graph.meta["baselines_s"]["sequential"],
+                             greedy_cuda_graph=greedy_graph.latency, ios_both_cuda_graph=ios_graph.latency)
+        builds = {label: ios_tvm.build(mod, target, sched, database=db, cuda_graph=label.endswith("_cuda_graph"))
+                  for label, sched in schedules.items()}
+        row["predicted_s"] = predicted
+        row["planned_memory_bytes"] = {
+            label: planned_memory(mod, target, sched, database=db, cuda_graph=label.endswith("_cuda_graph"))
+            for label, sched in schedules.items()}
         ref = None
         for label, ex in builds.items():
             out = relax.VirtualMachine(ex, dev)["main"](tvm.runtime.tensor(data, dev)).numpy()
@@ -141,6 +200,13 @@ def main() -> int:
         seq = median(row["sequential_s"])
         row["speedup_vs_sequential"] = {k[:-2]: seq / median(v) for k, v in row.items()
                                         if k.endswith("_s") and isinstance(v, list)}
+        row["measured_over_predicted"] = {label: median(row[f"{label}_s"]) / p for label, p in predicted.items() if p}
+        mem = row["planned_memory_bytes"]
+        row["memory_vs_sequential"] = {label: b / mem["sequential"] for label, b in mem.items()}
+        if graphs:
+            row["memory_vs_sequential"]["ios_both_cuda_graph_vs_sequential_cuda_graph"] = (
+                mem["ios_both_cuda_graph"] / mem["sequential_cuda_graph"])
+        row["cuda_cache"] = cuda_cache.stats()
         if not args.no_torch and target.kind.name == "cuda":
             size = int(mod["main"].params[0].ty.shape[2])
             row["torch"] = torch_peers(name, args.batch_size, size, args.number, args.repeat)

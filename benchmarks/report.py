@@ -33,20 +33,30 @@ def _median(xs: list[float]) -> float:
 
 
 def render_e2e(data: dict[str, Any], name: str) -> tuple[str, dict[str, dict[str, float]]]:
-    """Latency per model and schedule, with speed-up over TVM sequential."""
-    rows = ["| model | schedule | latency (ms) | vs sequential |", "|---|---|---:|---:|"]
+    """Latency per model and schedule, with speed-up over TVM sequential; where the results carry
+    them, the prediction (measured / predicted) and the planned activation memory (vs
+    sequential) of each TVM row."""
+    rich = any(isinstance(r.get("predicted_s"), dict) for r in data["models"].values())
+    rows = ["| model | schedule | latency (ms) | vs sequential |" + (" measured / predicted | memory vs sequential |"
+                                                                    if rich else ""),
+            "|---|---|---:|---:|" + ("---:|---:|" if rich else "")]
     speedups: dict[str, dict[str, float]] = {}
     for model, row in data["models"].items():
         seq = _median(row["sequential_s"])
         speedups[model] = {}
         timed = {k[:-2]: _median(v) for k, v in row.items() if k.endswith("_s") and isinstance(v, list)}
         torch = row.get("torch") or {}
-        for k in ("torch_eager_s", "torch_compile_s"):
-            if isinstance(torch.get(k), list):
-                timed[k[:-2]] = _median(torch[k])
+        for k, v in torch.items():  # torch_{eager,compile}[_fp32|_default]_s
+            if k.startswith("torch_") and k.endswith("_s") and isinstance(v, list):
+                timed[k[:-2]] = _median(v)
+        ratio, memory = row.get("measured_over_predicted", {}), row.get("memory_vs_sequential", {})
         for label, t in timed.items():
             speedups[model][label] = seq / t
-            rows.append(f"| {model} | {label} | {t * 1e3:.3f} | {seq / t:.2f}x |")
+            extra = ""
+            if rich:
+                extra = (f" {ratio[label]:.2f}x |" if label in ratio else " - |") + \
+                        (f" {memory[label]:.2f}x |" if label in memory else " - |")
+            rows.append(f"| {model} | {label} | {t * 1e3:.3f} | {seq / t:.2f}x |{extra}")
     head = f"### End to end: {name}\n\n{_where(data.get('provenance', {}))}\n\n"
     return head + "\n".join(rows) + "\n", speedups
 

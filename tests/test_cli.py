@@ -10,9 +10,9 @@ import subprocess
 import sys
 
 
-def run(*args, cwd=None):
+def run(*args, cwd=None, env=None):
     return subprocess.run([sys.executable, "-m", "ios_tvm", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=600)
+                          cwd=cwd, timeout=600, env=None if env is None else {**os.environ, **env})
 
 
 def test_demo_on_a_small_model():
@@ -118,9 +118,14 @@ def test_bench_and_onnx_input(tmp_path):
     onnx_path.write_bytes(_inception_like(np.random.default_rng(0)))
     p = run("optimize", str(onnx_path), "--target", "llvm", "-o", str(tmp_path / "m.json"))
     assert p.returncode == 0, p.stderr
-    p = run("bench", "squeezenet", "--small", "--target", "llvm", "--repeat", "2")
+    p = run("bench", "squeezenet", "--small", "--target", "llvm", "--repeat", "2",
+            env={"IOS_TVM_CACHE_DIR": str(tmp_path / "cache")})
     assert p.returncode == 0, p.stderr
-    assert all(k in p.stdout for k in ("sequential", "greedy", "IOS", "outputs equal"))
+    assert all(k in p.stdout for k in ("sequential", "greedy", "ios", "outputs equal", "measured/predicted", "MiB"))
+    rows = {line.split()[0]: line.split() for line in p.stdout.splitlines() if line.strip().startswith(("seq", "gre", "ios"))}
+    assert rows["sequential"][-1] == "1.00x"  # activation memory against the sequential plan
+    (record,) = [json.loads(line) for line in (tmp_path / "cache" / "predictions.jsonl").read_text().splitlines()]
+    assert set(record["measured_s"]) == set(record["predicted_s"]) == {"sequential", "greedy", "ios"}
     p = run("optimize", str(tmp_path / "missing.onnx"))
     assert p.returncode == 2 and "no ONNX file" in p.stderr
     p = run("bench", str(onnx_path), "--target", "llvm", "--repeat", "1")

@@ -256,10 +256,11 @@ def test_database_reads_never_create(tmp_path):
     with pytest.raises(DatabaseError, match="no database_workload.json"):
         resolve_database(str(tmp_path), "llvm")
     assert not (tmp_path / "typo").exists() and not list(tmp_path.iterdir())
-    (tmp_path / "database_workload.json").write_text("{not json")
+    (tmp_path / "database_workload.json").write_text("{not json\n")  # damaged, not cut short: kept as it is
     (tmp_path / "database_tuning_record.json").write_text("")
     with pytest.raises(DatabaseError, match="cannot be read"):
         resolve_database(str(tmp_path), "llvm")
+    assert (tmp_path / "database_workload.json").read_text() == "{not json\n"
     open_database(tmp_path / "new")  # tuning creates its database
     assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["database_tuning_record.json",
                                                                     "database_workload.json"]

@@ -21,6 +21,16 @@ from ios_tvm.schedule import Schedule
 pytestmark = pytest.mark.gpu
 
 
+@pytest.fixture(scope="module", autouse=True)
+def compile_once():
+    """The builds of one model share their kernels: compile each CUDA source once."""
+    from ios_tvm import cuda_cache
+
+    cuda_cache.enable()
+    yield
+    cuda_cache.disable()
+
+
 @pytest.fixture(scope="module")
 def target():
     from ios_tvm.target import local_target

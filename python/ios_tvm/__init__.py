@@ -19,6 +19,7 @@ _LAZY = {
     "build": ("ios_tvm.compiler", "build"),
     "pipeline": ("ios_tvm.compiler", "pipeline"),
     "tune": ("ios_tvm.tuning", "tune"),
+    "tune_models": ("ios_tvm.tuning", "tune_models"),
     "select_variants": ("ios_tvm.variant_search", "select_variants"),
     "OpGraph": ("ios_tvm.graph", "OpGraph"),
     "Schedule": ("ios_tvm.schedule", "Schedule"),

@@ -7,6 +7,7 @@
     ios-tvm bench inception_v3            sequential vs greedy vs IOS, end to end, this machine
     ios-tvm show s.json [--png s.png]
     ios-tvm models
+    ios-tvm tune inception_v3 googlenet --time-budget 300   MetaSchedule into tuning/<arch>/<model>/
 
 How it fails: a mistake of the user (an ``ios_tvm.errors.IosTvmError``, or a bad option that
 argparse finds) is one ``ios-tvm: error: ...`` line and exit status 2; Ctrl-C is one line and
@@ -376,7 +377,7 @@ def _what(args: argparse.Namespace) -> str:
     return f"{args.model}{' (small)' if kwargs.get('small') else ''} ({size}x{size}, batch {kwargs['batch_size']}{half})"
 
 
-def _optimize(args: argparse.Namespace):
+def _optimize(args: argparse.Namespace, end_to_end: bool | None = None):
     import ios_tvm
     from ios_tvm.cost import default_cost_model_name
 
@@ -393,7 +394,7 @@ def _optimize(args: argparse.Namespace):
          "measuring stage costs" if _STATE.measuring else "searching stages")
     t0 = time.perf_counter()
     sched = ios_tvm.optimize(mod, target, search=config, cost_model=cost, database=_database(args),
-                             cuda_graph=args.cuda_graph)
+                             cuda_graph=args.cuda_graph, end_to_end=end_to_end)
     if getattr(args, "variants", 0):
         _say(f"trying the {args.variants} best kernel schedules of each concurrent stage's kernels (measured)")
         sched = ios_tvm.select_variants(mod, target, sched, database=_database(args), top_k=args.variants)
@@ -658,27 +659,48 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ios_tvm.schedule import Schedule
     from ios_tvm.target import require_device
 
+    from ios_tvm.compiler import planned_memory
+    from ios_tvm.guard import record_prediction
+
     target = _target(args)
     dev = require_device(target, 0, "ios-tvm bench (it runs the model)")
-    sched, _, mod = _optimize(args)
+    if target.kind.name == "cuda":  # the three builds share their kernels: compile them once
+        from ios_tvm import cuda_cache
+
+        cuda_cache.enable()
+    sched, _, mod = _optimize(args, end_to_end=False)  # bench times all three itself
     inputs = _model_inputs(mod)
     rtol, atol = output_tolerance(model_dtype(mod))
     graph = ios_tvm.extract_graph(mod, target)
     schedules = {"sequential": None, "greedy": Schedule.greedy(graph, max_num_groups=args.max_num_groups),
-                 "IOS": sched}
+                 "ios": sched}
+    base_pred = sched.meta["baselines_s"]
+    predicted = {"sequential": base_pred["sequential"], "greedy": base_pred["greedy"], "ios": sched.latency}
     ref = None
-    rows = []
+    times: dict[str, float] = {}
+    memory: dict[str, int] = {}
     for label, s in schedules.items():
         _prepare_streams(s)
         ex = _build(mod, target, s, args, label, len(graph.nodes))
         out = relax.VirtualMachine(ex, dev)["main"](*[tvm.runtime.tensor(x, dev) for x in inputs]).numpy()
         ref = out if ref is None else ref
         np.testing.assert_allclose(out, ref, rtol=rtol, atol=atol)
-        rows.append((label, _time(ex, dev, inputs, target, args.repeat, label, None)))
-    base = rows[0][1]
-    print(f"{args.model} on {dev} (median of {args.repeat}; outputs equal):")
-    for label, t in rows:
-        print(f"  {label:10} {t * 1e3:9.4f} ms   {base / t:.2f}x")
+        times[label] = _time(ex, dev, inputs, target, args.repeat, label, None)
+        memory[label] = planned_memory(mod, target, s, database=_database(args), cuda_graph=args.cuda_graph)
+    record_prediction(graph.fingerprint, {**sched.meta, "end_to_end": {
+        "times_s": times, "predicted_s": predicted, "chosen": min(times, key=times.get)}})
+    base = times["sequential"]
+    how = "one CUDA graph each" if args.cuda_graph else "kernel launches"
+    print(f"{args.model} on {dev} ({how}; median of {args.repeat}; outputs equal):")
+    print(f"  {'':10} {'measured':>12} {'speed-up':>9} {'predicted':>12} {'measured/predicted':>19} "
+          f"{'activation memory':>18}")
+    for label, t in times.items():
+        pred = predicted[label]
+        ratio = f"{t / pred:18.2f}x" if pred else f"{'-':>19}"
+        print(f"  {label:10} {t * 1e3:9.4f} ms {base / t:8.2f}x {pred * 1e3 if pred else 0:9.4f} ms {ratio} "
+              f"{memory[label] / 2**20:9.2f} MiB {memory[label] / memory['sequential']:5.2f}x")
+    print(f"  predicted by the {sched.meta['cost_model']} cost model; predicted vs measured kept in "
+          "predictions.jsonl in the cache directory")
     return 0
 
 
@@ -687,6 +709,27 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     for name in models.names():
         print(name)
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Tune zoo models' kernels into ``OUT/<arch>/<model>/`` with one budget; progress per batch."""
+    import ios_tvm
+    from ios_tvm.tuning_db import count_records
+
+    strategy = "evolutionary"
+    if args.population is not None:
+        from tvm.s_tir import meta_schedule as ms
+
+        strategy = ms.search_strategy.EvolutionarySearch(population_size=args.population)
+    report = ios_tvm.tune_models(
+        args.models, _target(args), args.out, time_budget_s=args.time_budget,
+        max_trials_per_task=args.trials_per_task, num_trials_per_iter=args.trials_per_batch, retune=args.retune,
+        small=args.small, batch_size=args.batch_size, build_timeout_s=args.build_timeout, keep=args.keep or None,
+        search_strategy=strategy, progress=lambda line: print(line, flush=True))
+    print(report.summary())
+    for model, path in report.databases.items():
+        print(f"{model}: {path} ({count_records(path)} records)")
     return 0
 
 
@@ -769,6 +812,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_show)
     p = sub.add_parser("models", help="list the zoo models")
     p.set_defaults(func=cmd_models)
+    p = sub.add_parser("tune", help="tune zoo models' kernels with MetaSchedule into OUT/<arch>/<model>/")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="zoo model names (kernels they share are tuned once)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="S",
+                   help="seconds for the whole command (preparation counts); no batch starts that would "
+                        "end far past it. Default: no limit, trials decide")
+    p.add_argument("--trials-per-task", type=_int_at_least(1), default=None, metavar="N",
+                   help="schedules a kernel is tuned up to, counting those on record (default 64; 512 with "
+                        "--time-budget); with --retune, trials each kernel gets on top")
+    p.add_argument("--trials-per-batch", type=_int_at_least(1), default=16, metavar="N",
+                   help="candidates built (on every CPU core) and measured per batch (16)")
+    p.add_argument("--population", type=_int_at_least(2), default=None, metavar="N",
+                   help="evolutionary search population (MetaSchedule's default 512; smaller searches "
+                        "faster per batch, for small machines and short budgets)")
+    p.add_argument("--retune", action="store_true", help="also tune kernels that have enough records (extends them)")
+    p.add_argument("--target", default="auto",
+                   help="TVM target: 'auto' (this machine's GPU, else CPU), 'llvm', 'cuda' or JSON")
+    p.add_argument("--out", default="tuning", metavar="DIR", help="root of the databases (default tuning/)")
+    p.add_argument("--small", action="store_true", help="the reduced test-size versions of the models")
+    p.add_argument("--batch-size", type=_int_at_least(1), default=1)
+    p.add_argument("--keep", type=_int_at_least(0), default=8, metavar="K",
+                   help="afterwards prune each database to the best K schedules per kernel (default 8; "
+                        "kernel variants use the runner-ups); 0: keep everything")
+    p.add_argument("--build-timeout", type=float, default=120.0, metavar="S",
+                   help="per-candidate build limit (120)")
+    p.set_defaults(func=cmd_tune)
     return parser
 
 

@@ -26,9 +26,13 @@ DeviceNotFoundError           the target's device is not on this machine (also R
 MemoryPlanError               a scheduled build's memory plan lets concurrent groups share storage
                               (``keep_alive=False``; with keep-alive, a bug of ios_tvm's lowering)
 PipelineError                 TVM's pass pipeline is not the one ios_tvm was written for
+CUDAGraphError                a CUDA graph asked for a target that is not CUDA
+TuningError                   bad tuning input (no models, a budget or trial count out of range)
 PrecisionError                a precision ios_tvm cannot convert to (``float16`` and ``bfloat16``
                               only, from ``float32``), or a model already in another half type
 ============================  ==================================================================
+
+:class:`CUDAGraphWarning` (a warning, not an error) says a build asked for a CUDA graph got less.
 """
 
 from __future__ import annotations
@@ -96,6 +100,11 @@ class CUDAGraphWarning(UserWarning):
     """A build asked for a CUDA graph got less: the scheduled run could not be captured whole
     (the build fell back to launching kernels one by one) or some stages stay outside the graph.
     Make it an error with ``warnings.simplefilter("error", CUDAGraphWarning)``."""
+
+
+class TuningError(IosTvmError, ValueError):
+    """Bad tuning input: no models, a time budget or trial count out of range, a database that
+    cannot be pruned."""
 
 
 class PrecisionError(IosTvmError, ValueError):

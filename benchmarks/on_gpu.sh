@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Everything a GPU machine is for, in one command and about nine minutes: the GPU tests, a
+# time-boxed continuation of the committed tuning databases, and the end-to-end benchmark with
+# the tuned kernels. Everything lands under one output folder, each step's results as it ends.
+#
+#   benchmarks/on_gpu.sh OUT [BUDGET_S] [TARGET] [MODEL...]
+#       BUDGET_S  seconds of tuning (default 200), TARGET (default auto: this machine's GPU),
+#       MODELS    default: inception_v3 googlenet squeezenet
+#   benchmarks/on_gpu.sh --dry-run OUT [BUDGET_S] [TARGET] [MODEL...]
+#       the same steps on a CPU: llvm, reduced models, a 30 s budget, small batches (default
+#       model: squeezenet); what tests/test_benchmarks.py runs so that this script cannot rot
+#
+# Steps, each under its own `timeout`, in order of value (a step that fails or times out does
+# not stop the next; OUT/steps.tsv says how each ended):
+#   0. the runtime library, built with CUDA if the one in python/ios_tvm/lib lacks it;
+#      OUT/provenance.json (GPU, driver, CUDA, TVM, commit)
+#   1. pytest -m gpu                         -> OUT/gpu_tests.log, OUT/gpu_tests.xml
+#   2. tuning: tuning/<arch>/ copied to OUT/tuning/<arch>/, continued for BUDGET_S seconds with
+#      `ios-tvm tune`, pruned to the best 8 schedules per kernel
+#                                            -> OUT/tuning/<arch>/<model>/, OUT/tune.log
+#   3. benchmarks/gpu_e2e.py per model with its tuned database, in the order given (each may use
+#      the time left but 60 s for every model after it)
+#                                            -> OUT/e2e_<model>.json, OUT/e2e_<model>.log
+# Bring back OUT: copy the model directories OUT/tuning/<arch>/<model> over tuning/<arch>/ (not
+# logs/) and OUT/e2e_*.json into benchmarks/results/ (they carry their provenance); commit them.
+#
+# Environment: PYTHON (default python3), IOS_TVM_TOTAL_S (whole run, default 540).
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PY="${PYTHON:-python3}"
+DRY=0
+if [ "${1:-}" = "--dry-run" ]; then
+  DRY=1
+  shift
+fi
+if [ $# -lt 1 ] || [ "${1:0:1}" = "-" ]; then
+  sed -n '2,/^set -uo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'
+  exit 2
+fi
+OUT="$1"
+shift
+if [ "$DRY" = 1 ]; then
+  BUDGET="${1:-30}"; TARGET="${2:-llvm}"
+  TUNE_ARGS=(--small --trials-per-batch 4 --population 32)
+  E2E_ARGS=(--small --number 1 --repeat 2 --no-torch --cost-model analytic)
+  DEFAULT_MODELS=(squeezenet)
+else
+  BUDGET="${1:-200}"; TARGET="${2:-auto}"
+  TUNE_ARGS=()
+  E2E_ARGS=()
+  DEFAULT_MODELS=(inception_v3 googlenet squeezenet)
+fi
+shift $(( $# < 2 ? $# : 2 ))
+MODELS=("$@")
+[ ${#MODELS[@]} -eq 0 ] && MODELS=("${DEFAULT_MODELS[@]}")
+TOTAL="${IOS_TVM_TOTAL_S:-540}"
+
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
+cd "$ROOT"
+# the checkout's ios_tvm when its runtime library is built (or nothing else imports), else the
+# installed one
+if ls python/ios_tvm/lib/*ios_tvm_runtime* > /dev/null 2>&1 || ! "$PY" -c "import ios_tvm.runtime" 2> /dev/null; then
+  export PYTHONPATH="$ROOT/python${PYTHONPATH:+:$PYTHONPATH}"
+fi
+printf 'step\trc\tseconds\n' > "$OUT/steps.tsv"
+
+step() {  # step NAME TIMEOUT_S LOG COMMAND...: run it under timeout, log, record rc and time
+  local name="$1" limit="$2" log="$3"
+  shift 3
+  local t0=$SECONDS rc
+  echo "== $name (at most ${limit} s)"
+  timeout -k 20 "$limit" "$@" > "$log" 2>&1
+  rc=$?
+  printf '%s\t%s\t%s\n' "$name" "$rc" "$(( SECONDS - t0 ))" >> "$OUT/steps.tsv"
+  echo "   rc $rc in $(( SECONDS - t0 )) s; log: $log"
+  return 0
+}
+
+# 0. runtime library and provenance
+export IOS_TVM_TARGET="$TARGET"
+need_cuda=$("$PY" -c "import os; from ios_tvm.target import resolve_target
+print(int(resolve_target(os.environ['IOS_TVM_TARGET']).kind.name == 'cuda'))" 2>/dev/null || echo 0)
+have=$("$PY" -c "import ios_tvm.runtime as r; print(r.build_info().get('cuda', '0'))" 2>/dev/null || echo none)
+if [ "$have" = none ] || { [ "$need_cuda" = 1 ] && [ "$have" = 0 ]; }; then
+  step build 240 "$OUT/build.log" bash -c "cmake -S . -B build/on_gpu -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE=\"\$(command -v $PY)\" && cmake --build build/on_gpu -j"
+  export PYTHONPATH="$ROOT/python${PYTHONPATH:+:$PYTHONPATH}"
+fi
+ARCH=$("$PY" -c "import os; from ios_tvm.target import arch_of, resolve_target
+print(arch_of(resolve_target(os.environ['IOS_TVM_TARGET'])))") || { echo "no usable ios_tvm/TVM for $PY" >&2; exit 1; }
+"$PY" - "$OUT/provenance.json" "$ARCH" "$DRY" "$BUDGET" "${MODELS[@]}" <<'PYEOF'
+import json, os, sys
+from ios_tvm.profiling import provenance
+from ios_tvm.target import resolve_target
+path, arch, dry, budget, *models = sys.argv[1:]
+info = {**provenance(resolve_target(os.environ["IOS_TVM_TARGET"])), "arch": arch, "dry_run": dry == "1",
+        "tuning_budget_s": float(budget), "models": models}
+with open(path, "w") as f:
+    json.dump(info, f, indent=1)
+PYEOF
+echo "target $TARGET ($ARCH), models ${MODELS[*]}, tuning budget $BUDGET s, output $OUT"
+
+# 1. GPU tests (they skip, with their reason, without a GPU)
+# (SIGINT at the limit: pytest still writes its report of the tests it ran)
+step gpu_tests 140 "$OUT/gpu_tests.log" timeout -s INT 120 "$PY" -m pytest -m gpu -q tests -p no:cacheprovider \
+  --junitxml "$OUT/gpu_tests.xml"
+
+# 2. tuning: continue the committed databases, in a copy
+mkdir -p "$OUT/tuning/$ARCH"
+if [ -d "tuning/$ARCH" ]; then
+  cp -R "tuning/$ARCH/." "$OUT/tuning/$ARCH/"
+fi
+# it stops itself at the budget; SIGINT later still ends it cleanly after the batch under way
+step tune $(( BUDGET + 60 )) "$OUT/tune.log" timeout -s INT "$(( BUDGET + 40 ))" \
+  "$PY" -m ios_tvm tune "${MODELS[@]}" --time-budget "$BUDGET" --target "$TARGET" \
+  --out "$OUT/tuning" --keep 8 "${TUNE_ARGS[@]}"
+
+# 3. end to end with the tuned kernels, one model at a time in the order given: each may use the
+#    time left but 60 s for every model after it
+left=${#MODELS[@]}
+for m in "${MODELS[@]}"; do
+  limit=$(( TOTAL - SECONDS - 60 * (left - 1) ))
+  [ "$limit" -lt 60 ] && limit=60
+  db="$OUT/tuning/$ARCH/$m"
+  [ -f "$db/database_tuning_record.json" ] || db=none
+  step "e2e_$m" "$limit" "$OUT/e2e_$m.log" "$PY" benchmarks/gpu_e2e.py --models "$m" --target "$TARGET" \
+    --database "$db" --out "$OUT/e2e_$m.json" "${E2E_ARGS[@]}"
+  left=$(( left - 1 ))
+done
+
+echo "done in $SECONDS s:"
+column -t "$OUT/steps.tsv" 2>/dev/null || cat "$OUT/steps.tsv"
