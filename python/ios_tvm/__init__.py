@@ -25,6 +25,7 @@ _LAZY = {
     "Schedule": ("ios_tvm.schedule", "Schedule"),
     "models": ("ios_tvm.models", None),
     "errors": ("ios_tvm.errors", None),
+    "precision": ("ios_tvm.precision", None),
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -122,6 +122,7 @@ def optimize(
     database: Any = "auto",
     end_to_end: bool | Any = None,
     cuda_graph: bool = False,
+    dtype: str | None = None,
 ) -> Schedule:
     """Find an IOS schedule for ``mod`` on ``target``.
 
@@ -152,6 +153,11 @@ def optimize(
         The model will be built with ``cuda_graph=True`` (its run replayed as one CUDA graph):
         a measured cost model named here times every stage as a CUDA graph, and the end-to-end
         check builds with graphs.
+    dtype
+        ``"float16"`` or ``"bfloat16"``: schedule the model converted to that precision by
+        :func:`ios_tvm.precision.convert` (``graph``, if given, must be the converted model's);
+        build it with the same ``dtype``. ``None`` (default): the model as given, whatever its
+        precision.
 
     Returns
     -------
@@ -159,8 +165,9 @@ def optimize(
         Validated, with predicted stage latencies; ``meta`` holds the search statistics, the
         same cost model's latency of the sequential and greedy baselines, under ``"prediction"``
         which cost model predicted, for which device, and how far it is known to be off
-        (:func:`prediction_note`), and, after the end-to-end check, ``meta["end_to_end"]``: every
-        candidate's time and which one won.
+        (:func:`prediction_note`), ``meta["precision"]``: the dtype the model computes in and
+        whether ``dtype`` converted it, and, after the end-to-end check, ``meta["end_to_end"]``:
+        every candidate's time and which one won.
 
     Raises
     ------
@@ -170,9 +177,19 @@ def optimize(
         ``database`` names a directory that holds no tuning database.
     UnsupportedModelError
         A model ios_tvm cannot schedule (dynamic shapes, control flow, ...).
+    PrecisionError
+        A ``dtype`` ios_tvm cannot convert the model to.
     """
+    from .precision import convert, model_dtype
+
     if not isinstance(mod, tvm.IRModule):
         raise TypeError(f"optimize takes the model as a tvm.IRModule, got {type(mod).__name__}")
+    if dtype is not None:
+        converted = convert(mod, dtype)
+        precision = {"dtype": model_dtype(converted), "converted": converted is not mod}
+        mod = converted
+    else:
+        precision = {"dtype": model_dtype(mod), "converted": False}
     config = search or SearchConfig(max_group_size, max_num_groups)
     tgt = as_target(target)
     if isinstance(database, (str, os.PathLike)) and str(database) != "auto":
@@ -205,7 +222,8 @@ def optimize(
         "stats": {"blocks": num_blocks, **asdict(stats)},
         "time_s": {"graph": round(t_graph, 4), "search": round(t_search, 4)},
         "baselines_s": {"sequential": seq.latency, "greedy": greedy.latency},
-        "prediction": prediction_note(model),
+        "prediction": prediction_note(model, precision["dtype"]),
+        "precision": precision,
     }
     if model.name == "measure" and hasattr(model, "config"):  # how the stages were timed
         meta["measure"] = {"cache_state": getattr(model, "cache_state", None), "launch": model.config.launch,
@@ -224,18 +242,19 @@ def optimize(
     return sched
 
 
-def prediction_note(model: CostModel) -> dict[str, str]:
+def prediction_note(model: CostModel, dtype: str = "float32") -> dict[str, str]:
     """What a schedule's latencies are and how far to trust them: ``{"cost_model", "device",
     "known_error"}``, recorded in ``schedule.meta["prediction"]`` and printed by the CLI.
 
-    The analytic model states its own calibration (``AnalyticCostModel.known_error``); measured
+    The analytic model states its own calibration (``AnalyticCostModel.known_error_for`` the
+    model's ``dtype``: half precision adds what is assumed rather than measured); measured
     latencies are the device's own, with the end-to-end gap the evidence shows; a custom model's
     accuracy is unknown to ios_tvm.
     """
     from .cost.analytic import AnalyticCostModel
 
     if isinstance(model, AnalyticCostModel):
-        return {"cost_model": model.name, "device": model.device.name, "known_error": model.known_error}
+        return {"cost_model": model.name, "device": model.device.name, "known_error": model.known_error_for(dtype)}
     if model.name == "measure":
         timer = getattr(model, "timer", None)
         return {"cost_model": model.name, "device": str(getattr(timer, "device_name", "the target's device")),

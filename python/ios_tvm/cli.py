@@ -226,17 +226,37 @@ def _zoo_kwargs(args: argparse.Namespace) -> dict:
 
 
 def _model_meta(args: argparse.Namespace, mod: Any) -> dict:
-    """What the schedule records about the model it was made for."""
+    """What the schedule records about the model it was made for (``dtype``: what it computes in;
+    ``converted_by``: the ``--dtype`` conversion, if one was made)."""
+    from ios_tvm.precision import model_dtype
+
     shapes = {p.name: [int(d) for d in p.ty.shape] for p in mod["main"].params}
+    precision = {"dtype": model_dtype(mod)}
+    if getattr(args, "converted", False):
+        precision["converted_by"] = f"--dtype {args.dtype} (ios_tvm.precision.convert: TVM's ToMixedPrecision)"
     if _is_onnx(args):
-        return {"name": args.model, "inputs": shapes, "weights": "from the file"}
+        return {"name": args.model, "inputs": shapes, "weights": "from the file", **precision}
     kwargs = _zoo_kwargs(args)
-    return {"name": args.model, **kwargs, "inputs": shapes, "weights": "random, seed 0"}
+    return {"name": args.model, **kwargs, "inputs": shapes, "weights": "random, seed 0", **precision}
 
 
 def _load_model(args: argparse.Namespace):
     """The model to work on: a zoo name (random weights, seed 0, bound as constants: merging
-    needs them) or an ONNX file (its weights as constants)."""
+    needs them) or an ONNX file (its weights as constants), in the precision ``--dtype`` asks
+    for (``args.converted`` says whether it converted the model)."""
+    from ios_tvm.precision import convert
+
+    mod = _load_given(args)
+    args.converted = False
+    if getattr(args, "dtype", None):
+        converted = convert(mod, args.dtype)
+        args.converted = converted is not mod
+        mod = converted
+    return mod
+
+
+def _load_given(args: argparse.Namespace):
+    """The model as given: a zoo model or an ONNX file."""
     from ios_tvm import models
 
     if _is_onnx(args):
@@ -347,13 +367,14 @@ def _model_inputs(mod: Any) -> list:
 
 # -- the commands ---------------------------------------------------------------------------------
 def _what(args: argparse.Namespace) -> str:
+    half = f", in {args.dtype}" if getattr(args, "dtype", None) else ""
     if _is_onnx(args):
-        return args.model
+        return f"{args.model}{half}"
     kwargs = _zoo_kwargs(args)
     from ios_tvm import models
 
     size = models.image_size_of(args.model, **kwargs)
-    return f"{args.model}{' (small)' if kwargs.get('small') else ''} ({size}x{size}, batch {kwargs['batch_size']})"
+    return f"{args.model}{' (small)' if kwargs.get('small') else ''} ({size}x{size}, batch {kwargs['batch_size']}{half})"
 
 
 def _optimize(args: argparse.Namespace, end_to_end: bool | None = None):
@@ -378,6 +399,7 @@ def _optimize(args: argparse.Namespace, end_to_end: bool | None = None):
         _say(f"trying the {args.variants} best kernel schedules of each concurrent stage's kernels (measured)")
         sched = ios_tvm.select_variants(mod, target, sched, database=_database(args), top_k=args.variants)
     sched.meta["model"] = _model_meta(args, mod)
+    sched.meta["precision"] = {**sched.meta.get("precision", {}), "converted": args.converted}  # --dtype converted it
     return sched, time.perf_counter() - t0, mod
 
 
@@ -390,7 +412,7 @@ def _report(sched, elapsed: float) -> str:
     prediction = meta.get("prediction", {})
     measured = meta["cost_model"] == "measure"
     lines = [
-        f"model {meta['model']['name']}  target {_target_name(meta['target'])}",
+        f"model {meta['model']['name']}{_precision_text(meta)}  target {_target_name(meta['target'])}",
         f"graph: {sched.num_nodes} kernels, {stats['blocks']} blocks; search: {stats['states']} states, "
         f"{stats['transitions']} transitions, {stats['stages']} candidate stages, {elapsed:.2f} s in all",
         "",
@@ -420,6 +442,14 @@ def _report(sched, elapsed: float) -> str:
                      f"run a runner-up schedule ({v['measurements']} measurements, "
                      f"{v['measured_gain_s'] * 1e6:.1f} us faster)")
     return "\n".join(lines)
+
+
+def _precision_text(meta: dict) -> str:
+    """`` (float16, converted from float32)``: the precision a schedule's model computes in."""
+    dtype = (meta.get("precision") or {}).get("dtype")
+    if dtype is None or dtype == "float32":
+        return ""
+    return f" ({dtype}{', converted from float32' if meta['precision'].get('converted') else ''})"
 
 
 def _timed_as_graph(meta: dict) -> bool:
@@ -490,6 +520,7 @@ def _measure_end_to_end(sched, mod, args) -> str:
     import tvm
     from tvm import relax
 
+    from ios_tvm.precision import model_dtype, output_tolerance
     from ios_tvm.target import device_of
 
     target = _target(args)
@@ -505,7 +536,8 @@ def _measure_end_to_end(sched, mod, args) -> str:
     for ex in (seq_ex, ios_ex):
         out = relax.VirtualMachine(ex, dev)["main"](*[tvm.runtime.tensor(x, dev) for x in inputs])
         outs.append(out.numpy())
-    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-4, atol=1e-5)
+    rtol, atol = output_tolerance(model_dtype(mod))
+    np.testing.assert_allclose(outs[1], outs[0], rtol=rtol, atol=atol)
     base = sched.meta["baselines_s"]
     seq = _time(seq_ex, dev, inputs, target, args.repeat, "sequential", base["sequential"])
     ios = _time(ios_ex, dev, inputs, target, args.repeat, "IOS-scheduled", sched.latency)
@@ -571,6 +603,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     import ios_tvm
     from ios_tvm import runtime
+    from ios_tvm.precision import check_schedule_dtype
     from ios_tvm.schedule import Schedule
 
     out = _check_output(args.output, f"{Path(args.model).name.removesuffix('.onnx')}.so")
@@ -584,6 +617,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         graph = ios_tvm.extract_graph(mod, target)
         sched = Schedule.load(args.schedule)  # format errors first
         try:
+            check_schedule_dtype(sched, mod)
             sched.validate(graph)
             sched.check_target(target)
         except ScheduleMismatchError as err:
@@ -611,7 +645,8 @@ def _made_for(sched: Any) -> str:
         return ""
     inputs = made.get("inputs")
     shapes = f", inputs {'; '.join(f'{n} {d}' for n, d in inputs.items())}" if isinstance(inputs, dict) else ""
-    return f" (made for {made['name']}{shapes})"
+    dtype = f", in {made['dtype']}" if isinstance(made.get("dtype"), str) else ""
+    return f" (made for {made['name']}{shapes}{dtype})"
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -620,6 +655,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from tvm import relax
 
     import ios_tvm
+    from ios_tvm.precision import model_dtype, output_tolerance
     from ios_tvm.schedule import Schedule
     from ios_tvm.target import require_device
 
@@ -634,6 +670,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         cuda_cache.enable()
     sched, _, mod = _optimize(args, end_to_end=False)  # bench times all three itself
     inputs = _model_inputs(mod)
+    rtol, atol = output_tolerance(model_dtype(mod))
     graph = ios_tvm.extract_graph(mod, target)
     schedules = {"sequential": None, "greedy": Schedule.greedy(graph, max_num_groups=args.max_num_groups),
                  "ios": sched}
@@ -647,7 +684,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         ex = _build(mod, target, s, args, label, len(graph.nodes))
         out = relax.VirtualMachine(ex, dev)["main"](*[tvm.runtime.tensor(x, dev) for x in inputs]).numpy()
         ref = out if ref is None else ref
-        np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(out, ref, rtol=rtol, atol=atol)
         times[label] = _time(ex, dev, inputs, target, args.repeat, label, None)
         memory[label] = planned_memory(mod, target, s, database=_database(args), cuda_graph=args.cuda_graph)
     record_prediction(graph.fingerprint, {**sched.meta, "end_to_end": {
@@ -718,6 +755,10 @@ def _add_model_args(p: argparse.ArgumentParser, default_model: str | None) -> No
     p.add_argument("--image-size", type=_int_at_least(1), default=None,
                    help="zoo models: input resolution (default: the paper's)")
     p.add_argument("--small", action="store_true", help="zoo models: the reduced test-size version")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
+                   help="precision: convert a float32 model to float16 or bfloat16 with TVM's mixed-precision pass "
+                        "(float32 accumulation; ios_tvm.precision.convert); float32 keeps it; default: the model as "
+                        "given (a half-precision ONNX file stays half)")
     p.add_argument("-r", "--max-group-size", type=_int_at_least(1), default=3,
                    help="most kernels per stream per stage (3)")
     p.add_argument("-s", "--max-num-groups", type=_int_at_least(1), default=8,

@@ -123,20 +123,28 @@ def model_merges(mod: tvm.IRModule, target: tvm.target.Target) -> Any:
 
 def build(mod: tvm.IRModule, target: str | dict | tvm.target.Target, schedule: Any = None, *,
           keep_alive: bool = True, verify: bool = True, pool_size: int | None = None,
-          database: Any = "auto", cuda_graph: bool = False) -> Any:
+          database: Any = "auto", cuda_graph: bool = False, dtype: str | None = None) -> Any:
     """Compile ``mod`` for ``target`` with ``schedule`` lowered into it.
 
     Returns what ``tvm.compile`` returns (run it with ``relax.VirtualMachine``). With ``verify``
     the memory plan of the scheduled module is checked as it is made (:func:`ios_tvm.memory.verify_memory`). A schedule
     needing more streams than the runtime's pool (``pool_size``, default the current
     ``ios_tvm.runtime.pool_size()``) is refused. ``database``: tuned kernels, ``cuda_graph``: the
-    run replayed as one CUDA graph, see :func:`pipeline`.
+    run replayed as one CUDA graph, see :func:`pipeline`. ``dtype``: build the model converted to
+    ``"float16"`` or ``"bfloat16"`` (:func:`ios_tvm.precision.convert`; a schedule made with
+    ``optimize(..., dtype=...)`` needs the same). Tuned half-precision kernels for CUDA compile
+    with TVM's ``StorageRewrite`` off (:func:`ios_tvm.precision.build_pass_context`).
     """
+    from .precision import build_pass_context, check_schedule_dtype, convert
+
     check_model(mod)
     tgt = as_target(target)
     _check_cuda_graph(tgt, cuda_graph)
+    if dtype is not None:
+        mod = convert(mod, dtype)
     merges = graph = None
     if schedule is not None:
+        check_schedule_dtype(schedule, mod)
         graph = extract_graph(mod, tgt)
         if schedule.merges:
             from .merge import node_merges
@@ -145,9 +153,10 @@ def build(mod: tvm.IRModule, target: str | dict | tvm.target.Target, schedule: A
         schedule.validate(graph)  # typed errors before TVM's passes wrap them
         _runtime.check_num_streams(max(schedule.max_streams, 1),
                                    _runtime.pool_size() if pool_size is None else pool_size)
-    return tvm.compile(mod, tgt, relax_pipeline=pipeline(tgt, schedule, keep_alive=keep_alive, database=database,
-                                                         verify=verify, merges=merges, graph=graph,
-                                                         cuda_graph=cuda_graph))
+    with build_pass_context(tgt, mod, database, bool(schedule is not None and schedule.variants)):
+        return tvm.compile(mod, tgt, relax_pipeline=pipeline(tgt, schedule, keep_alive=keep_alive, database=database,
+                                                             verify=verify, merges=merges, graph=graph,
+                                                             cuda_graph=cuda_graph))
 
 
 def plan_memory(mod: tvm.IRModule, target: str | dict | tvm.target.Target, schedule: Any = None, *,

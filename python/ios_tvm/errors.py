@@ -28,6 +28,8 @@ MemoryPlanError               a scheduled build's memory plan lets concurrent gr
 PipelineError                 TVM's pass pipeline is not the one ios_tvm was written for
 CUDAGraphError                a CUDA graph asked for a target that is not CUDA
 TuningError                   bad tuning input (no models, a budget or trial count out of range)
+PrecisionError                a precision ios_tvm cannot convert to (``float16`` and ``bfloat16``
+                              only, from ``float32``), or a model already in another half type
 ============================  ==================================================================
 
 :class:`CUDAGraphWarning` (a warning, not an error) says a build asked for a CUDA graph got less.
@@ -103,3 +105,8 @@ class CUDAGraphWarning(UserWarning):
 class TuningError(IosTvmError, ValueError):
     """Bad tuning input: no models, a time budget or trial count out of range, a database that
     cannot be pruned."""
+
+
+class PrecisionError(IosTvmError, ValueError):
+    """A precision ios_tvm cannot convert a model to (only ``float16`` and ``bfloat16`` from
+    ``float32``), or a model that is already in another half-precision type."""

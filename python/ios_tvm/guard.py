@@ -35,15 +35,16 @@ class EndToEndConfig:
         sample counts.
     rtol, atol
         The candidates' outputs must equal the sequential build's within these, or the guard
-        raises (a wrong schedule never wins on speed).
+        raises (a wrong schedule never wins on speed); ``None`` (default): by the dtype the model
+        computes in (:func:`ios_tvm.precision.output_tolerance`: ``1e-4`` / ``1e-5`` in float32).
     device_id
         The GPU (CUDA targets).
     """
 
     number: int = 20
     repeat: int = 5
-    rtol: float = 1e-4
-    atol: float = 1e-5
+    rtol: float | None = None
+    atol: float | None = None
     device_id: int = 0
 
     def __post_init__(self) -> None:
@@ -73,13 +74,18 @@ def end_to_end_timer(mod: Any, target: Any, *, database: Any = "auto", config: E
     from .profiling import median, time_vm
     from .target import require_device
 
+    from .precision import model_dtype, numpy_dtype, output_tolerance
+
     device = require_device(target, config.device_id, "timing schedules end to end")
+    rtol, atol = output_tolerance(model_dtype(mod))
+    rtol = rtol if config.rtol is None else config.rtol
+    atol = atol if config.atol is None else config.atol
     rng = np.random.default_rng(0)
     inputs = []
     fn = mod["main"]
     for p in fn.params[:num_input(fn)]:
         inputs.append(tvm.runtime.tensor(rng.uniform(-1, 1, [int(d) for d in p.ty.shape.values])
-                                         .astype(str(p.ty.dtype)), device))
+                                         .astype(numpy_dtype(str(p.ty.dtype))), device))
     reference: list[Any] = []
 
     def time_of(label: str, schedule: Any) -> float:
@@ -89,7 +95,7 @@ def end_to_end_timer(mod: Any, target: Any, *, database: Any = "auto", config: E
         out = out.numpy() if hasattr(out, "numpy") else out[0].numpy()
         if not reference:
             reference.append(out)
-        np.testing.assert_allclose(out, reference[0], rtol=config.rtol, atol=config.atol,
+        np.testing.assert_allclose(out, reference[0], rtol=rtol, atol=atol,
                                    err_msg=f"the {label} schedule's output differs from the sequential build's")
         return median(time_vm(ex, device, inputs, number=config.number, repeat=config.repeat))
 

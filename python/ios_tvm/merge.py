@@ -1,8 +1,11 @@
 """IOS-Merge: several convolutions reading the same input become one convolution.
 
-A *conv unit* is ``conv2d(x, W)`` optionally followed by ``add(., b)`` (a per-channel bias) and
-``relu``, each intermediate used only by the next. Units are *mergeable* when they read the same
-``x`` with the same strides, dilation, layout (NCHW/OIHW), dtype and epilogue, ``groups == 1``,
+A *conv unit* is ``conv2d(x, W)`` optionally followed by ``astype(., half)`` (the cast back to
+half precision of a float32-accumulating convolution, as :func:`ios_tvm.precision.convert` and
+TVM's ``ToMixedPrecision`` make it), ``add(., b)`` (a per-channel bias), ``relu`` and another
+``astype`` (a converted model casting up for an operator kept in float32, such as PyTorch's
+batch norm), each intermediate used only by the next. Units are *mergeable* when they read the same
+``x`` with the same strides, dilation, layout (NCHW/OIHW), dtypes and epilogue, ``groups == 1``,
 their weights and biases are constants (so the concatenation happens here, once, not per run),
 and their outputs align once every kernel is zero-padded, centred, to the largest kernel size:
 ``pad_i + (K - k_i) / 2`` is the same for every unit on every side (a 1x1 with pad 0 merges with
@@ -18,7 +21,8 @@ One path, plan then rewrite:
    merge stages;
 2. *rewrite*, at lowering (:func:`ios_tvm.lower.lower_schedule`, in the build pipeline right
    after fusion): :func:`splice_merges` lowers :func:`merged_module` (one ``conv2d`` over the
-   concatenated output channels, + bias, + relu, then ``split``) of each merge stage with the
+   concatenated output channels, + casts, + bias, + relu, then ``split``; the weights concatenated
+   in the model's dtype, so a half model merges half weights) of each merge stage with the
    passes the model went through, and splices its kernels in place of the merged ones.
 
 The bias of a unit is recognised in the forms model builders and TVM's importers give it:
@@ -58,7 +62,7 @@ _VIEW_OPS = ("relax.reshape", "relax.expand_dims")
 
 @dataclass(frozen=True)
 class ConvUnit:
-    """One conv (+ bias) (+ relu) chain of the model."""
+    """One conv (+ cast) (+ bias) (+ relu) (+ cast) chain of the model."""
 
     index: int  #: position of the conv binding in the dataflow block
     conv: Any  #: the conv binding's var
@@ -72,6 +76,8 @@ class ConvUnit:
     key: tuple  #: what must be equal for units to merge (besides alignment)
     weight_expr: Any = None  #: the weight constant (identifies the unit's kernel after fusion)
     attrs: Any = None  #: the conv2d attributes
+    cast: str | None = None  #: the dtype the conv's result is cast to (half models), if any
+    out_cast: str | None = None  #: the dtype the unit's result is cast to at its end, if any
 
     @property
     def kernel(self) -> tuple[int, int]:
@@ -173,6 +179,11 @@ def _unit_at(index: int, binding: Any, uses: _Uses) -> ConvUnit | None:
             or not isinstance(x, relax.Var) or _shape(binding.var) is None):
         return None
     chain = [binding.var]
+    cast = None
+    nxt = uses.only_user(chain[-1], "relax.astype")
+    if nxt is not None:  # conv2d(out_dtype=float32) -> astype(half): a converted model's conv
+        cast = str(nxt.value.attrs.dtype)
+        chain.append(nxt.var)
     bias = None
     nxt = uses.only_user(chain[-1], "relax.add")
     if nxt is not None:
@@ -183,12 +194,17 @@ def _unit_at(index: int, binding: Any, uses: _Uses) -> ConvUnit | None:
     relu = nxt is not None
     if relu:
         chain.append(nxt.var)
+    out_cast = None
+    nxt = uses.only_user(chain[-1], "relax.astype") if cast is not None else None
+    if nxt is not None:  # a half model casting up for an op kept in float32 (batch norm)
+        out_cast = str(nxt.value.attrs.dtype)
+        chain.append(nxt.var)
     shape = _shape(binding.var)
     key = (x, tuple(int(s) for s in a.strides), tuple(int(d) for d in a.dilation), str(binding.var.ty.dtype),
-           str(a.out_dtype), shape[0], shape[2:], bias is not None, relu)
+           str(a.out_dtype), shape[0], shape[2:], cast, bias is not None, relu, out_cast)
     pad = tuple(int(p) for p in a.padding)
     return ConvUnit(index, binding.var, chain[-1], tuple(chain), x, weight, bias, relu, pad, key,  # type: ignore[arg-type]
-                    w, a)
+                    w, a, cast, out_cast)
 
 
 def find_units(fn: relax.Function) -> list[ConvUnit]:
@@ -294,10 +310,11 @@ def _kernel_of(unit: ConvUnit, graph: Any) -> int | None:
 
 def _kernel_name(unit: ConvUnit) -> str:
     """A pattern of the name of the kernel fusion makes of exactly ``unit``'s ops: FuseOps names
-    a fused kernel ``fused_`` + the names of the legalized ops (``conv2d``, ``add``, ``relu``, each
+    a fused kernel ``fused_`` + the names of the legalized ops (``conv2d``, ``cast``, ``add``, ``relu``, ``cast``, each
     with a number when taken). A kernel also computing what follows the unit (a ``tanh`` after
     the bias, ``add(y, y)`` after a bare conv) has other arguments or another name."""
-    ops = ["conv2d"] + ["add"] * (unit.bias is not None) + ["relu"] * unit.relu
+    ops = (["conv2d"] + ["cast"] * (unit.cast is not None) + ["add"] * (unit.bias is not None) + ["relu"] * unit.relu
+           + ["cast"] * (unit.out_cast is not None))
     name = "_".join(rf"{op}\d*" for op in ops)
     return name if len(ops) == 1 else "fused_" + name
 
@@ -317,7 +334,7 @@ def node_merges(mod: tvm.IRModule, graph: Any, func: str = "main") -> NodeMerges
 
 
 def merged_module(units: Sequence[ConvUnit], zero_weights: bool = False) -> tvm.IRModule:
-    """A module ``main(x)`` computing the merged kernel of ``units``: conv (+ bias) (+ relu),
+    """A module ``main(x)`` computing the merged kernel of ``units``: conv (+ cast) (+ bias) (+ relu) (+ cast),
     then ``split`` into a tuple, one tensor per unit (in ``units`` order)."""
     units = list(units)
     weight, bias, padding = merged_weights(units)
@@ -333,10 +350,14 @@ def merged_module(units: Sequence[ConvUnit], zero_weights: bool = False) -> tvm.
         with bb.dataflow():
             y = bb.emit(R.nn.conv2d(x, relax.const(weight, dtype), strides=list(a.strides), padding=list(padding),
                                     dilation=list(a.dilation), out_dtype=_out_dtype(a)))
+            if units[0].cast is not None:
+                y = bb.emit(R.astype(y, units[0].cast))
             if bias is not None:
-                y = bb.emit(R.add(y, relax.const(bias.reshape(1, -1, 1, 1), dtype)))
+                y = bb.emit(R.add(y, relax.const(bias.reshape(1, -1, 1, 1), str(bias.dtype))))
             if units[0].relu:
                 y = bb.emit(R.nn.relu(y))
+            if units[0].out_cast is not None:
+                y = bb.emit(R.astype(y, units[0].out_cast))
             bounds = [int(b) for b in np.cumsum([u.channels for u in units])[:-1]]
             out = bb.emit_output(bb.emit(R.split(y, bounds, axis=1)))
         bb.emit_func_output(out)
@@ -413,7 +434,7 @@ def _merged_bindings(j: int, units: list[ConvUnit], replaced: list[relax.VarBind
             out_ty = list(b.var.ty.fields) if isinstance(b.var.ty, relax.TupleType) else b.var.ty
             value = relax.op.call_tir(gvs[value.args[0].name_hint], relax.Tuple(args), out_ty)
             kernels.append(var)
-        else:  # the merged module is conv (+ bias) (+ relu) + split: kernels, then variables
+        else:  # the merged module is conv (+ casts) (+ bias) (+ relu) + split: kernels, then variables
             assert isinstance(value, relax.Var), f"unexpected binding in a merged kernel: {value}"
             value = remap[value]
         remap[b.var] = var

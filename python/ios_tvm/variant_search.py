@@ -210,6 +210,10 @@ def _build_variants(graph: OpGraph, options: Mapping[str, list[Variant]], schedu
                     funcs[name] = apply_trace(graph.mod[kernel], var.trace).with_attr("global_symbol", name)
     if not funcs:
         return {}
-    built = tvm.compile(tvm.IRModule(funcs), target)
+    from .precision import build_pass_context
+
+    source = graph.source if graph.source is not None else graph.mod
+    with build_pass_context(target, source, variants=True):  # tuned half kernels for CUDA
+        built = tvm.compile(tvm.IRModule(funcs), target)
     model.keep(built)
     return {key: built[name] for key, name in names.items()}

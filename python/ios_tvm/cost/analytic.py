@@ -8,7 +8,10 @@ of class ``c``, bandwidth ``B`` byte/s and ``U`` parallel lanes:
 
 * ``s_k = 1 + S * b / (b + C)``: a slowdown once the working set outgrows the caches (CPUs:
   untuned loops stream their operands from memory; ``S = 0`` on GPUs);
-* ``w_k = max(f * s_k / (eta_c * P), b / B)``: time with the whole device;
+* ``w_k = max(f * s_k / (eta_c * P_k), b / B)``: time with the whole device, where ``P_k`` is
+  ``P`` or, for a convolution or matmul computing in a dtype the device has a peak for
+  (``DeviceSpec.dtype_peaks``: the tensor cores' float16 rate on the GPU preset), that peak;
+  ``b`` counts the bytes of the kernel's real dtypes (2 per element in half precision);
 * ``u_k = min(1, e / U)``: the share of the device one kernel keeps busy (one thread per output
   element, as TVM's default GPU schedules do; 1 for matmul-like kernels, whose GEMV and matmul
   schedules split the reduction over threads too);
@@ -64,6 +67,19 @@ Both presets model the kernels a default build runs: TVM's own schedules, no tun
   searched with measured costs summed to 4.58 ms). Only these totals were measured on a GPU:
   per-kernel GPU predictions are unvalidated, and on an H200 (4.8 TB/s) memory-bound kernels run
   faster than predicted.
+
+Half precision (:mod:`ios_tvm.precision`): bytes come from the real dtypes, so memory-bound kernels
+take half the time. Convolutions and matmuls on float16 data run at ``dtype_peaks["float16"]`` =
+740 TFLOP/s on the GPU preset: 14.8x its FP32 peak, the ratio of NVIDIA's H100 datasheet figures for
+dense FP16 tensor-core and FP32 (989.4 / 66.9 TFLOP/s for the SXM card, 756 / 51.2 for PCIe), with
+the same efficiency ``eta`` as the FP32 kernels: an assumption, not measured (no GPU has run a half
+model of ios_tvm yet). It is what kernels tuned with MetaSchedule's tensor-core rules
+(``ios_tvm.tune`` of the converted model; :data:`ios_tvm.precision.TENSOR_CORE_INTRINSICS`) aim at.
+Two cases run slower than that: TVM's *untuned* half convolutions (dlight's fallback schedule runs
+them on CUDA cores, at about the FP32 rate), and every bfloat16 kernel, which the preset leaves at
+the FP32 peak because TVM 0.27's MetaSchedule has no bfloat16 tensor-core intrinsics (the H100's
+bf16 tensor cores are as fast as its fp16 ones). The CPU preset has no half peak: LLVM computes
+half precision in float32 registers.
 """
 
 from __future__ import annotations
@@ -96,8 +112,9 @@ def kernel_class(kernel: str) -> str:
 
 @dataclass(frozen=True)
 class DeviceSpec:
-    """Roofline numbers of a device (defaults: :data:`GPU_H100_CLASS`, an H100-class GPU in FP32
-    without tensor cores, running TVM's untuned kernels).
+    """Roofline numbers of a device (defaults: :data:`GPU_H100_CLASS`, an H100-class GPU running
+    TVM's untuned kernels in FP32 on CUDA cores, and float16 convolutions and matmuls on its
+    tensor cores).
 
     Attributes
     ----------
@@ -117,6 +134,11 @@ class DeviceSpec:
         ``C`` and ``S`` of the working-set slowdown (0: none).
     concurrent
         Whether the groups of a stage run at once (GPU streams) or one after another (CPU).
+    dtype_peaks
+        ``(dtype, FLOP/s)`` pairs: the peak of ``tensor_core_classes`` kernels computing in that
+        dtype (the dtype of their first input), instead of ``peak_flops``.
+    tensor_core_classes
+        Kernel classes ``dtype_peaks`` applies to.
     """
 
     name: str = "generic-gpu"
@@ -130,6 +152,8 @@ class DeviceSpec:
     cache_bytes: float = 0.0
     cache_slowdown: float = 0.0
     concurrent: bool = True
+    dtype_peaks: tuple[tuple[str, float], ...] = (("float16", 740e12),)
+    tensor_core_classes: tuple[str, ...] = ("conv", "matmul")
 
     @staticmethod
     def for_target(target: str | dict | tvm.target.Target) -> "DeviceSpec":
@@ -150,7 +174,7 @@ GPU_H100_CLASS = DeviceSpec(name="h100-class")
 CPU_UNTUNED = DeviceSpec(
     name="cpu", peak_flops=95.9e9, bandwidth=94.0e9, lanes=1, launch_overhead=0.2e-6, join_overhead=0.05e-6,
     efficiency=(("conv", 0.312), ("matmul", 0.418), ("other", 0.556)), full_occupancy=(),
-    cache_bytes=33.1e3, cache_slowdown=7.84, concurrent=False)
+    cache_bytes=33.1e3, cache_slowdown=7.84, concurrent=False, dtype_peaks=())
 
 #: What each preset is known to get right, for schedule meta and the CLI.
 KNOWN_ERROR = {
@@ -161,6 +185,24 @@ KNOWN_ERROR = {
                   "within 1% of the measured 7.61 ms, greedy speed-up 1.7x predicted vs 1.48x measured end to "
                   "end; per-kernel GPU latencies not yet validated",
 }
+
+#: Added to the known error of a half-precision model's prediction (``schedule.meta["prediction"]``).
+HALF_KNOWN_ERROR = {
+    "cpu": "half precision not calibrated on CPU (its bytes halve; LLVM computes it in float32 registers)",
+    "h100-class": "half precision not yet measured on a GPU: float16 convolutions and matmuls are predicted at "
+                  "the tensor cores' peak (740 TFLOP/s, 14.8x FP32, datasheet ratio) with FP32's fitted "
+                  "efficiency, as tuned kernels (MetaSchedule's tensor-core rules) aim at; untuned float16 "
+                  "kernels and bfloat16 kernels (no tensor-core schedules in TVM 0.27) run on CUDA cores",
+}
+
+
+def kernel_dtype(inputs: tuple[tuple[tuple[int, ...], str], ...], outputs: tuple = ()) -> str:
+    """The dtype a kernel computes in: that of its first floating-point input (its data, for a
+    convolution or matmul), else of its first output; ``"float32"`` when it has neither."""
+    for _, dtype in list(inputs) + list(outputs):
+        if dtype.startswith(("float", "bfloat")):
+            return dtype
+    return "float32"
 
 
 class AnalyticCostModel(CostModel):
@@ -180,26 +222,47 @@ class AnalyticCostModel(CostModel):
     def known_error(self) -> str:
         """How far this model's predictions are known to be off (its calibration), or that the
         device spec is not a calibrated preset."""
+        preset = self._preset()
+        return KNOWN_ERROR[preset] if preset else "a custom DeviceSpec: accuracy unknown (not calibrated)"
+
+    def known_error_for(self, dtype: str) -> str:
+        """:attr:`known_error` of a model computing in ``dtype``: with what is assumed, not
+        measured, about half precision (:data:`HALF_KNOWN_ERROR`)."""
+        preset = self._preset()
+        if dtype == "float32" or preset is None:
+            return self.known_error
+        return f"{KNOWN_ERROR[preset]}; {HALF_KNOWN_ERROR[preset]}"
+
+    def _preset(self) -> str | None:
         for preset in (GPU_H100_CLASS, CPU_UNTUNED):
             if dataclasses.replace(self.device, name=preset.name) == preset:
-                return KNOWN_ERROR[preset.name]
-        return "a custom DeviceSpec: accuracy unknown (not calibrated)"
+                return preset.name
+        return None
 
-    def kernel_time(self, kernel: str, flops: float, nbytes: float, elements: int) -> tuple[float, float]:
-        """``(t_k, w_k)`` of a kernel named ``kernel`` (see :func:`kernel_class`): time alone and
-        full-device work time."""
+    def peak(self, cls: str, dtype: str) -> float:
+        """FLOP/s of a kernel of class ``cls`` computing in ``dtype``: ``peak_flops``, or its
+        ``dtype_peaks`` entry for the tensor-core classes."""
+        d = self.device
+        if cls in d.tensor_core_classes:
+            return dict(d.dtype_peaks).get(dtype, d.peak_flops)
+        return d.peak_flops
+
+    def kernel_time(self, kernel: str, flops: float, nbytes: float, elements: int,
+                    dtype: str = "float32") -> tuple[float, float]:
+        """``(t_k, w_k)`` of a kernel named ``kernel`` (see :func:`kernel_class`) computing in
+        ``dtype``: time alone and full-device work time."""
         d = self.device
         cls = kernel_class(kernel)
         slowdown = 1.0 + d.cache_slowdown * nbytes / (nbytes + d.cache_bytes) if d.cache_bytes > 0 else 1.0
         efficiency = dict(d.efficiency).get(cls, 1.0)
-        work = max(flops * slowdown / (efficiency * d.peak_flops), nbytes / d.bandwidth)
+        work = max(flops * slowdown / (efficiency * self.peak(cls, dtype)), nbytes / d.bandwidth)
         occupancy = 1.0 if cls in d.full_occupancy else min(1.0, max(elements, 1) / d.lanes)
         return d.launch_overhead + work / occupancy, work
 
     def kernel_times(self, graph: OpGraph, node: int) -> tuple[float, float]:
         """``(t_k, w_k)`` of one node: time alone and full-device work time."""
         n = graph.nodes[node]
-        return self.kernel_time(n.kernel, n.flops, n.bytes, n.out_elements)
+        return self.kernel_time(n.kernel, n.flops, n.bytes, n.out_elements, kernel_dtype(n.inputs, n.outputs))
 
     def stage_latency(self, graph: OpGraph, groups: tuple[tuple[int, ...], ...]) -> float:
         slowest = 0.0
@@ -238,6 +301,7 @@ class AnalyticCostModel(CostModel):
             nbytes += tensor_bytes(*n.inputs[1]) * ratio + out
             out_bytes += out
             elements += n.out_elements
-        merged, _ = self.kernel_time("merged_conv2d", flops, nbytes, elements)
+        dtype = kernel_dtype(graph.nodes[nodes[0]].inputs)
+        merged, _ = self.kernel_time("merged_conv2d", flops, nbytes, elements, dtype)
         split, _ = self.kernel_time("split", 0.0, 2 * out_bytes, elements)
         return merged + split

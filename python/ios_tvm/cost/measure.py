@@ -127,7 +127,9 @@ def random_array(rng: np.random.Generator, shape: Any, dtype: str) -> np.ndarray
     and a random index reads out of bounds)."""
     if dtype.startswith(("int", "uint", "bool")):
         return np.zeros(shape, dtype=dtype)
-    return rng.uniform(-1, 1, size=shape).astype(dtype)
+    from ..precision import numpy_dtype
+
+    return rng.uniform(-1, 1, size=shape).astype(numpy_dtype(dtype))
 
 
 def node_arrays(nodes: Sequence[Node], seed: int = 0) -> list[list[np.ndarray]]:
