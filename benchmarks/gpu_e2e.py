@@ -31,13 +31,14 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tvm
 from tvm import relax
 
 import ios_tvm
-from ios_tvm import cuda_cache, models
+from ios_tvm import cuda_cache, models, precision
 from ios_tvm.compiler import planned_memory
 from ios_tvm.cost import get_cost_model
 from ios_tvm.profiling import median, provenance, time_vm
@@ -76,10 +77,14 @@ def torch_fp32_mode(tf32: bool | None):
         torch.set_float32_matmul_precision(before[2])
 
 
-def torch_peers(name: str, batch: int, size: int, number: int, repeat: int) -> dict:
-    """Eager and torch.compile(mode='reduce-overhead') latency of torchvision's network, each with
-    TF32 off (``*_fp32_s``: plain fp32 like TVM) and at PyTorch's defaults (``*_default_s``:
-    cuDNN convolutions in TF32); the switches of each mode are recorded."""
+def torch_peers(name: str, batch: int, size: int, number: int, repeat: int, dtype: str = "float32") -> dict:
+    """Eager and torch.compile(mode='reduce-overhead') latency of torchvision's network.
+
+    float32: each with TF32 off (``*_fp32_s``: plain fp32 like TVM) and at PyTorch's defaults
+    (``*_default_s``: cuDNN convolutions in TF32), the switches of each mode recorded. float16 /
+    bfloat16: the network and input in that dtype (``*_half_s``: what ``model.half()`` users
+    run) and the float32 network under ``torch.autocast`` (``*_autocast_s``: PyTorch's mixed
+    precision, the analogue of ``ios_tvm.precision.convert``)."""
     try:
         import torch
         import torchvision
@@ -92,37 +97,126 @@ def torch_peers(name: str, batch: int, size: int, number: int, repeat: int) -> d
         kwargs.update(aux_logits=False, init_weights=False)
     net = getattr(torchvision.models, TORCHVISION[name])(**kwargs).eval().cuda()
     x = torch.randn(batch, 3, size, size, device="cuda")
-    out = {"torchvision_model": TORCHVISION[name], "torch": torch.__version__,
+    out = {"torchvision_model": TORCHVISION[name], "torch": torch.__version__, "dtype": dtype,
            "note": "torchvision's layers (batch norm unfused; squeezenet without bypass)",
            "tf32_defaults": torch_tf32_settings(), "modes": {}}
 
-    def bench(fn):
+    def bench(fn, inp):
         with torch.no_grad():
             for _ in range(10):
-                fn(x)
+                fn(inp)
             torch.cuda.synchronize()
             samples = []
             for _ in range(repeat):
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
                 for _ in range(number):
-                    fn(x)
+                    fn(inp)
                 end.record()
                 end.synchronize()
                 samples.append(start.elapsed_time(end) / 1e3 / number)
         return samples
 
-    for mode, tf32 in (("fp32", False), ("default", None)):
-        with torch_fp32_mode(tf32) as settings:
-            out["modes"][mode] = settings
-            out[f"torch_eager_{mode}_s"] = bench(net)
+    def both(mode, model, inp, context=contextlib.nullcontext):
+        with context():
+            out[f"torch_eager_{mode}_s"] = bench(model, inp)
             try:
                 torch._dynamo.reset()  # compile afresh: the captured graph keeps the math mode
-                compiled = torch.compile(net, mode="reduce-overhead")
-                out[f"torch_compile_{mode}_s"] = bench(compiled)
+                out[f"torch_compile_{mode}_s"] = bench(torch.compile(model, mode="reduce-overhead"), inp)
             except Exception as err:  # noqa: BLE001 - record why, keep the other numbers
                 out[f"torch_compile_{mode}_error"] = f"{type(err).__name__}: {err}"[:500]
+
+    if dtype == "float32":
+        for mode, tf32 in (("fp32", False), ("default", None)):
+            with torch_fp32_mode(tf32) as settings:
+                out["modes"][mode] = settings
+                both(mode, net, x)
+        return out
+    half = getattr(torch, dtype)
+    out["modes"] = {"half": f"model and input in {dtype}", "autocast": f"float32 model under torch.autocast({dtype})"}
+    both("autocast", net, x, lambda: torch.autocast("cuda", dtype=half))
+    both("half", net.to(half), x.to(half))
     return out
+
+
+def run_model(name: str, dtype: str, args: argparse.Namespace, target: Any, dev: Any, db: Any,
+              reference: dict[str, np.ndarray]) -> dict:
+    """One model in one precision: search, build every row (their outputs checked against the
+    sequential build's within the dtype's tolerance), time them, and the PyTorch peers in the
+    same dtype. ``reference`` holds each model's float32 sequential output (half rows report
+    their error against it)."""
+    t0 = time.perf_counter()
+    mod = models.get(name, batch_size=args.batch_size, small=args.small)
+    mod = models.bind_params(mod, models.random_params(mod))
+    data = models.random_input(mod)
+    if dtype != "float32":  # the same weights, converted (float32 inputs and outputs stay)
+        mod = precision.convert(mod, dtype)
+    rtol, atol = precision.output_tolerance(dtype)
+    graph = ios_tvm.extract_graph(mod, target)
+    cost = get_cost_model(args.cost_model, target, db)
+
+    def search(strategy: str, cost=cost, cuda_graph: bool = False):  # every row is timed below anyway
+        return ios_tvm.optimize(mod, target, cost_model=cost, graph=graph, database=db, end_to_end=False,
+                                search=ios_tvm.SearchConfig(strategy=strategy), cuda_graph=cuda_graph)
+
+    strategies = {s: search(s) for s in ("concurrent", "merge", "both")}
+    ios = strategies["both"]
+    greedy = Schedule.greedy(graph, cost, max_num_groups=8)
+    row: dict = {"dtype": dtype, "kernels": len(graph.nodes), "cost_model": cost.name, "ios_stages": len(ios.stages),
+                 "ios_max_streams": ios.max_streams, "predicted_sequential_s": ios.meta["baselines_s"]["sequential"],
+                 "ios_merge_stages": len(ios.merges), "measure": ios.meta.get("measure"),
+                 "search": ios.meta["stats"], "search_time_s": ios.meta["time_s"]}
+    schedules: dict = {"sequential": None, "greedy": greedy, **{f"ios_{k}": v for k, v in strategies.items()}}
+    predicted = {"sequential": ios.meta["baselines_s"]["sequential"], "greedy": greedy.latency,
+                 **{f"ios_{k}": v.latency for k, v in strategies.items()}}
+    if args.variants:
+        with_variants = ios_tvm.select_variants(mod, target, ios, database=db, top_k=args.variants, graph=graph)
+        row["variants"] = dict(with_variants.meta["variants"])
+        schedules["ios_variants"], predicted["ios_variants"] = with_variants, with_variants.latency
+    graphs = target.kind.name == "cuda"
+    if graphs:  # the same kernels, each run replayed as one CUDA graph
+        graph_cost = get_cost_model(args.cost_model, target, db, cuda_graph=True)
+        ios_graph = search("both", graph_cost, cuda_graph=True)
+        greedy_graph = Schedule.greedy(graph, graph_cost, max_num_groups=8)
+        row["ios_cuda_graph_stages"] = len(ios_graph.stages)
+        schedules.update(sequential_cuda_graph=None, greedy_cuda_graph=greedy_graph, ios_both_cuda_graph=ios_graph)
+        predicted.update(sequential_cuda_graph=ios_graph.meta["baselines_s"]["sequential"],
+                         greedy_cuda_graph=greedy_graph.latency, ios_both_cuda_graph=ios_graph.latency)
+    builds = {label: ios_tvm.build(mod, target, sched, database=db, cuda_graph=label.endswith("_cuda_graph"))
+              for label, sched in schedules.items()}
+    row["predicted_s"] = predicted
+    row["planned_memory_bytes"] = {
+        label: planned_memory(mod, target, sched, database=db, cuda_graph=label.endswith("_cuda_graph"))
+        for label, sched in schedules.items()}
+    ref = None
+    for label, ex in builds.items():
+        out = relax.VirtualMachine(ex, dev)["main"](tvm.runtime.tensor(data, dev)).numpy()
+        if ref is None:
+            ref = out
+        else:
+            np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5, err_msg=f"{name} {label}")
+    for label, ex in builds.items():  # interleave nothing: each timed in turn, same input
+        row[f"{label}_s"] = time_vm(ex, dev, [data], number=args.number, repeat=args.repeat)
+    seq = median(row["sequential_s"])
+    row["speedup_vs_sequential"] = {k[:-2]: seq / median(v) for k, v in row.items()
+                                    if k.endswith("_s") and isinstance(v, list)}
+    row["measured_over_predicted"] = {label: median(row[f"{label}_s"]) / p for label, p in predicted.items() if p}
+    mem = row["planned_memory_bytes"]
+    row["memory_vs_sequential"] = {label: b / mem["sequential"] for label, b in mem.items()}
+    if graphs:
+        row["memory_vs_sequential"]["ios_both_cuda_graph_vs_sequential_cuda_graph"] = (
+            mem["ios_both_cuda_graph"] / mem["sequential_cuda_graph"])
+    row["cuda_cache"] = cuda_cache.stats()
+    if dtype == "float32":
+        reference[name] = ref
+    elif name in reference:  # how far the half model is from float32 (relative error of the output's norm)
+        err = float(np.linalg.norm(ref.astype(np.float64) - reference[name]) / np.linalg.norm(reference[name]))
+        row["error_vs_float32"] = {"relative_norm": err, "in_unit_roundoffs": err / precision.unit_roundoff(dtype)}
+    if not args.no_torch and target.kind.name == "cuda":
+        size = int(mod["main"].params[0].ty.shape[2])
+        row["torch"] = torch_peers(name, args.batch_size, size, args.number, args.repeat, dtype)
+    row["wall_s"] = round(time.perf_counter() - t0, 1)
+    return row
 
 
 def main() -> int:
@@ -138,6 +232,9 @@ def main() -> int:
     ap.add_argument("--database", default="auto", help="tuning database directory, 'auto' or 'none'")
     ap.add_argument("--variants", type=int, default=0, metavar="K",
                     help="also run IOS-Both with concurrency-aware kernel variants (top K per kernel)")
+    ap.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "float16", "bfloat16"],
+                    help="precisions to run each model in (half: converted by ios_tvm.precision.convert; rows "
+                         "'<model>:<dtype>'); default float32")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     target = resolve_target(args.target)
@@ -147,76 +244,17 @@ def main() -> int:
     db = None if args.database.lower() == "none" else args.database
     results = {"provenance": provenance(target), "settings": {k: str(v) for k, v in vars(args).items()}, "models": {}}
     print(json.dumps(results["provenance"], indent=1), flush=True)
+    reference: dict[str, np.ndarray] = {}  # float32 sequential output per model
     for name in args.models:
-        t0 = time.perf_counter()
-        mod = models.get(name, batch_size=args.batch_size, small=args.small)
-        mod = models.bind_params(mod, models.random_params(mod))
-        data = models.random_input(mod)
-        graph = ios_tvm.extract_graph(mod, target)
-        cost = get_cost_model(args.cost_model, target, db)
-
-        def search(strategy: str, cost=cost, cuda_graph: bool = False):  # every row is timed below anyway
-            return ios_tvm.optimize(mod, target, cost_model=cost, graph=graph, database=db, end_to_end=False,
-                                    search=ios_tvm.SearchConfig(strategy=strategy), cuda_graph=cuda_graph)
-
-        strategies = {s: search(s) for s in ("concurrent", "merge", "both")}
-        ios = strategies["both"]
-        greedy = Schedule.greedy(graph, cost, max_num_groups=8)
-        row: dict = {"kernels": len(graph.nodes), "cost_model": cost.name, "ios_stages": len(ios.stages),
-                     "ios_max_streams": ios.max_streams, "predicted_sequential_s": ios.meta["baselines_s"]["sequential"],
-                     "ios_merge_stages": len(ios.merges), "measure": ios.meta.get("measure"),
-                     "search": ios.meta["stats"], "search_time_s": ios.meta["time_s"]}
-        schedules: dict = {"sequential": None, "greedy": greedy, **{f"ios_{k}": v for k, v in strategies.items()}}
-        predicted = {"sequential": ios.meta["baselines_s"]["sequential"], "greedy": greedy.latency,
-                     **{f"ios_{k}": v.latency for k, v in strategies.items()}}
-        if args.variants:
-            with_variants = ios_tvm.select_variants(mod, target, ios, database=db, top_k=args.variants, graph=graph)
-            row["variants"] = dict(with_variants.meta["variants"])
-            schedules["ios_variants"], predicted["ios_variants"] = with_variants, with_variants.latency
-        graphs = target.kind.name == "cuda"
-        if graphs:  # the same kernels, each run replayed as one CUDA graph
-            graph_cost = get_cost_model(args.cost_model, target, db, cuda_graph=True)
-            ios_graph = search("both", graph_cost, cuda_graph=True)
-            greedy_graph = Schedule.greedy(graph, graph_cost, max_num_groups=8)
-            row["ios_cuda_graph_stages"] = len(ios_graph.stages)
-            schedules.update(sequential_cuda_graph=None, greedy_cuda_graph=greedy_graph, ios_both_cuda_graph=ios_graph)
-            predicted.update(sequential_cuda_graph=ios_graph.meta["baselines_s"]["sequential"],
-                             greedy_cuda_graph=greedy_graph.latency, ios_both_cuda_graph=ios_graph.latency)
-        builds = {label: ios_tvm.build(mod, target, sched, database=db, cuda_graph=label.endswith("_cuda_graph"))
-                  for label, sched in schedules.items()}
-        row["predicted_s"] = predicted
-        row["planned_memory_bytes"] = {
-            label: planned_memory(mod, target, sched, database=db, cuda_graph=label.endswith("_cuda_graph"))
-            for label, sched in schedules.items()}
-        ref = None
-        for label, ex in builds.items():
-            out = relax.VirtualMachine(ex, dev)["main"](tvm.runtime.tensor(data, dev)).numpy()
-            if ref is None:
-                ref = out
-            else:
-                np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5, err_msg=f"{name} {label}")
-        for label, ex in builds.items():  # interleave nothing: each timed in turn, same input
-            row[f"{label}_s"] = time_vm(ex, dev, [data], number=args.number, repeat=args.repeat)
-        seq = median(row["sequential_s"])
-        row["speedup_vs_sequential"] = {k[:-2]: seq / median(v) for k, v in row.items()
-                                        if k.endswith("_s") and isinstance(v, list)}
-        row["measured_over_predicted"] = {label: median(row[f"{label}_s"]) / p for label, p in predicted.items() if p}
-        mem = row["planned_memory_bytes"]
-        row["memory_vs_sequential"] = {label: b / mem["sequential"] for label, b in mem.items()}
-        if graphs:
-            row["memory_vs_sequential"]["ios_both_cuda_graph_vs_sequential_cuda_graph"] = (
-                mem["ios_both_cuda_graph"] / mem["sequential_cuda_graph"])
-        row["cuda_cache"] = cuda_cache.stats()
-        if not args.no_torch and target.kind.name == "cuda":
-            size = int(mod["main"].params[0].ty.shape[2])
-            row["torch"] = torch_peers(name, args.batch_size, size, args.number, args.repeat)
-        row["wall_s"] = round(time.perf_counter() - t0, 1)
-        results["models"][name] = row
-        summary = ", ".join(f"{k} {v:.2f}x" for k, v in row["speedup_vs_sequential"].items())
-        print(f"{name}: sequential {seq * 1e3:.3f} ms; {summary}", flush=True)
-        if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(results, indent=1))
+        for dtype in args.dtypes:
+            key = name if dtype == "float32" else f"{name}:{dtype}"
+            row = run_model(name, dtype, args, target, dev, db, reference)
+            results["models"][key] = row
+            summary = ", ".join(f"{k} {v:.2f}x" for k, v in row["speedup_vs_sequential"].items())
+            print(f"{key}: sequential {median(row['sequential_s']) * 1e3:.3f} ms; {summary}", flush=True)
+            if args.out:
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.write_text(json.dumps(results, indent=1))
     return 0
 
 

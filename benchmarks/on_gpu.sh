@@ -17,14 +17,16 @@
 #   1. pytest -m gpu                         -> OUT/gpu_tests.log, OUT/gpu_tests.xml
 #   2. tuning: tuning/<arch>/ copied to OUT/tuning/<arch>/, continued for BUDGET_S seconds with
 #      `ios-tvm tune`, pruned to the best 8 schedules per kernel
-#                                            -> OUT/tuning/<arch>/<model>/, OUT/tune.log
+#                                            -> OUT/tuning/<arch>/<model>/, OUT/tune_<dtype>.log
 #   3. benchmarks/gpu_e2e.py per model with its tuned database, in the order given (each may use
 #      the time left but 60 s for every model after it)
 #                                            -> OUT/e2e_<model>.json, OUT/e2e_<model>.log
 # Bring back OUT: copy the model directories OUT/tuning/<arch>/<model> over tuning/<arch>/ (not
 # logs/) and OUT/e2e_*.json into benchmarks/results/ (they carry their provenance); commit them.
 #
-# Environment: PYTHON (default python3), IOS_TVM_TOTAL_S (whole run, default 540).
+# Environment: PYTHON (default python3), IOS_TVM_TOTAL_S (whole run, default 540), IOS_TVM_DTYPES
+# (precisions of the e2e rows and of the tuning, default "float32"; e.g. "float32 float16": half
+# rows tune and run the models converted by ios_tvm.precision.convert).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -55,6 +57,7 @@ shift $(( $# < 2 ? $# : 2 ))
 MODELS=("$@")
 [ ${#MODELS[@]} -eq 0 ] && MODELS=("${DEFAULT_MODELS[@]}")
 TOTAL="${IOS_TVM_TOTAL_S:-540}"
+read -r -a DTYPES <<< "${IOS_TVM_DTYPES:-float32}"
 
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
@@ -112,9 +115,13 @@ if [ -d "tuning/$ARCH" ]; then
   cp -R "tuning/$ARCH/." "$OUT/tuning/$ARCH/"
 fi
 # it stops itself at the budget; SIGINT later still ends it cleanly after the batch under way
-step tune $(( BUDGET + 60 )) "$OUT/tune.log" timeout -s INT "$(( BUDGET + 40 ))" \
-  "$PY" -m ios_tvm tune "${MODELS[@]}" --time-budget "$BUDGET" --target "$TARGET" \
-  --out "$OUT/tuning" --keep 8 "${TUNE_ARGS[@]}"
+# (the budget is shared by the precisions asked for, in order)
+share=$(( BUDGET / ${#DTYPES[@]} ))
+for dt in "${DTYPES[@]}"; do
+  step "tune_$dt" $(( share + 60 )) "$OUT/tune_$dt.log" timeout -s INT "$(( share + 40 ))" \
+    "$PY" -m ios_tvm tune "${MODELS[@]}" --time-budget "$share" --target "$TARGET" --dtype "$dt" \
+    --out "$OUT/tuning" --keep 8 "${TUNE_ARGS[@]}"
+done
 
 # 3. end to end with the tuned kernels, one model at a time in the order given: each may use the
 #    time left but 60 s for every model after it
@@ -125,7 +132,7 @@ for m in "${MODELS[@]}"; do
   db="$OUT/tuning/$ARCH/$m"
   [ -f "$db/database_tuning_record.json" ] || db=none
   step "e2e_$m" "$limit" "$OUT/e2e_$m.log" "$PY" benchmarks/gpu_e2e.py --models "$m" --target "$TARGET" \
-    --database "$db" --out "$OUT/e2e_$m.json" "${E2E_ARGS[@]}"
+    --database "$db" --dtypes "${DTYPES[@]}" --out "$OUT/e2e_$m.json" "${E2E_ARGS[@]}"
   left=$(( left - 1 ))
 done
 

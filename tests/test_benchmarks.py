@@ -44,13 +44,13 @@ def test_gpu_script_dry_run(tmp_path):
                        text=True, cwd=tmp_path, timeout=600, env={**os.environ, "PYTHON": sys.executable})
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     steps = {row.split("\t")[0]: row.split("\t")[1:] for row in (out / "steps.tsv").read_text().splitlines()[1:]}
-    assert {"gpu_tests", "tune", "e2e_squeezenet"} <= set(steps), steps
+    assert {"gpu_tests", "tune_float32", "e2e_squeezenet"} <= set(steps), steps
     assert all(rc == "0" for rc, _ in steps.values()), steps
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["dry_run"] and prov["arch"] == "generic" and prov["models"] == ["squeezenet"] and prov["tvm"]
     suite = ET.parse(out / "gpu_tests.xml").getroot().iter("testsuite").__next__()
     assert int(suite.get("skipped")) > 0 and int(suite.get("failures")) == int(suite.get("errors")) == 0
-    assert "stopped by" in (out / "tune.log").read_text()
+    assert "stopped by" in (out / "tune_float32.log").read_text()
     db = out / "tuning" / "generic" / "squeezenet"  # records only if a batch fitted the 30 s
     assert len(open_database(db, create=False)) == count_records(db)
     e2e = json.loads((out / "e2e_squeezenet.json").read_text())

@@ -18,7 +18,6 @@ an error of order 1.
 
 from __future__ import annotations
 
-import re
 
 import numpy as np
 import pytest
@@ -332,13 +331,25 @@ def test_tuned_float16_conv_runs_on_tensor_cores(tmp_path):
 
     from tvm.s_tir.meta_schedule.builder.local_builder import default_build
 
-    from ios_tvm.precision import BUILD_FUNC, tensor_core_builder
+    from ios_tvm.precision import BUILD_FUNC, STORAGE_REWRITE_OFF, tensor_core_builder
 
     with pytest.raises(Exception, match="tvm_access_ptr element type must match"):  # TVM 0.27's bug
         default_build(candidates[chosen].sch.mod, target, None)
     assert isinstance(tensor_core_builder(), ms.builder.LocalBuilder)  # and BUILD_FUNC registered here
     built = tvm.get_global_func(BUILD_FUNC)(candidates[chosen].sch.mod, target, None)
     assert "wmma::mma_sync" in _cuda_source(built)
+    # ios_tvm.tune's own builder compiles the candidates of a half model the same way
+    from ios_tvm.tune_builder import PoolBuilder
+    from ios_tvm.tuning import _Entry, _build_config
+
+    assert _build_config([_Entry("conv", convert(mod, "float16"), tmp_path)], target) == STORAGE_REWRITE_OFF
+    assert _build_config([_Entry("conv", mod, tmp_path)], target) == {}
+    pool = PoolBuilder(max_workers=1, pass_config=STORAGE_REWRITE_OFF)
+    try:
+        (result,) = pool.build([ms.builder.BuilderInput(candidates[chosen].sch.mod, target)])
+    finally:
+        pool.shutdown()
+    assert result.error_msg is None and result.artifact_path
 
     bf16 = ms.TuneContext(conv_task("bfloat16").dispatched[0], target=target, space_generator="post-order-apply",
                           num_threads=1).generate_design_space()
@@ -396,3 +407,15 @@ def test_cli_dtype(tmp_path, capsys):
                  "-o", str(tmp_path / "m.so")]) == 2
     err = capsys.readouterr().err
     assert "in float16): the schedule was made for the model in float16" in err and "--dtype float16" in err
+
+
+def test_tuning_loads_zoo_models_in_the_precision_asked():
+    """``ios-tvm tune --dtype float16`` tunes the converted model's kernels (other workloads than
+    float32's); on CUDA its candidates build with StorageRewrite off, as its builds do."""
+    from ios_tvm.precision import STORAGE_REWRITE_OFF, model_dtype
+    from ios_tvm.tuning import _build_config, _Entry, load_zoo_model
+
+    half = load_zoo_model("squeezenet", small=True, dtype="float16")
+    assert model_dtype(half) == "float16" and model_dtype(load_zoo_model("squeezenet", small=True)) == "float32"
+    assert _build_config([_Entry("squeezenet", half, None)], tvm.target.Target("llvm")) == {}
+    assert _build_config([_Entry("squeezenet", half, None)], tvm.target.Target(CUDA)) == STORAGE_REWRITE_OFF

@@ -725,7 +725,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     report = ios_tvm.tune_models(
         args.models, _target(args), args.out, time_budget_s=args.time_budget,
         max_trials_per_task=args.trials_per_task, num_trials_per_iter=args.trials_per_batch, retune=args.retune,
-        small=args.small, batch_size=args.batch_size, build_timeout_s=args.build_timeout, keep=args.keep or None,
+        small=args.small, batch_size=args.batch_size, dtype=args.dtype, build_timeout_s=args.build_timeout,
+        keep=args.keep or None,
         search_strategy=strategy, progress=lambda line: print(line, flush=True))
     print(report.summary())
     for model, path in report.databases.items():
@@ -831,6 +832,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="tuning", metavar="DIR", help="root of the databases (default tuning/)")
     p.add_argument("--small", action="store_true", help="the reduced test-size versions of the models")
     p.add_argument("--batch-size", type=_int_at_least(1), default=1)
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
+                   help="tune the models converted to this precision (ios_tvm.precision.convert; default float32)")
     p.add_argument("--keep", type=_int_at_least(0), default=8, metavar="K",
                    help="afterwards prune each database to the best K schedules per kernel (default 8; "
                         "kernel variants use the runner-ups); 0: keep everything")

@@ -60,12 +60,18 @@ class PoolBuilder(PyBuilder):
         Per-candidate build limit; a candidate over it is reported as a build error.
     max_process_uses
         Builds after which a worker process is replaced.
+    pass_config
+        ``PassContext`` settings every candidate is built under (e.g.
+        :data:`ios_tvm.precision.STORAGE_REWRITE_OFF`: half-precision tensor-core kernels do not
+        compile with TVM 0.27's ``StorageRewrite``); the final builds use the same settings.
     """
 
-    def __init__(self, max_workers: int | None = None, timeout_sec: float = 120.0, max_process_uses: int = 256) -> None:
+    def __init__(self, max_workers: int | None = None, timeout_sec: float = 120.0, max_process_uses: int = 256,
+                 pass_config: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.max_workers = max_workers or os.cpu_count() or 1
         self.timeout_sec = timeout_sec
+        self.pass_config = dict(pass_config or {})
         self.pool = PopenPoolExecutor(max_workers=self.max_workers, timeout=timeout_sec,
                                       initializer=_worker_initializer(), maximum_process_uses=max_process_uses)
         # start the workers now (they import TVM), while the caller prepares the tasks
@@ -80,7 +86,7 @@ class PoolBuilder(PyBuilder):
     def build(self, build_inputs: list[Any]) -> list[Any]:
         jobs = [(None, None, x.mod, x.target, _lb._serialize_params(x.params)) for x in build_inputs]
         results = []
-        for res in self.pool.map_with_error_catching(lambda job: _lb._worker_func(*job), jobs):
+        for res in self.pool.map_with_error_catching(_build_job(self.pass_config), jobs):
             if res.status == StatusKind.COMPLETE:
                 results.append(BuilderResult(res.value, None))
             elif res.status == StatusKind.TIMEOUT:
@@ -94,6 +100,22 @@ class PoolBuilder(PyBuilder):
         self.pool.shutdown(wait=True)
 
 
+def _build_job(pass_config: dict[str, Any]) -> Callable[[tuple], Any]:
+    """MetaSchedule's build of one candidate, under ``pass_config`` when given (a closure:
+    cloudpickle sends it by value, so workers need not import ios_tvm)."""
+
+    def job(args: tuple) -> Any:
+        if not pass_config:
+            return _lb._worker_func(*args)
+        import tvm
+
+        cur = tvm.transform.PassContext.current()  # the worker's default, with the settings added
+        with tvm.transform.PassContext(opt_level=cur.opt_level, config={**dict(cur.config), **pass_config}):
+            return _lb._worker_func(*args)
+
+    return job
+
+
 def _noop() -> Callable[[], None]:
     """A function that does nothing, sent by value (workers need not import ios_tvm)."""
 
@@ -103,6 +125,6 @@ def _noop() -> Callable[[], None]:
     return noop
 
 
-def default_builder(build_timeout_s: float = 120.0) -> Any:
+def default_builder(build_timeout_s: float = 120.0, pass_config: dict[str, Any] | None = None) -> Any:
     """A :class:`PoolBuilder` on every logical CPU core."""
-    return PoolBuilder(max_workers=os.cpu_count() or 1, timeout_sec=build_timeout_s)
+    return PoolBuilder(max_workers=os.cpu_count() or 1, timeout_sec=build_timeout_s, pass_config=pass_config)

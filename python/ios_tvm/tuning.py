@@ -277,7 +277,7 @@ def _tune(entries: Sequence[_Entry], target: Any, *, work_dir: Path, sources: Se
     elif todo:
         own_builder = isinstance(builder, str) and builder == "local"
         if own_builder:  # its workers start (import TVM) while the search prepares the tasks
-            builder = default_builder(build_timeout_s)
+            builder = default_builder(build_timeout_s, _build_config(entries, tgt))
         loggers = _task_loggers(work_dir, [t.name for t in todo])
         try:
             contexts = _contexts(infos, tgt, loggers, seed, strategy)
@@ -391,12 +391,29 @@ def tune(
                  cost_model=cost_model)
 
 
-def load_zoo_model(name: str, *, small: bool = False, batch_size: int = 1) -> tvm.IRModule:
-    """A zoo model as builds see it: weights random (seed 0) and bound as constants."""
+def _build_config(entries: Sequence[Any], target: tvm.target.Target) -> dict[str, Any]:
+    """``PassContext`` settings the candidates build under: the ones the models' own builds use
+    (half-precision kernels for CUDA compile with ``StorageRewrite`` off in TVM 0.27, see
+    :mod:`ios_tvm.precision`)."""
+    from .precision import HALF, STORAGE_REWRITE_OFF, model_dtype
+
+    if target.kind.name == "cuda" and any(model_dtype(e.mod) in HALF for e in entries):
+        return dict(STORAGE_REWRITE_OFF)
+    return {}
+
+
+def load_zoo_model(name: str, *, small: bool = False, batch_size: int = 1, dtype: str | None = None) -> tvm.IRModule:
+    """A zoo model as builds see it: weights random (seed 0) and bound as constants; converted
+    to ``dtype`` (``"float16"``, ``"bfloat16"``) by :func:`ios_tvm.precision.convert`."""
     from . import models
 
     mod = models.get(name, batch_size=batch_size, small=small)
-    return models.bind_params(mod, models.random_params(mod))
+    mod = models.bind_params(mod, models.random_params(mod))
+    if dtype is not None and dtype != "float32":
+        from .precision import convert
+
+        mod = convert(mod, dtype)
+    return mod
 
 
 def tune_models(
@@ -410,6 +427,7 @@ def tune_models(
     retune: bool = False,
     small: bool = False,
     batch_size: int = 1,
+    dtype: str | None = None,
     seed: int | None = 0,
     runner: Any = "local",
     builder: Any = "local",
@@ -429,8 +447,10 @@ def tune_models(
     Parameters
     ----------
     models
-        Zoo model names (random weights, seed 0, bound as builds bind them; ``small`` and
-        ``batch_size`` apply) or a mapping of name to Relax module.
+        Zoo model names (random weights, seed 0, bound as builds bind them; ``small``,
+        ``batch_size`` and ``dtype`` apply) or a mapping of name to Relax module. A model's
+        half-precision kernels are other workloads than its float32 ones: both live in its
+        directory, side by side.
     root
         Where the per-architecture directories live (the repository's ``tuning/``).
 
@@ -445,7 +465,7 @@ def tune_models(
         raise TuningError("tune_models needs at least one model")
     _check_budget(time_budget_s, max_trials_per_task, num_trials_per_iter)
     named = dict(models) if isinstance(models, Mapping) else {
-        n: load_zoo_model(n, small=small, batch_size=batch_size) for n in dict.fromkeys(models)}
+        n: load_zoo_model(n, small=small, batch_size=batch_size, dtype=dtype) for n in dict.fromkeys(models)}
     tgt = tuning_target(target)
     arch_dir = Path(root) / arch_of(tgt)
     entries = [_Entry(n, m, arch_dir / n) for n, m in named.items()]
