@@ -19,8 +19,6 @@ works, each step it waits on is announced on stderr with the seconds since the s
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import logging
 import os
 import signal
@@ -31,8 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ios_tvm.errors import (InputFileError, InvalidArgumentError, IosTvmError, MemoryPlanError,
-                            MissingDependencyError, MissingFileError, ScheduleMismatchError, UnsupportedModelError)
+from ios_tvm.cli_models import describe_model, load_model, model_inputs, model_meta
+from ios_tvm.errors import (InvalidArgumentError, IosTvmError, MemoryPlanError,
+                            MissingDependencyError, ScheduleMismatchError)
 
 
 # -- what the command is doing (progress lines, interruption) ---------------------------------
@@ -120,30 +119,6 @@ def _int_at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
-def _parse_shape(item: str) -> tuple[str, list[int]]:
-    """``NAME=D0,D1,...`` of ``--input-shape``."""
-    name, eq, dims = item.partition("=")
-    try:
-        shape = [int(d) for d in dims.split(",")]
-    except ValueError:
-        shape = []
-    if not eq or not name.strip() or not shape:
-        raise InvalidArgumentError(f"--input-shape wants NAME=D0,D1,... (e.g. data=1,3,224,224), got {item!r}")
-    if min(shape) < 1:
-        raise InvalidArgumentError(f"--input-shape {item}: every dimension must be >= 1")
-    return name.strip(), shape
-
-
-def _input_shapes(args: argparse.Namespace) -> dict[str, list[int]]:
-    shapes: dict[str, list[int]] = {}
-    for item in args.input_shape or []:
-        name, shape = _parse_shape(item)
-        if name in shapes:
-            raise InvalidArgumentError(f"--input-shape gives {name} twice")
-        shapes[name] = shape
-    return shapes
-
-
 def _check_output(path: str | None, default: str) -> Path:
     """Where ``-o`` writes, checked before any work is done: not a directory, and writable."""
     out = Path(path or default)
@@ -157,8 +132,6 @@ def _check_output(path: str | None, default: str) -> Path:
     return out
 
 
-def _is_onnx(args: argparse.Namespace) -> bool:
-    return str(args.model).lower().endswith(".onnx")
 
 
 def _target(args: argparse.Namespace):
@@ -200,183 +173,6 @@ def _check_database(args: argparse.Namespace, target: Any) -> None:
                             "pass --database DIR")
 
 
-# -- the model ----------------------------------------------------------------------------------
-def _zoo_kwargs(args: argparse.Namespace) -> dict:
-    """``models.get`` keyword arguments from --batch-size / --image-size / --small / --input-shape."""
-    from ios_tvm import models
-
-    shapes = _input_shapes(args)
-    kwargs: dict = {"batch_size": 1 if args.batch_size is None else args.batch_size}
-    if args.small:
-        kwargs["small"] = True
-    if args.image_size is not None:
-        kwargs["image_size"] = args.image_size
-    if shapes:
-        if list(shapes) != ["data"]:
-            raise InvalidArgumentError(f"zoo model {args.model} has one input, data; --input-shape names "
-                                       f"{', '.join(n for n in shapes if n != 'data')}")
-        wanted = models.shape_kwargs(args.model, shapes["data"])
-        for key, flag in (("batch_size", "--batch-size"), ("image_size", "--image-size")):
-            given = args.batch_size if key == "batch_size" else args.image_size
-            if given is not None and given != wanted[key]:
-                raise InvalidArgumentError(f"--input-shape data={','.join(map(str, shapes['data']))} and "
-                                           f"{flag} {given} disagree; give one of them")
-        kwargs.update(wanted)
-    return kwargs
-
-
-def _model_meta(args: argparse.Namespace, mod: Any) -> dict:
-    """What the schedule records about the model it was made for (``dtype``: what it computes in;
-    ``converted_by``: the ``--dtype`` conversion, if one was made)."""
-    from ios_tvm.precision import model_dtype
-
-    shapes = {p.name: [int(d) for d in p.ty.shape] for p in mod["main"].params}
-    precision = {"dtype": model_dtype(mod)}
-    if getattr(args, "converted", False):
-        precision["converted_by"] = f"--dtype {args.dtype} (ios_tvm.precision.convert: TVM's ToMixedPrecision)"
-    if _is_onnx(args):
-        return {"name": args.model, "inputs": shapes, "weights": "from the file", **precision}
-    kwargs = _zoo_kwargs(args)
-    return {"name": args.model, **kwargs, "inputs": shapes, "weights": "random, seed 0", **precision}
-
-
-def _load_model(args: argparse.Namespace):
-    """The model to work on: a zoo name (random weights, seed 0, bound as constants: merging
-    needs them) or an ONNX file (its weights as constants), in the precision ``--dtype`` asks
-    for (``args.converted`` says whether it converted the model)."""
-    from ios_tvm.precision import convert
-
-    mod = _load_given(args)
-    args.converted = False
-    if getattr(args, "dtype", None):
-        converted = convert(mod, args.dtype)
-        args.converted = converted is not mod
-        mod = converted
-    return mod
-
-
-def _load_given(args: argparse.Namespace):
-    """The model as given: a zoo model or an ONNX file."""
-    from ios_tvm import models
-
-    if _is_onnx(args):
-        given = [flag for flag, value in (("--batch-size", args.batch_size), ("--image-size", args.image_size),
-                                          ("--small", args.small or None)) if value is not None]
-        if given:
-            raise InvalidArgumentError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to zoo models "
-                                       "only; an ONNX model's input shapes come "
-                                       "from the file, or from --input-shape NAME=D0,D1,... where it leaves them open")
-        return _load_onnx(args.model, _input_shapes(args))
-    mod = models.get(args.model, **_zoo_kwargs(args))
-    return models.bind_params(mod, models.random_params(mod))
-
-
-def _onnx_dims(value_info: Any) -> list[int | str | None]:
-    """Declared dimensions of an ONNX graph input: ints, names of symbolic ones, ``None`` unknown."""
-    dims: list[int | str | None] = []
-    for d in value_info.type.tensor_type.shape.dim:
-        if d.HasField("dim_value") and d.dim_value > 0:
-            dims.append(int(d.dim_value))
-        else:
-            dims.append(d.dim_param or None)
-    return dims
-
-
-def _load_onnx(path: str, shapes: dict[str, list[int]]):
-    """An ONNX file as a Relax module, its inputs' shapes checked against ``--input-shape``."""
-    import warnings
-
-    file = Path(path)
-    if not file.exists():
-        raise MissingFileError(f"no ONNX file at {path}")
-    if file.is_dir():
-        raise InputFileError(f"{path} is a directory, not an ONNX file")
-    try:
-        import onnx
-        from google.protobuf.message import DecodeError
-    except ImportError:
-        raise MissingDependencyError("reading ONNX models needs the onnx package, an optional extra of ios_tvm: "
-                                     "pip install onnx (or pip install '.[onnx]' in the source tree)") from None
-    try:
-        model = onnx.load(str(file))
-    except OSError as err:
-        raise InputFileError(f"cannot read {path}: {err.strerror or err}") from None
-    except (DecodeError, ValueError, UnicodeDecodeError) as err:
-        raise InputFileError(f"{path} is not an ONNX model: it does not parse as one ({str(err).strip() or type(err).__name__}); "
-                             "is it truncated, or another format?") from None
-    if not model.graph.node:
-        raise InputFileError(f"{path} is not an ONNX model: it parses, but holds no graph (an empty or foreign file?)")
-    initializers = {t.name for t in model.graph.initializer}
-    inputs = {vi.name: _onnx_dims(vi) for vi in model.graph.input if vi.name not in initializers}
-
-    def show(dims: list) -> str:
-        return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
-
-    for name, shape in shapes.items():
-        if name not in inputs:
-            listed = "; ".join(f"{n} {show(d)}" for n, d in inputs.items())
-            raise InvalidArgumentError(f"--input-shape names {name}, which is not an input of {path} (its inputs: {listed})")
-        declared = inputs[name]
-        if declared and len(declared) != len(shape):
-            raise InvalidArgumentError(f"--input-shape {name}={','.join(map(str, shape))} has {len(shape)} dimensions; "
-                                       f"input {name} of {path} has {len(declared)}: {show(declared)}")
-        for i, (want, have) in enumerate(zip(shape, declared)):
-            if isinstance(have, int) and have != want:
-                raise InvalidArgumentError(f"--input-shape {name}={','.join(map(str, shape))}: dimension {i} of input "
-                                           f"{name} is fixed to {have} by {path}")
-    for name, declared in inputs.items():
-        if name not in shapes and (not declared or any(not isinstance(d, int) for d in declared)):
-            example = ",".join(str(d) if isinstance(d, int) else "1" for d in declared) or "D0,D1,..."
-            what = f"has dynamic dimensions {show(declared)}" if declared else "declares no shape"
-            raise InvalidArgumentError(f"input {name} of {path} {what}, and ios_tvm schedules static shapes: give "
-                                       f"them, e.g. --input-shape {name}={example}")
-    try:
-        onnx.checker.check_model(model)
-    except Exception as err:  # noqa: BLE001 - onnx's checker raises several types
-        logging.getLogger("ios_tvm").warning("ios_tvm: onnx's checker reports on %s: %s (importing anyway, as TVM does)",
-                                             path, str(err).strip().splitlines()[0])
-    import tvm
-    from tvm.relax.frontend.onnx import from_onnx
-
-    # TVM's importer warns with onnx's checker (reported above) and prints the operator it failed on
-    # (the error below says it): neither is for the user
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.filterwarnings("ignore", category=UserWarning, module=r"tvm\.relax\.frontend\.onnx")
-        try:
-            return from_onnx(model, shape_dict=shapes or None, keep_params_in_input=False)
-        except tvm.error.OpNotImplemented as err:
-            raise UnsupportedModelError(f"TVM's ONNX importer cannot import {path}: "
-                                        f"{str(err).strip().splitlines()[-1]}") from None
-        except Exception as err:  # noqa: BLE001 - TVM's importer on a file it was given: the model's problem
-            given = " with --input-shape " + " ".join(f"{n}={','.join(map(str, d))}" for n, d in shapes.items())
-            raise UnsupportedModelError(
-                f"TVM's ONNX importer failed on {path}{given} ({type(err).__name__}: "
-                f"{(str(err).strip().splitlines() or [''])[-1]}): check the input shapes against the model's, "
-                "or the model uses an operator TVM cannot import") from None
-
-
-def _model_inputs(mod: Any) -> list:
-    """Deterministic random arrays for every parameter of ``main`` (zeros for integer inputs)."""
-    import numpy as np
-
-    from ios_tvm.cost.measure import random_array
-
-    rng = np.random.default_rng(0)
-    return [random_array(rng, tuple(int(d) for d in p.ty.shape), str(p.ty.dtype)) for p in mod["main"].params]
-
-
-# -- the commands ---------------------------------------------------------------------------------
-def _what(args: argparse.Namespace) -> str:
-    half = f", in {args.dtype}" if getattr(args, "dtype", None) else ""
-    if _is_onnx(args):
-        return f"{args.model}{half}"
-    kwargs = _zoo_kwargs(args)
-    from ios_tvm import models
-
-    size = models.image_size_of(args.model, **kwargs)
-    return f"{args.model}{' (small)' if kwargs.get('small') else ''} ({size}x{size}, batch {kwargs['batch_size']}{half})"
-
-
 def _optimize(args: argparse.Namespace, end_to_end: bool | None = None):
     import ios_tvm
     from ios_tvm.cost import default_cost_model_name
@@ -384,9 +180,9 @@ def _optimize(args: argparse.Namespace, end_to_end: bool | None = None):
     target = _target(args)
     _check_database(args, target)
     config = ios_tvm.SearchConfig(args.max_group_size, args.max_num_groups, args.max_block_size, args.strategy)
-    what = _what(args)
+    what = describe_model(args)
     _say(f"loading {what}")
-    mod = _load_model(args)
+    mod = load_model(args)
     cost = args.cost_model or default_cost_model_name(target)
     _STATE.measuring = cost == "measure"
     _say(f"lowering it for {_target_name(target)} and searching its stages ({cost} cost model"
@@ -398,7 +194,7 @@ def _optimize(args: argparse.Namespace, end_to_end: bool | None = None):
     if getattr(args, "variants", 0):
         _say(f"trying the {args.variants} best kernel schedules of each concurrent stage's kernels (measured)")
         sched = ios_tvm.select_variants(mod, target, sched, database=_database(args), top_k=args.variants)
-    sched.meta["model"] = _model_meta(args, mod)
+    sched.meta["model"] = model_meta(args, mod)
     sched.meta["precision"] = {**sched.meta.get("precision", {}), "converted": args.converted}  # --dtype converted it
     return sched, time.perf_counter() - t0, mod
 
@@ -528,7 +324,7 @@ def _measure_end_to_end(sched, mod, args) -> str:
     if not dev.exist:
         return f"(not run: {dev} is not present on this machine)"
     _prepare_streams(sched)
-    inputs = _model_inputs(mod)
+    inputs = model_inputs(mod)
     seq_ex = _build(mod, target, None, args, "sequential", sched.num_nodes)
     ios_ex = _build(mod, target, sched, args, "IOS-scheduled", sched.num_nodes)
     _say("running both once to check their outputs agree")
@@ -609,8 +405,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     out = _check_output(args.output, f"{Path(args.model).name.removesuffix('.onnx')}.so")
     target = _target(args)
     _check_database(args, target)
-    _say(f"loading {_what(args)}")
-    mod = _load_model(args)
+    _say(f"loading {describe_model(args)}")
+    mod = load_model(args)
     sched = graph = None
     if args.schedule:
         _say(f"lowering it for {_target_name(target)} to check the schedule")
@@ -669,7 +465,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         cuda_cache.enable()
     sched, _, mod = _optimize(args, end_to_end=False)  # bench times all three itself
-    inputs = _model_inputs(mod)
+    inputs = model_inputs(mod)
     rtol, atol = output_tolerance(model_dtype(mod))
     graph = ios_tvm.extract_graph(mod, target)
     schedules = {"sequential": None, "greedy": Schedule.greedy(graph, max_num_groups=args.max_num_groups),
