@@ -184,6 +184,25 @@ def test_metaschedule_loop_follows_weights_and_writes_records(tmp_path):
     assert "trials | t1:" in lines[0] and "best 1.0000 ms" in lines[0]
 
 
+def test_xgboost_missing_falls_back_to_random_with_a_warning(monkeypatch, caplog):
+    """MetaSchedule imports xgboost only when its model first trains (after the first batch):
+    without it the run would end there, so the cost model is chosen, and said, up front."""
+    import importlib.util
+
+    from ios_tvm import tune_scheduler
+
+    real = importlib.util.find_spec
+    assert isinstance(tune_scheduler.make_cost_model("random"), ms.cost_model.RandomModel)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "xgboost" else real(name, *a))
+    with caplog.at_level("WARNING", logger="ios_tvm"):
+        model = tune_scheduler.make_cost_model("xgb")
+    assert isinstance(model, ms.cost_model.RandomModel)
+    assert "xgboost is not installed" in caplog.text and "pip install xgboost" in caplog.text
+    monkeypatch.undo()
+    if importlib.util.find_spec("xgboost") is not None:
+        assert isinstance(tune_scheduler.make_cost_model("xgb"), ms.cost_model.XGBModel)
+
+
 def test_deadline_stops_the_loop_within_half_a_batch(tmp_path):
     """Batches of 0.25 s against a 2 s deadline: the loop ends within about half a batch of it
     (the fake runner adds nothing; MetaSchedule's own per-batch work is milliseconds here)."""

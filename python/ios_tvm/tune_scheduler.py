@@ -32,6 +32,7 @@ ends it cleanly after the batch under way (a second one aborts), every measured 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -397,6 +398,18 @@ class RunResult:
     cycles: list[float]
 
 
+def make_cost_model(kind: str) -> Any:
+    """MetaSchedule's cost model ``kind``; ``"xgb"`` without xgboost installed becomes ``"random"``
+    with a warning (XGBoost is imported only when the model first trains, which would end the run
+    after its first batch; a machine without a package index may lack it)."""
+    if kind == "xgb" and importlib.util.find_spec("xgboost") is None:
+        logger.warning("ios_tvm: xgboost is not installed: tuning with MetaSchedule's random cost model instead "
+                       "of XGBoost (candidates are measured unranked, so the same trials find slower kernels); "
+                       "pip install xgboost")
+        kind = "random"
+    return ms.cost_model.CostModel.create(kind, num_tuning_cores=os.cpu_count() or 1)
+
+
 def run_tasks(
     tasks: Sequence[TaskInfo],
     contexts: Sequence[Any],
@@ -446,7 +459,7 @@ def run_tasks(
     if isinstance(runner, str):
         runner = ms.runner.Runner.create(runner)
     if isinstance(cost_model, str):
-        cost_model = ms.cost_model.CostModel.create(cost_model, num_tuning_cores=os.cpu_count() or 1)
+        cost_model = make_cost_model(cost_model)
     database = ms.database.MemoryDatabase() if database is None else database
 
     def clock() -> tuple[float, float | None]:
