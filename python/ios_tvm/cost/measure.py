@@ -28,10 +28,10 @@ import tvm_ffi
 from tvm import relax
 
 from .. import runtime as _runtime
-from ..errors import UnsupportedModelError
+from ..errors import CUDAGraphError, UnsupportedModelError
 from ..graph import Node, OpGraph, call_args, tensor_bytes
 from ..ir import num_input
-from ..errors import CUDAGraphError
+from ..profiling import exclusive_device
 from ..target import CUDA, as_target, device_type_of, require_device
 from .cache import StageCache, content_key, default_cache_dir
 from .model import CostModel
@@ -259,7 +259,8 @@ class LocalTimer:
         def run(warmup: int, repeat: int) -> list[float]:
             return self._time_stage(self.device_type, self.device.index, funcs, args, warmup, repeat)
 
-        return _sampled(run, self._flush(), self.warmup, self.repeat)
+        with exclusive_device():  # other processes timing on this device wait (IOS_TVM_DEVICE_LOCK)
+            return _sampled(run, self._flush(), self.warmup, self.repeat)
 
     def time(self, groups: Groups, worker: int = 0, replace: Mapping[int, Any] | None = None) -> list[float]:
         replace = replace or {}
