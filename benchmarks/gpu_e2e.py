@@ -19,19 +19,30 @@ for the target, else untuned). ``--variants K`` adds ``ios_variants``: the IOS-B
 schedules also run as one CUDA graph each (``*_cuda_graph``; IOS searched with its stages timed
 as graphs when costs are measured). Each row records its prediction (``predicted_s``: the cost
 model's sum of stage latencies, ``measured_over_predicted``) and the activation memory its
-build plans (``planned_memory_bytes``, ``memory_vs_sequential``). Identical kernels of the builds
-compile once (``ios_tvm.cuda_cache``).
+build plans (``planned_memory_bytes``, ``memory_vs_sequential``). With measured costs, the
+sequential and IOS-Both schedules' stages are timed again with the cache hot and flushed
+(``stage_sum_s``, ``measured_over_stage_sum``): which state predicts the run. Identical kernels of
+the builds compile once (``ios_tvm.cuda_cache``).
+
+A run cut short keeps what it timed: the JSON is rewritten after every timing, rows in order of
+interest (sequential, IOS-Both, greedy, their CUDA graphs, then the other strategies), and
+``complete`` says whether a model ended. A row that fails to build or computes a wrong result is
+recorded under ``failed`` and the others run on; a model that fails whole gets ``error``; either
+makes the exit status 1. Several processes can share a GPU (``IOS_TVM_DEVICE_LOCK``, see
+``ios_tvm.profiling.exclusive_device``): they build side by side and time one at a time.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import sys
 import time
+import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import tvm
@@ -41,7 +52,8 @@ import ios_tvm
 from ios_tvm import cuda_cache, models, precision
 from ios_tvm.compiler import planned_memory
 from ios_tvm.cost import get_cost_model
-from ios_tvm.profiling import median, provenance, time_vm
+from ios_tvm.cost.measure import MeasureConfig, MeasuredCostModel
+from ios_tvm.profiling import exclusive_device, median, provenance, time_vm
 from ios_tvm.target import device_of, resolve_target
 from ios_tvm.schedule import Schedule
 
@@ -103,7 +115,15 @@ def torch_peers(name: str, batch: int, size: int, number: int, repeat: int, dtyp
 
     def bench(fn, inp):
         with torch.no_grad():
-            for _ in range(10):
+            for _ in range(3):  # torch.compile compiles and captures here, beside other processes' timings
+                fn(inp)
+            torch.cuda.synchronize()
+            with exclusive_device():
+                return timed(fn, inp)
+
+    def timed(fn, inp):
+        with torch.no_grad():
+            for _ in range(7):
                 fn(inp)
             torch.cuda.synchronize()
             samples = []
@@ -139,13 +159,42 @@ def torch_peers(name: str, batch: int, size: int, number: int, repeat: int, dtyp
     return out
 
 
+def _failure(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"[:2000]
+
+
+def stage_sums(graph: Any, target: Any, db: Any, schedules: dict[str, Schedule], config: MeasureConfig,
+               states: tuple[str, ...] = ("hot", "flush")) -> dict[str, dict[str, float]]:
+    """Each schedule's stages timed again with the cache hot and flushed before every sample,
+    summed (seconds): set beside the schedule's measured run, they say which cache state the stage
+    costs should be measured in (``MeasureConfig.cache_state``)."""
+    sums: dict[str, dict[str, float]] = {}
+    for state in states:
+        cm = MeasuredCostModel(target, dataclasses.replace(config, cache_state=state, progress=False), database=db)
+        sums[state] = {label: sum(cm.merge_latency(graph, tuple(st.nodes)) if st.kind == "merge"
+                                  else cm.stage_latency(graph, tuple(tuple(g) for g in st.groups))
+                                  for st in sched.stages)
+                       for label, sched in schedules.items()}
+    return sums
+
+
+# rows in the order they are timed: the ones a reader looks for first, so that a run cut short
+# still has them (the JSON is rewritten after each)
+ROW_ORDER = ("sequential", "ios_both", "greedy", "sequential_cuda_graph", "ios_both_cuda_graph", "greedy_cuda_graph",
+             "ios_concurrent", "ios_merge", "ios_variants")
+
+
 def run_model(name: str, dtype: str, args: argparse.Namespace, target: Any, dev: Any, db: Any,
-              reference: dict[str, np.ndarray]) -> dict:
+              reference: dict[str, np.ndarray], row: dict | None = None,
+              save: Callable[[], None] = lambda: None) -> dict:
     """One model in one precision: search, build every row (their outputs checked against the
     sequential build's within the dtype's tolerance), time them, and the PyTorch peers in the
     same dtype. ``reference`` holds each model's float32 sequential output (half rows report
-    their error against it)."""
+    their error against it). Fills ``row`` as it goes, calling ``save`` after every timing (a run
+    cut short keeps what was timed; ``row["complete"]`` says whether it ended)."""
     t0 = time.perf_counter()
+    row = {} if row is None else row
+    row.update(dtype=dtype, complete=False)
     mod = models.get(name, batch_size=args.batch_size, small=args.small)
     mod = models.bind_params(mod, models.random_params(mod))
     data = models.random_input(mod)
@@ -159,13 +208,13 @@ def run_model(name: str, dtype: str, args: argparse.Namespace, target: Any, dev:
         return ios_tvm.optimize(mod, target, cost_model=cost, graph=graph, database=db, end_to_end=False,
                                 search=ios_tvm.SearchConfig(strategy=strategy), cuda_graph=cuda_graph)
 
-    strategies = {s: search(s) for s in ("concurrent", "merge", "both")}
+    strategies = {s: search(s) for s in ("both", "concurrent", "merge")}
     ios = strategies["both"]
     greedy = Schedule.greedy(graph, cost, max_num_groups=8)
-    row: dict = {"dtype": dtype, "kernels": len(graph.nodes), "cost_model": cost.name, "ios_stages": len(ios.stages),
-                 "ios_max_streams": ios.max_streams, "predicted_sequential_s": ios.meta["baselines_s"]["sequential"],
-                 "ios_merge_stages": len(ios.merges), "measure": ios.meta.get("measure"),
-                 "search": ios.meta["stats"], "search_time_s": ios.meta["time_s"]}
+    row.update({"kernels": len(graph.nodes), "cost_model": cost.name, "ios_stages": len(ios.stages),
+                "ios_max_streams": ios.max_streams, "predicted_sequential_s": ios.meta["baselines_s"]["sequential"],
+                "ios_merge_stages": len(ios.merges), "measure": ios.meta.get("measure"),
+                "search": ios.meta["stats"], "search_time_s": ios.meta["time_s"]})
     schedules: dict = {"sequential": None, "greedy": greedy, **{f"ios_{k}": v for k, v in strategies.items()}}
     predicted = {"sequential": ios.meta["baselines_s"]["sequential"], "greedy": greedy.latency,
                  **{f"ios_{k}": v.latency for k, v in strategies.items()}}
@@ -182,40 +231,61 @@ def run_model(name: str, dtype: str, args: argparse.Namespace, target: Any, dev:
         schedules.update(sequential_cuda_graph=None, greedy_cuda_graph=greedy_graph, ios_both_cuda_graph=ios_graph)
         predicted.update(sequential_cuda_graph=ios_graph.meta["baselines_s"]["sequential"],
                          greedy_cuda_graph=greedy_graph.latency, ios_both_cuda_graph=ios_graph.latency)
-    builds = {label: ios_tvm.build(mod, target, sched, database=db, cuda_graph=label.endswith("_cuda_graph"))
-              for label, sched in schedules.items()}
+    schedules = {label: schedules[label] for label in ROW_ORDER if label in schedules}
     row["predicted_s"] = predicted
-    row["planned_memory_bytes"] = {
-        label: planned_memory(mod, target, sched, database=db, cuda_graph=label.endswith("_cuda_graph"))
-        for label, sched in schedules.items()}
-    ref = None
-    for label, ex in builds.items():
-        out = relax.VirtualMachine(ex, dev)["main"](tvm.runtime.tensor(data, dev)).numpy()
-        if ref is None:
-            ref = out
-        else:
-            np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5, err_msg=f"{name} {label}")
-    for label, ex in builds.items():  # interleave nothing: each timed in turn, same input
-        row[f"{label}_s"] = time_vm(ex, dev, [data], number=args.number, repeat=args.repeat)
-    seq = median(row["sequential_s"])
-    row["speedup_vs_sequential"] = {k[:-2]: seq / median(v) for k, v in row.items()
-                                    if k.endswith("_s") and isinstance(v, list)}
-    row["measured_over_predicted"] = {label: median(row[f"{label}_s"]) / p for label, p in predicted.items() if p}
-    mem = row["planned_memory_bytes"]
+    # a row that fails to build or computes wrong numbers is recorded in row["failed"] and left
+    # out; the others still run (the sequential build is the reference: its failure ends the model)
+    failed: dict[str, str] = row.setdefault("failed", {})
+    builds, mem = {}, row.setdefault("planned_memory_bytes", {})
+    for label, sched in schedules.items():
+        graph_mode = label.endswith("_cuda_graph")
+        try:
+            builds[label] = ios_tvm.build(mod, target, sched, database=db, cuda_graph=graph_mode)
+            mem[label] = planned_memory(mod, target, sched, database=db, cuda_graph=graph_mode)
+        except Exception as err:  # noqa: BLE001 - recorded, reported, and the run exits non-zero
+            if label == "sequential":
+                raise
+            failed[label] = _failure(err)
+            builds.pop(label, None)
+    ref = relax.VirtualMachine(builds["sequential"], dev)["main"](tvm.runtime.tensor(data, dev)).numpy()
+    for label, ex in list(builds.items())[1:]:
+        try:
+            out = relax.VirtualMachine(ex, dev)["main"](tvm.runtime.tensor(data, dev)).numpy()
+            np.testing.assert_allclose(out, ref, rtol=rtol, atol=atol, err_msg=f"{name} {label}")
+        except Exception as err:  # noqa: BLE001 - a wrong result is a failure of that row, not a timing
+            failed[label] = _failure(err)
+            del builds[label]
     row["memory_vs_sequential"] = {label: b / mem["sequential"] for label, b in mem.items()}
-    if graphs:
+    if graphs and {"ios_both_cuda_graph", "sequential_cuda_graph"} <= set(mem):
         row["memory_vs_sequential"]["ios_both_cuda_graph_vs_sequential_cuda_graph"] = (
             mem["ios_both_cuda_graph"] / mem["sequential_cuda_graph"])
-    row["cuda_cache"] = cuda_cache.stats()
     if dtype == "float32":
         reference[name] = ref
     elif name in reference:  # how far the half model is from float32 (relative error of the output's norm)
         err = float(np.linalg.norm(ref.astype(np.float64) - reference[name]) / np.linalg.norm(reference[name]))
         row["error_vs_float32"] = {"relative_norm": err, "in_unit_roundoffs": err / precision.unit_roundoff(dtype)}
+    for label, ex in builds.items():  # interleave nothing: each timed in turn, same input
+        row[f"{label}_s"] = time_vm(ex, dev, [data], number=args.number, repeat=args.repeat)
+        seq = median(row["sequential_s"])
+        row["speedup_vs_sequential"] = {k[:-2]: seq / median(v) for k, v in row.items()
+                                        if k.endswith("_s") and isinstance(v, list)}
+        row["measured_over_predicted"] = {k: median(row[f"{k}_s"]) / p for k, p in predicted.items()
+                                          if p and f"{k}_s" in row}
+        save()
+    if isinstance(cost, MeasuredCostModel):  # which cache state predicts the run: the stages re-timed both ways
+        timed = {"sequential": Schedule.sequential(graph), "ios_both": ios}
+        sums = stage_sums(graph, target, db, {k: v for k, v in timed.items() if k in builds}, cost.config)
+        row["stage_sum_s"] = sums
+        row["measured_over_stage_sum"] = {state: {label: median(row[f"{label}_s"]) / v for label, v in by.items()}
+                                          for state, by in sums.items()}
+        save()
+    row["cuda_cache"] = cuda_cache.stats()
     if not args.no_torch and target.kind.name == "cuda":
         size = int(mod["main"].params[0].ty.shape[2])
         row["torch"] = torch_peers(name, args.batch_size, size, args.number, args.repeat, dtype)
     row["wall_s"] = round(time.perf_counter() - t0, 1)
+    row["complete"] = True
+    save()
     return row
 
 
@@ -245,17 +315,36 @@ def main() -> int:
     results = {"provenance": provenance(target), "settings": {k: str(v) for k, v in vars(args).items()}, "models": {}}
     print(json.dumps(results["provenance"], indent=1), flush=True)
     reference: dict[str, np.ndarray] = {}  # float32 sequential output per model
+    ok = True
+
+    def write(results: dict) -> None:  # whole, then renamed: a run killed meanwhile leaves the last
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            part = args.out.with_name(args.out.name + ".part")
+            part.write_text(json.dumps(results, indent=1))
+            part.replace(args.out)
+
     for name in args.models:
         for dtype in args.dtypes:
             key = name if dtype == "float32" else f"{name}:{dtype}"
-            row = run_model(name, dtype, args, target, dev, db, reference)
+            row: dict = {}
             results["models"][key] = row
-            summary = ", ".join(f"{k} {v:.2f}x" for k, v in row["speedup_vs_sequential"].items())
-            print(f"{key}: sequential {median(row['sequential_s']) * 1e3:.3f} ms; {summary}", flush=True)
-            if args.out:
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                args.out.write_text(json.dumps(results, indent=1))
-    return 0
+            try:
+                run_model(name, dtype, args, target, dev, db, reference, row, lambda: write(results))
+            except Exception as err:  # noqa: BLE001 - the other models still run; the exit code says it
+                traceback.print_exc()
+                row["error"] = _failure(err)
+            if "error" in row:
+                ok = False
+                print(f"{key}: FAILED: {row['error']}", flush=True)
+            else:
+                summary = ", ".join(f"{k} {v:.2f}x" for k, v in row["speedup_vs_sequential"].items())
+                print(f"{key}: sequential {median(row['sequential_s']) * 1e3:.3f} ms; {summary}", flush=True)
+            for label, why in row.get("failed", {}).items():
+                ok = False
+                print(f"{key}: row {label} FAILED: {why}", flush=True)
+            write(results)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

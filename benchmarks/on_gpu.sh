@@ -14,19 +14,23 @@
 # not stop the next; OUT/steps.tsv says how each ended):
 #   0. the runtime library, built with CUDA if the one in python/ios_tvm/lib lacks it;
 #      OUT/provenance.json (GPU, driver, CUDA, TVM, commit)
-#   1. pytest -m gpu                         -> OUT/gpu_tests.log, OUT/gpu_tests.xml
+#   1. pytest -m gpu: the correctness tests side by side (pytest-xdist, when installed), then
+#      the tests that compare speeds, alone    -> OUT/gpu_tests.{log,xml}, OUT/gpu_timing_tests.{log,xml}
 #   2. tuning: tuning/<arch>/ copied to OUT/tuning/<arch>/, continued for BUDGET_S seconds with
 #      `ios-tvm tune`, pruned to the best 8 schedules per kernel
 #                                            -> OUT/tuning/<arch>/<model>/, OUT/tune_<dtype>.log
-#   3. benchmarks/gpu_e2e.py per model with its tuned database, in the order given (each may use
-#      the time left but 60 s for every model after it)
+#   3. benchmarks/gpu_e2e.py per model with its tuned database, the models side by side (their
+#      timings one at a time, under a device lock; IOS_TVM_E2E_PARALLEL=0: one after another)
 #                                            -> OUT/e2e_<model>.json, OUT/e2e_<model>.log
 # Bring back OUT: copy the model directories OUT/tuning/<arch>/<model> over tuning/<arch>/ (not
 # logs/) and OUT/e2e_*.json into benchmarks/results/ (they carry their provenance); commit them.
 #
 # Environment: PYTHON (default python3), IOS_TVM_TOTAL_S (whole run, default 540), IOS_TVM_DTYPES
 # (precisions of the e2e rows and of the tuning, default "float32"; e.g. "float32 float16": half
-# rows tune and run the models converted by ios_tvm.precision.convert).
+# rows tune and run the models converted by ios_tvm.precision.convert), IOS_TVM_PACK (a .tar.gz
+# path outside OUT: OUT packed into it after every step, for a machine that gives back few files;
+# a run cut short still leaves the steps that ended), IOS_TVM_TEST_WORKERS (parallel GPU tests,
+# default 8 where pytest-xdist is installed), IOS_TVM_E2E_PARALLEL (step 3, default 1).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -78,7 +82,19 @@ step() {  # step NAME TIMEOUT_S LOG COMMAND...: run it under timeout, log, recor
   rc=$?
   printf '%s\t%s\t%s\n' "$name" "$rc" "$(( SECONDS - t0 ))" >> "$OUT/steps.tsv"
   echo "   rc $rc in $(( SECONDS - t0 )) s; log: $log"
+  pack
   return 0
+}
+
+PACK="${IOS_TVM_PACK:-}"
+if [ -n "$PACK" ]; then
+  mkdir -p "$(dirname "$PACK")"
+  PACK="$(cd "$(dirname "$PACK")" && pwd)/$(basename "$PACK")"
+  case "$PACK/" in "$OUT"/*) echo "IOS_TVM_PACK must lie outside OUT ($OUT)" >&2; exit 2 ;; esac
+fi
+pack() {  # OUT, as it is now, into IOS_TVM_PACK (written whole, then renamed: never half a file)
+  [ -n "$PACK" ] || return 0
+  tar -czf "$PACK.part.$BASHPID" -C "$OUT" . && mv -f "$PACK.part.$BASHPID" "$PACK"
 }
 
 # 0. runtime library and provenance
@@ -104,10 +120,17 @@ with open(path, "w") as f:
 PYEOF
 echo "target $TARGET ($ARCH), models ${MODELS[*]}, tuning budget $BUDGET s, output $OUT"
 
-# 1. GPU tests (they skip, with their reason, without a GPU)
+# 1. GPU tests (they skip, with their reason, without a GPU): correctness side by side (each test
+#    compiles its models on its own cores), then the speed comparisons alone
 # (SIGINT at the limit: pytest still writes its report of the tests it ran)
-step gpu_tests 140 "$OUT/gpu_tests.log" timeout -s INT 120 "$PY" -m pytest -m gpu -q tests -p no:cacheprovider \
-  --junitxml "$OUT/gpu_tests.xml"
+PARALLEL=()
+if [ "$DRY" = 0 ] && "$PY" -c "import xdist" 2> /dev/null; then
+  PARALLEL=(-n "${IOS_TVM_TEST_WORKERS:-8}")
+fi
+step gpu_tests 120 "$OUT/gpu_tests.log" timeout -s INT 100 "$PY" -m pytest -m "gpu and not timing" -q tests \
+  -p no:cacheprovider "${PARALLEL[@]}" --junitxml "$OUT/gpu_tests.xml"
+step gpu_timing_tests 100 "$OUT/gpu_timing_tests.log" timeout -s INT 80 "$PY" -m pytest -m "gpu and timing" -q \
+  tests -p no:cacheprovider --junitxml "$OUT/gpu_timing_tests.xml"
 
 # 2. tuning: continue the committed databases, in a copy
 mkdir -p "$OUT/tuning/$ARCH"
@@ -123,18 +146,39 @@ for dt in "${DTYPES[@]}"; do
     --out "$OUT/tuning" --keep 8 "${TUNE_ARGS[@]}"
 done
 
-# 3. end to end with the tuned kernels, one model at a time in the order given: each may use the
-#    time left but 60 s for every model after it
-left=${#MODELS[@]}
-for m in "${MODELS[@]}"; do
-  limit=$(( TOTAL - SECONDS - 60 * (left - 1) ))
-  [ "$limit" -lt 60 ] && limit=60
-  db="$OUT/tuning/$ARCH/$m"
+# 3. end to end with the tuned kernels. Side by side (IOS_TVM_E2E_PARALLEL=1, the default): each
+#    model builds and compiles on its own cores while a device lock (IOS_TVM_DEVICE_LOCK) lets one
+#    process at a time time the GPU; all share the time left. One after another (=0): in the order
+#    given, each may use the time left but 60 s for every model after it.
+e2e() {  # e2e MODEL LIMIT_S
+  local db="$OUT/tuning/$ARCH/$1"
   [ -f "$db/database_tuning_record.json" ] || db=none
-  step "e2e_$m" "$limit" "$OUT/e2e_$m.log" "$PY" benchmarks/gpu_e2e.py --models "$m" --target "$TARGET" \
-    --database "$db" --dtypes "${DTYPES[@]}" --out "$OUT/e2e_$m.json" "${E2E_ARGS[@]}"
-  left=$(( left - 1 ))
-done
+  step "e2e_$1" "$2" "$OUT/e2e_$1.log" "$PY" benchmarks/gpu_e2e.py --models "$1" --target "$TARGET" \
+    --database "$db" --dtypes "${DTYPES[@]}" --out "$OUT/e2e_$1.json" "${E2E_ARGS[@]}"
+}
+if [ "${IOS_TVM_E2E_PARALLEL:-1}" = 1 ]; then
+  limit=$(( TOTAL - SECONDS ))
+  [ "$limit" -lt 60 ] && limit=60
+  IOS_TVM_DEVICE_LOCK="$(mktemp "${TMPDIR:-/tmp}/ios_tvm_device.XXXXXX")"
+  export IOS_TVM_DEVICE_LOCK
+  echo "== e2e of ${MODELS[*]} side by side (timings one at a time: $IOS_TVM_DEVICE_LOCK)"
+  for m in "${MODELS[@]}"; do
+    e2e "$m" "$limit" &
+  done
+  wait
+  rm -f "$IOS_TVM_DEVICE_LOCK"
+  unset IOS_TVM_DEVICE_LOCK
+else
+  left=${#MODELS[@]}
+  for m in "${MODELS[@]}"; do
+    limit=$(( TOTAL - SECONDS - 60 * (left - 1) ))
+    [ "$limit" -lt 60 ] && limit=60
+    e2e "$m" "$limit"
+    left=$(( left - 1 ))
+  done
+fi
 
 echo "done in $SECONDS s:"
 column -t "$OUT/steps.tsv" 2>/dev/null || cat "$OUT/steps.tsv"
+pack && [ -n "$PACK" ] && echo "packed: $PACK ($(du -h "$PACK" | cut -f1))"
+exit 0

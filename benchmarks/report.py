@@ -41,7 +41,15 @@ def render_e2e(data: dict[str, Any], name: str) -> tuple[str, dict[str, dict[str
                                                                     if rich else ""),
             "|---|---|---:|---:|" + ("---:|---:|" if rich else "")]
     speedups: dict[str, dict[str, float]] = {}
+    notes = []
     for model, row in data["models"].items():
+        for label, why in row.get("failed", {}).items():
+            notes.append(f"- {model} {label}: failed: {why.splitlines()[0][:300]}")
+        if "sequential_s" not in row:
+            notes.append(f"- {model}: {row.get('error') or 'not timed (the run ended first)'}")
+            continue
+        if row.get("complete") is False:
+            notes.append(f"- {model}: incomplete (the run ended before its other rows)")
         seq = _median(row["sequential_s"])
         speedups[model] = {}
         timed = {k[:-2]: _median(v) for k, v in row.items() if k.endswith("_s") and isinstance(v, list)}
@@ -58,7 +66,8 @@ def render_e2e(data: dict[str, Any], name: str) -> tuple[str, dict[str, dict[str
                         (f" {memory[label]:.2f}x |" if label in memory else " - |")
             rows.append(f"| {model} | {label} | {t * 1e3:.3f} | {seq / t:.2f}x |{extra}")
     head = f"### End to end: {name}\n\n{_where(data.get('provenance', {}))}\n\n"
-    return head + "\n".join(rows) + "\n", speedups
+    tail = "\n\n" + "\n".join(notes) + "\n" if notes else "\n"
+    return head + "\n".join(rows) + tail, speedups
 
 
 def render_tuning(data: dict[str, Any], name: str) -> str:

@@ -31,6 +31,98 @@ def test_e2e_dry_run_and_report(tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
+def _gpu_e2e_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_e2e", ROOT / "benchmarks/gpu_e2e.py")
+    e2e = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(e2e)
+    return e2e
+
+
+def test_e2e_records_a_failing_row_and_runs_the_others(tmp_path, monkeypatch, capsys):
+    """A row that cannot be built (here: greedy's build raises) is recorded with its reason, the
+    other rows are still checked and timed, a model that fails whole leaves the next one running,
+    and the script exits non-zero so that on_gpu.sh's steps.tsv shows it."""
+    import ios_tvm
+
+    e2e = _gpu_e2e_module()
+    real_build = ios_tvm.build
+
+    def build(mod, target, schedule=None, **kw):
+        if schedule is not None and schedule.meta.get("strategy") == "greedy":
+            raise RuntimeError("planted: greedy cannot be built")
+        return real_build(mod, target, schedule, **kw)
+
+    def get(name, **kw):
+        if name == "randwire":
+            raise ValueError("planted: randwire cannot be made")
+        return real_get(name, **kw)
+
+    real_get = e2e.models.get
+    monkeypatch.setattr(ios_tvm, "build", build)
+    monkeypatch.setattr(e2e.models, "get", get)
+    out = tmp_path / "e2e.json"
+    monkeypatch.setattr(sys, "argv", ["gpu_e2e.py", "--target", "llvm", "--small", "--models", "randwire",
+                                      "squeezenet", "--number", "1", "--repeat", "1", "--no-torch", "--out", str(out)])
+    assert e2e.main() == 1
+    data = json.loads(out.read_text())["models"]
+    assert data["randwire"]["error"] == "ValueError: planted: randwire cannot be made"
+    row = data["squeezenet"]
+    assert row["failed"] == {"greedy": "RuntimeError: planted: greedy cannot be built"}
+    assert "greedy_s" not in row and "greedy" not in row["planned_memory_bytes"]
+    assert {"sequential_s", "ios_concurrent_s", "ios_merge_s", "ios_both_s"} <= set(row)
+    assert "greedy" not in row["measured_over_predicted"] and "ios_both" in row["measured_over_predicted"]
+    printed = capsys.readouterr().out
+    assert "squeezenet: row greedy FAILED" in printed and "randwire: FAILED" in printed
+    assert data["squeezenet"]["complete"] is True and data["randwire"]["complete"] is False
+    report = _run(str(ROOT / "benchmarks/report.py"), str(out), cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    assert "| squeezenet | ios_both |" in report.stdout and "randwire |" not in report.stdout
+    assert "- squeezenet greedy: failed: RuntimeError: planted" in report.stdout
+    assert "- randwire: ValueError: planted" in report.stdout
+
+
+def test_e2e_stage_sums_by_cache_state(tmp_path, monkeypatch, tiny_branches):
+    """The stages of a schedule re-timed hot and flushed: one sum per state and schedule, each
+    the sum of that state's stage latencies, a merge stage timed as its merged kernel (a fake
+    timer that knows the state, and the real one on the CPU)."""
+    import ios_tvm
+    from ios_tvm.cost.measure import MeasureConfig
+    from ios_tvm.schedule import Schedule
+
+    e2e = _gpu_e2e_module()
+    mod, _ = tiny_branches
+    graph = ios_tvm.extract_graph(mod, "llvm")
+    convs = [v for v, n in enumerate(graph.nodes) if "conv" in n.kernel]
+    rest = [v for v in range(len(graph)) if v not in convs]
+    assert len(convs) == 2 and rest
+    # the two convs merged (a schedule as the search writes one), and side by side
+    merged = Schedule.from_stages(graph, [[convs], *[[[v]] for v in rest]], kinds=["merge"] + ["concurrent"] * len(rest))
+    scheds = {"sequential": Schedule.sequential(graph), "ios_both": merged}
+    config = MeasureConfig(warmup=1, repeat=3, cache_dir=tmp_path)
+
+    class Fake:
+        def __init__(self, target, config, database):
+            assert config.progress is False and database == "db"
+            self.scale = {"hot": 1.0, "flush": 10.0}[config.cache_state]
+
+        def stage_latency(self, graph, groups):
+            return self.scale * sum(len(g) for g in groups)
+
+        def merge_latency(self, graph, nodes):
+            return self.scale * 100 * len(nodes)
+
+    monkeypatch.setattr(e2e, "MeasuredCostModel", Fake)
+    sums = e2e.stage_sums(graph, "llvm", "db", scheds, config)
+    assert sums == {"hot": {"sequential": len(graph), "ios_both": 200 + len(rest)},
+                    "flush": {"sequential": 10 * len(graph), "ios_both": 10 * (200 + len(rest))}}
+    monkeypatch.undo()
+    side_by_side = Schedule.from_stages(graph, [[[convs[0]], [convs[1]]], *[[[v]] for v in rest]])
+    real = e2e.stage_sums(graph, "llvm", None, {"sequential": scheds["sequential"], "ios": side_by_side}, config)
+    assert all(v > 0 for by in real.values() for v in by.values())
+
+
 def test_gpu_script_dry_run(tmp_path):
     """``benchmarks/on_gpu.sh --dry-run``: the GPU machine's one command, on the CPU (llvm, the
     reduced squeezenet, a 30 s tuning budget): every step ends well and leaves its files."""
@@ -39,12 +131,21 @@ def test_gpu_script_dry_run(tmp_path):
 
     from ios_tvm.tuning_db import count_records, open_database
 
-    out = tmp_path / "run"
+    import tarfile
+
+    out, pack = tmp_path / "run", tmp_path / "back" / "run.tgz"
     p = subprocess.run(["bash", str(ROOT / "benchmarks/on_gpu.sh"), "--dry-run", str(out)], capture_output=True,
-                       text=True, cwd=tmp_path, timeout=600, env={**os.environ, "PYTHON": sys.executable})
+                       text=True, cwd=tmp_path, timeout=600,
+                       env={**os.environ, "PYTHON": sys.executable, "IOS_TVM_PACK": str(pack)})
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     steps = {row.split("\t")[0]: row.split("\t")[1:] for row in (out / "steps.tsv").read_text().splitlines()[1:]}
-    assert {"gpu_tests", "tune_float32", "e2e_squeezenet"} <= set(steps), steps
+    assert {"gpu_tests", "gpu_timing_tests", "tune_float32", "e2e_squeezenet"} <= set(steps), steps
+    with tarfile.open(pack) as tar:  # the whole folder in one file, as it stood at the end
+        assert tar.extractfile("./steps.tsv").read() == (out / "steps.tsv").read_bytes()
+        names = set(tar.getnames())
+    want = {"./" + str(f.relative_to(out)) for f in out.rglob("*") if f.is_file()}
+    assert want <= names and "./e2e_squeezenet.json" in names, want - names
+    assert [f.name for f in pack.parent.iterdir()] == ["run.tgz"]  # no part left behind
     assert all(rc == "0" for rc, _ in steps.values()), steps
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["dry_run"] and prov["arch"] == "generic" and prov["models"] == ["squeezenet"] and prov["tvm"]

@@ -1,6 +1,7 @@
 """On an NVIDIA GPU: scheduled models equal sequential ones, repeated runs are identical (a race
 check), scheduled runs captured as CUDA graphs replay correctly, and the stage timer agrees with
-end-to-end time. Skipped without a GPU."""
+end-to-end time. Skipped without a GPU. The tests marked ``timing`` compare speeds: run them
+alone (``-m "gpu and timing"``), the others may run side by side (``-m "gpu and not timing" -n 8``)."""
 
 from __future__ import annotations
 
@@ -128,6 +129,7 @@ def test_captured_inputs_and_outputs_inside_a_stage(target, tiny_branches):
                 np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.timing
 def test_stage_timer_agrees_with_end_to_end(target, tmp_path):
     mod, data = _bound("inception_v3")
     cm = MeasuredCostModel(target, MeasureConfig(warmup=5, repeat=20, cache_dir=tmp_path, progress=False))
@@ -137,6 +139,7 @@ def test_stage_timer_agrees_with_end_to_end(target, tmp_path):
     assert 0.5 * e2e <= sched.latency <= 1.5 * e2e, (sched.latency, e2e)
 
 
+@pytest.mark.timing
 def test_concurrent_streams_overlap(target, tmp_path):
     """Two independent branches measured alone and side by side: side by side is faster than
     the sum (the whole point), and never faster than the slower branch alone."""
@@ -174,6 +177,7 @@ def test_kernel_variants_on_gpu(target, tiny_branches, tmp_path):
         np.testing.assert_array_equal(again, outs[0])
 
 
+@pytest.mark.timing
 def test_measured_search_is_never_slower_than_the_simple_schedules(target, tmp_path):
     """On the GPU a measured search ends by timing sequential, greedy and IOS end to end and keeps
     the fastest; the record says by how much IOS lost when it did."""
@@ -187,6 +191,7 @@ def test_measured_search_is_never_slower_than_the_simple_schedules(target, tmp_p
     np.testing.assert_allclose(outs[0], _run(ios_tvm.build(mod, target), data)[0], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.timing
 def test_stages_timed_as_cuda_graphs(target, tmp_path):
     """launch='graph' times a stage as the captured build runs it: captured once (after one plain
     run), then replayed with no host code (the stage calls run twice in all, whatever the
