@@ -20,6 +20,7 @@
  *
  * Global functions live under ``ios_tvm.runtime.``; errors cross into Python as typed exceptions.
  */
+#include <tvm/ffi/extra/c_env_api.h>
 #include <tvm/ffi/extra/module.h>
 #include <tvm/ffi/tvm_ffi.h>
 
@@ -46,6 +47,12 @@ constexpr int32_t kCUDA = 2;  // kDLCUDA
 static std::atomic<int> g_pool_size{kDefaultPoolSize};
 static thread_local StageState g_stage;
 static thread_local int64_t g_stages_run = 0;
+static thread_local int64_t g_stages_recovered = 0;
+
+/*! \brief Ctrl-C reaches Python between the runs of a long timing, not only after it. */
+static void CheckSignals() {
+  if (TVMFFIEnvCheckSignals() != 0) throw ffi::EnvErrorAlreadySet();
+}
 
 static ffi::String Version() { return ffi::String(IOS_TVM_VERSION); }
 
@@ -99,9 +106,16 @@ static void CheckDevice(int64_t device_type) {
                             << " (1 = CPU, 2 = CUDA)";
 }
 
+static void JoinOpenStage();
+
 static void StageFork(int64_t device_type, int64_t device_id, int64_t num_groups) {
   if (g_stage.open) {
-    TVM_FFI_THROW(RuntimeError) << "ios_tvm: stage_fork while a stage is open (missing stage_join)";
+    // A run stopped between fork and join (an exception in a kernel or a packed function,
+    // Ctrl-C): close its stage here (the caller's stream waits for its groups and is restored),
+    // or every later run on this thread would fail. A lowering that nested stages would still
+    // fail, at its second join ("outside a stage").
+    JoinOpenStage();
+    ++g_stages_recovered;
   }
   CheckDevice(device_type);
   CheckNumStreams(num_groups, g_pool_size.load());
@@ -226,8 +240,12 @@ static ffi::Array<double> TimeStageIn(bool graph, int64_t device_type, int64_t d
 #endif
     return out;
   }
-  for (int64_t i = 0; i < warmup; ++i) run_once();
+  for (int64_t i = 0; i < warmup; ++i) {
+    CheckSignals();
+    run_once();
+  }
   for (int64_t i = 0; i < repeat; ++i) {
+    CheckSignals();
 #ifdef IOS_TVM_WITH_CUDA
     if (device_type == kCUDA) {
       out.push_back(CudaTime(static_cast<int32_t>(device_id), run_once));
@@ -316,6 +334,10 @@ static void TimeStageNamed(ffi::PackedArgs args, ffi::Any* rv) {
  * replays join none (the host does not run the stage calls). */
 static int64_t StagesRun() { return g_stages_run; }
 
+/*! \brief Stages left open by a run that stopped inside them, closed by the next stage_fork on
+ * this thread. */
+static int64_t StagesRecovered() { return g_stages_recovered; }
+
 TVM_FFI_STATIC_INIT_BLOCK() {
   namespace refl = tvm::ffi::reflection;
   refl::GlobalDef()
@@ -328,6 +350,7 @@ TVM_FFI_STATIC_INIT_BLOCK() {
       .def("ios_tvm.runtime.stage_switch", StageSwitch)
       .def_packed("ios_tvm.runtime.stage_join", StageJoin)
       .def("ios_tvm.runtime.stages_run", StagesRun)
+      .def("ios_tvm.runtime.stages_recovered", StagesRecovered)
       .def("ios_tvm.runtime.time_stage", TimeStage)
       .def("ios_tvm.runtime.time_stage_graph", TimeStageGraph)
       .def_packed("ios_tvm.runtime.time_stage_named", TimeStageNamed);

@@ -27,3 +27,54 @@ def test_globals_are_namespaced():
 
     for name in ("version", "build_info", "check_num_streams"):
         assert tvm_ffi.get_global_func(f"ios_tvm.runtime.{name}") is not None
+
+
+def test_ctrl_c_stops_a_long_stage_timing_promptly(tmp_path):
+    """The stage timer checks for signals between runs: SIGINT during a timing that would take
+    minutes ends it within seconds, as a KeyboardInterrupt, with no stage left open."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+    from pathlib import Path
+
+    script = textwrap.dedent("""
+        import sys, time
+        import ios_tvm
+        from ios_tvm import models, runtime
+        from ios_tvm.cost.measure import MeasureConfig, MeasuredCostModel
+        from ios_tvm.models._builder import NetBuilder
+        nb = NetBuilder("two", (1, 4, 8, 8))
+        with nb.scope() as x:
+            nb.output(nb.concat([nb.conv(x, 8, 3), nb.conv(x, 8, 3)]))
+        mod = nb.module()
+        mod = models.bind_params(mod, models.random_params(mod))
+        graph = ios_tvm.extract_graph(mod, "llvm")
+        cm = MeasuredCostModel("llvm", MeasureConfig(warmup=0, repeat=10**8, cache_dir=False, progress=False))
+        cm._setup(graph)
+        cm._load()
+        print("timing", flush=True)
+        try:
+            cm.timer.time(((0,), (1,)))
+        except KeyboardInterrupt:
+            print("interrupted", runtime.stages_run() >= 0, flush=True)
+            runtime.time_stage(1, 0, [[cm.timer.funcs[0]], [cm.timer.funcs[1]]],
+                               [[cm.timer.args[0]], [cm.timer.args[1]]], 0, 1)  # no stage left open
+            print("ok", flush=True)
+            sys.exit(0)
+        sys.exit(3)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "python")}
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=env)
+    assert p.stdout.readline().strip() == "timing"
+    time.sleep(1.0)
+    sent = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    took = time.monotonic() - sent
+    assert p.returncode == 0, err[-2000:]
+    assert out.split() == ["interrupted", "True", "ok"]
+    assert took < 5, took

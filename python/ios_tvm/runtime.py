@@ -42,6 +42,12 @@ def stages_run() -> int:
     return int(_ffi_api.stages_run())
 
 
+def stages_recovered() -> int:
+    """Stages left open on this thread by a run that stopped between fork and join (an exception,
+    Ctrl-C), each closed by the next stage's fork so that later runs work."""
+    return int(_ffi_api.stages_recovered())
+
+
 def time_stage(device_type: int, device_id: int, groups, args, warmup: int, repeat: int) -> list[float]:
     """Seconds of each of ``repeat`` runs of a stage (after ``warmup``), run exactly as a lowered
     model runs it: ``groups[g][k]`` is a kernel function, ``args[g][k]`` its arguments."""
