@@ -4,6 +4,7 @@ timers of ios_tvm hold it while they time."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -13,8 +14,6 @@ import numpy as np
 
 from ios_tvm import profiling
 from ios_tvm.profiling import DEVICE_LOCK_ENV, exclusive_device
-
-ROOT = Path(__file__).resolve().parents[1]
 
 HOLDER = textwrap.dedent("""
     import json, sys, time
@@ -33,10 +32,13 @@ HOLDER = textwrap.dedent("""
 
 def test_processes_sharing_the_lock_never_overlap(tmp_path, monkeypatch):
     monkeypatch.setenv(DEVICE_LOCK_ENV, str(tmp_path / "device.lock"))
-    monkeypatch.setenv("PYTHONPATH", str(ROOT / "python"))
-    procs = [subprocess.Popen([sys.executable, "-c", HOLDER], stdout=subprocess.PIPE, text=True) for _ in range(3)]
-    spans = sorted(s for p in procs for s in json.loads(p.communicate(timeout=60)[0]))
-    assert all(p.returncode == 0 for p in procs)
+    here = str(Path(profiling.__file__).resolve().parents[1])  # the ios_tvm this test imports, installed or not
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
+    procs = [subprocess.Popen([sys.executable, "-c", HOLDER], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    spans = sorted(s for out, _ in outs for s in json.loads(out))
     assert len(spans) == 9
     for (_, end), (start, _) in zip(spans, spans[1:]):
         assert start >= end, spans  # each span lies wholly before the next

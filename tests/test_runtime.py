@@ -66,10 +66,13 @@ def test_ctrl_c_stops_a_long_stage_timing_promptly(tmp_path):
             sys.exit(0)
         sys.exit(3)
     """)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "python")}
+    here = str(Path(ios_tvm.__file__).resolve().parents[1])  # the ios_tvm this test imports, installed or not
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
     p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env=env)
-    assert p.stdout.readline().strip() == "timing"
+    if p.stdout.readline().strip() != "timing":
+        p.kill()
+        raise AssertionError(p.communicate()[1][-3000:])
     time.sleep(1.0)
     sent = time.monotonic()
     p.send_signal(signal.SIGINT)
