@@ -324,3 +324,17 @@ def test_tune_command_refuses_bad_input(args, message, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("ios-tvm: error:") and message in err
+
+
+@pytest.mark.skipif(tvm.cuda(0).exist, reason="checks the error given when no GPU is present")
+def test_tuning_for_a_gpu_without_one_is_refused_up_front(tmp_path, capsys):
+    """Without the device every candidate would fail to run and the whole budget pass for
+    nothing: the local runner's device is checked first, and nothing is written."""
+    from ios_tvm import cli
+
+    out = tmp_path / "db"
+    code = cli.main(["tune", "squeezenet", "--small", "--target", '{"kind": "cuda", "arch": "sm_90"}',
+                     "--time-budget", "60", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("ios-tvm: error: tuning for cuda measures every candidate")
+    assert "RPCRunner" in err and not out.exists()
