@@ -36,13 +36,30 @@ def test_cuda_targets_carry_the_device_limits():
     assert as_target(tgt).same_as(tgt)  # complete targets pass through
 
 
+@pytest.mark.skipif(has_gpu(), reason="checks the warning given when no GPU is present to ask")
+def test_a_cuda_target_without_an_architecture_and_no_gpu_is_said(caplog):
+    """TVM compiles bare "cuda" for sm_50 when no GPU is here to ask: said once, with the fix;
+    a target that names its architecture, in any spelling, is not warned about."""
+    from ios_tvm import target as target_mod
+
+    target_mod._warn_default_arch.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="ios_tvm"):
+        for spec in (SM90, '{"kind": "cuda", "arch": "sm_90"}', "nvidia/nvidia-a100", as_target(SM90)):
+            as_target(spec)
+        assert caplog.text == ""
+        assert str(as_target("cuda").attrs["arch"]) == "sm_50"
+        as_target({"kind": "cuda"})
+    assert caplog.text.count("names no CUDA architecture") == 1 and "compiles for sm_50" in caplog.text
+    assert '"arch": "sm_90"' in caplog.text
+
+
 def test_cuda_builds_do_not_guess_the_shared_memory(caplog):
     """dlight warned "Target cuda missing 'max_shared_memory_per_block'" on every CUDA build."""
-    import ios_tvm
+    from ios_tvm.compiler import plan_memory
 
     mod = models.get("squeezenet", small=True)
     with caplog.at_level(logging.WARNING):
-        ios_tvm.compiler.plan_memory(mod, SM90, database=None)
+        plan_memory(mod, SM90, database=None)
     assert "max_shared_memory_per_block" not in caplog.text
 
 

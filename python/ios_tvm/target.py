@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 from typing import Any, Union
 
 import tvm
 
 from .errors import DeviceNotFoundError, TargetError
+
+logger = logging.getLogger("ios_tvm")
 
 TargetLike = Union[str, dict, "tvm.target.Target"]
 
@@ -95,7 +98,28 @@ def as_target(target: TargetLike) -> tvm.target.Target:
         Not a target TVM knows (a ``ValueError``).
     """
     tgt = _parse(target)
-    return _complete_cuda(tgt) if tgt.kind.name == "cuda" else tgt
+    if tgt.kind.name != "cuda":
+        return tgt
+    if not _names_arch(target) and _device_limits(0) is None:
+        _warn_default_arch(str(tgt.attrs.get("arch", "")))
+    return _complete_cuda(tgt)
+
+
+def _names_arch(target: TargetLike) -> bool:
+    """Whether the user's target says its architecture (else TVM asks the GPU, or guesses)."""
+    if isinstance(target, tvm.target.Target):
+        return True
+    if isinstance(target, dict):
+        return "arch" in target
+    text = str(target).strip()
+    return '"arch"' in text if text.startswith("{") else text != "cuda"  # a tag ("nvidia/...") names one
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_default_arch(arch: str) -> None:  # once per process and architecture
+    logger.warning("ios_tvm: the target names no CUDA architecture and no GPU is here to ask, so TVM compiles "
+                   "for %s; name the GPU you deploy on, e.g. --target '{\"kind\": \"cuda\", \"arch\": "
+                   "\"sm_90\"}' (H100 / H200)", arch or "its default")
 
 
 def local_target(device_id: int = 0) -> tvm.target.Target:
