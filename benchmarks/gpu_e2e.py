@@ -24,11 +24,12 @@ sequential and IOS-Both schedules' stages are timed again with the cache hot and
 (``stage_sum_s``, ``measured_over_stage_sum``): which state predicts the run. Identical kernels of
 the builds compile once (``ios_tvm.cuda_cache``).
 
-A run cut short keeps what it timed: the JSON is rewritten after every timing, rows in order of
-interest (sequential, IOS-Both, greedy, their CUDA graphs, then the other strategies), and
-``complete`` says whether a model ended. A row that fails to build or computes a wrong result is
-recorded under ``failed`` and the others run on; a model that fails whole gets ``error``; either
-makes the exit status 1. Several processes can share a GPU (``IOS_TVM_DEVICE_LOCK``, see
+A run cut short keeps what it timed: the JSON is rewritten after every timing, in phases by
+interest (kernel launches: sequential, IOS-Both, greedy; then the same as CUDA graphs; then the
+other IOS strategies; the stage sums; PyTorch), and ``complete`` says whether a model ended. A row
+that fails to build or computes a wrong result, or a phase that fails, is recorded under
+``failed`` and the rest runs on; a model that fails whole gets ``error``; any of them makes the
+exit status 1. Several processes can share a GPU (``IOS_TVM_DEVICE_LOCK``, see
 ``ios_tvm.profiling.exclusive_device``): they build side by side and time one at a time.
 """
 
@@ -177,20 +178,19 @@ def stage_sums(graph: Any, target: Any, db: Any, schedules: dict[str, Schedule],
     return sums
 
 
-# rows in the order they are timed: the ones a reader looks for first, so that a run cut short
-# still has them (the JSON is rewritten after each)
-ROW_ORDER = ("sequential", "ios_both", "greedy", "sequential_cuda_graph", "ios_both_cuda_graph", "greedy_cuda_graph",
-             "ios_concurrent", "ios_merge", "ios_variants")
-
-
 def run_model(name: str, dtype: str, args: argparse.Namespace, target: Any, dev: Any, db: Any,
               reference: dict[str, np.ndarray], row: dict | None = None,
               save: Callable[[], None] = lambda: None) -> dict:
     """One model in one precision: search, build every row (their outputs checked against the
     sequential build's within the dtype's tolerance), time them, and the PyTorch peers in the
     same dtype. ``reference`` holds each model's float32 sequential output (half rows report
-    their error against it). Fills ``row`` as it goes, calling ``save`` after every timing (a run
-    cut short keeps what was timed; ``row["complete"]`` says whether it ended)."""
+    their error against it).
+
+    Fills ``row`` in phases, calling ``save`` after every timing, so that a run cut short keeps
+    what it timed and a phase that fails (recorded in ``row["failed"]``) costs only its rows:
+    kernel launches (sequential, IOS-Both, greedy); on CUDA the same as CUDA graphs (IOS searched
+    with its stages timed as graphs); the other IOS strategies (and variants); the stage sums
+    with hot and flushed caches; PyTorch. ``row["complete"]`` says whether it ended."""
     t0 = time.perf_counter()
     row = {} if row is None else row
     row.update(dtype=dtype, complete=False)
@@ -202,85 +202,107 @@ def run_model(name: str, dtype: str, args: argparse.Namespace, target: Any, dev:
     rtol, atol = precision.output_tolerance(dtype)
     graph = ios_tvm.extract_graph(mod, target)
     cost = get_cost_model(args.cost_model, target, db)
+    failed: dict[str, str] = row.setdefault("failed", {})
+    predicted: dict[str, float | None] = row.setdefault("predicted_s", {})
+    mem: dict[str, int] = row.setdefault("planned_memory_bytes", {})
+    ref: dict[str, np.ndarray] = {}
 
     def search(strategy: str, cost=cost, cuda_graph: bool = False):  # every row is timed below anyway
         return ios_tvm.optimize(mod, target, cost_model=cost, graph=graph, database=db, end_to_end=False,
                                 search=ios_tvm.SearchConfig(strategy=strategy), cuda_graph=cuda_graph)
 
-    strategies = {s: search(s) for s in ("both", "concurrent", "merge")}
-    ios = strategies["both"]
+    def run_rows(schedules: dict[str, Schedule | None]) -> None:
+        """Build, check against sequential and time each row; a row that fails is recorded."""
+        for label, sched in schedules.items():
+            graph_mode = label.endswith("_cuda_graph")
+            try:
+                ex = ios_tvm.build(mod, target, sched, database=db, cuda_graph=graph_mode)
+                mem[label] = planned_memory(mod, target, sched, database=db, cuda_graph=graph_mode)
+                # outside the device lock: a first run may compile the CUDA source (seconds); one
+                # inference beside another process's timing perturbs at most a sample of its medians
+                out = relax.VirtualMachine(ex, dev)["main"](tvm.runtime.tensor(data, dev)).numpy()
+                if label == "sequential":
+                    ref["out"] = out
+                else:
+                    np.testing.assert_allclose(out, ref["out"], rtol=rtol, atol=atol, err_msg=f"{name} {label}")
+            except Exception as err:  # noqa: BLE001 - recorded, reported, and the run exits non-zero
+                if label == "sequential":
+                    raise  # the reference of every other row
+                failed[label] = _failure(err)
+                mem.pop(label, None)
+                continue
+            row[f"{label}_s"] = time_vm(ex, dev, [data], number=args.number, repeat=args.repeat)
+            seq = median(row["sequential_s"])
+            row["speedup_vs_sequential"] = {k[:-2]: seq / median(v) for k, v in row.items()
+                                            if k.endswith("_s") and isinstance(v, list)}
+            row["measured_over_predicted"] = {k: median(row[f"{k}_s"]) / p for k, p in predicted.items()
+                                              if p and f"{k}_s" in row}
+            row["memory_vs_sequential"] = {k: b / mem["sequential"] for k, b in mem.items()}
+            save()
+
+    def phase(name_: str, body: Callable[[], None]) -> None:
+        try:
+            body()
+        except Exception as err:  # noqa: BLE001 - the phase's rows are lost, the others run
+            failed[name_] = _failure(err)
+
+    # 1. kernel launches: what a reader looks for first
+    ios = search("both")
     greedy = Schedule.greedy(graph, cost, max_num_groups=8)
     row.update({"kernels": len(graph.nodes), "cost_model": cost.name, "ios_stages": len(ios.stages),
                 "ios_max_streams": ios.max_streams, "predicted_sequential_s": ios.meta["baselines_s"]["sequential"],
                 "ios_merge_stages": len(ios.merges), "measure": ios.meta.get("measure"),
                 "search": ios.meta["stats"], "search_time_s": ios.meta["time_s"]})
-    schedules: dict = {"sequential": None, "greedy": greedy, **{f"ios_{k}": v for k, v in strategies.items()}}
-    predicted = {"sequential": ios.meta["baselines_s"]["sequential"], "greedy": greedy.latency,
-                 **{f"ios_{k}": v.latency for k, v in strategies.items()}}
-    if args.variants:
-        with_variants = ios_tvm.select_variants(mod, target, ios, database=db, top_k=args.variants, graph=graph)
-        row["variants"] = dict(with_variants.meta["variants"])
-        schedules["ios_variants"], predicted["ios_variants"] = with_variants, with_variants.latency
-    graphs = target.kind.name == "cuda"
-    if graphs:  # the same kernels, each run replayed as one CUDA graph
+    predicted.update(sequential=ios.meta["baselines_s"]["sequential"], ios_both=ios.latency, greedy=greedy.latency)
+    run_rows({"sequential": None, "ios_both": ios, "greedy": greedy})
+    if dtype == "float32":
+        reference[name] = ref["out"]
+    elif name in reference:  # how far the half model is from float32 (relative error of the output's norm)
+        err = float(np.linalg.norm(ref["out"].astype(np.float64) - reference[name]) / np.linalg.norm(reference[name]))
+        row["error_vs_float32"] = {"relative_norm": err, "in_unit_roundoffs": err / precision.unit_roundoff(dtype)}
+
+    # 2. the same kernels, each run replayed as one CUDA graph
+    def graphs() -> None:
         graph_cost = get_cost_model(args.cost_model, target, db, cuda_graph=True)
         ios_graph = search("both", graph_cost, cuda_graph=True)
         greedy_graph = Schedule.greedy(graph, graph_cost, max_num_groups=8)
         row["ios_cuda_graph_stages"] = len(ios_graph.stages)
-        schedules.update(sequential_cuda_graph=None, greedy_cuda_graph=greedy_graph, ios_both_cuda_graph=ios_graph)
         predicted.update(sequential_cuda_graph=ios_graph.meta["baselines_s"]["sequential"],
-                         greedy_cuda_graph=greedy_graph.latency, ios_both_cuda_graph=ios_graph.latency)
-    schedules = {label: schedules[label] for label in ROW_ORDER if label in schedules}
-    row["predicted_s"] = predicted
-    # a row that fails to build or computes wrong numbers is recorded in row["failed"] and left
-    # out; the others still run (the sequential build is the reference: its failure ends the model)
-    failed: dict[str, str] = row.setdefault("failed", {})
-    builds, mem = {}, row.setdefault("planned_memory_bytes", {})
-    for label, sched in schedules.items():
-        graph_mode = label.endswith("_cuda_graph")
-        try:
-            builds[label] = ios_tvm.build(mod, target, sched, database=db, cuda_graph=graph_mode)
-            mem[label] = planned_memory(mod, target, sched, database=db, cuda_graph=graph_mode)
-        except Exception as err:  # noqa: BLE001 - recorded, reported, and the run exits non-zero
-            if label == "sequential":
-                raise
-            failed[label] = _failure(err)
-            builds.pop(label, None)
-    # outside the device lock: a first run may compile the CUDA source (seconds); one inference
-    # beside another process's timing perturbs at most a sample or two of its medians
-    ref = relax.VirtualMachine(builds["sequential"], dev)["main"](tvm.runtime.tensor(data, dev)).numpy()
-    for label, ex in list(builds.items())[1:]:
-        try:
-            out = relax.VirtualMachine(ex, dev)["main"](tvm.runtime.tensor(data, dev)).numpy()
-            np.testing.assert_allclose(out, ref, rtol=rtol, atol=atol, err_msg=f"{name} {label}")
-        except Exception as err:  # noqa: BLE001 - a wrong result is a failure of that row, not a timing
-            failed[label] = _failure(err)
-            del builds[label]
-    row["memory_vs_sequential"] = {label: b / mem["sequential"] for label, b in mem.items()}
-    if graphs and {"ios_both_cuda_graph", "sequential_cuda_graph"} <= set(mem):
-        row["memory_vs_sequential"]["ios_both_cuda_graph_vs_sequential_cuda_graph"] = (
-            mem["ios_both_cuda_graph"] / mem["sequential_cuda_graph"])
-    if dtype == "float32":
-        reference[name] = ref
-    elif name in reference:  # how far the half model is from float32 (relative error of the output's norm)
-        err = float(np.linalg.norm(ref.astype(np.float64) - reference[name]) / np.linalg.norm(reference[name]))
-        row["error_vs_float32"] = {"relative_norm": err, "in_unit_roundoffs": err / precision.unit_roundoff(dtype)}
-    for label, ex in builds.items():  # interleave nothing: each timed in turn, same input
-        row[f"{label}_s"] = time_vm(ex, dev, [data], number=args.number, repeat=args.repeat)
-        seq = median(row["sequential_s"])
-        row["speedup_vs_sequential"] = {k[:-2]: seq / median(v) for k, v in row.items()
-                                        if k.endswith("_s") and isinstance(v, list)}
-        row["measured_over_predicted"] = {k: median(row[f"{k}_s"]) / p for k, p in predicted.items()
-                                          if p and f"{k}_s" in row}
-        save()
-    if isinstance(cost, MeasuredCostModel):  # which cache state predicts the run: the stages re-timed both ways
+                         ios_both_cuda_graph=ios_graph.latency, greedy_cuda_graph=greedy_graph.latency)
+        run_rows({"sequential_cuda_graph": None, "ios_both_cuda_graph": ios_graph, "greedy_cuda_graph": greedy_graph})
+        if {"ios_both_cuda_graph", "sequential_cuda_graph"} <= set(mem):
+            row["memory_vs_sequential"]["ios_both_cuda_graph_vs_sequential_cuda_graph"] = (
+                mem["ios_both_cuda_graph"] / mem["sequential_cuda_graph"])
+
+    if target.kind.name == "cuda":
+        phase("cuda_graph_phase", graphs)
+
+    # 3. the paper's other strategies, and kernel variants
+    def strategies() -> None:
+        others = {f"ios_{s}": search(s) for s in ("concurrent", "merge")}
+        if args.variants:
+            others["ios_variants"] = ios_tvm.select_variants(mod, target, ios, database=db, top_k=args.variants,
+                                                             graph=graph)
+            row["variants"] = dict(others["ios_variants"].meta["variants"])
+        predicted.update({label: sched.latency for label, sched in others.items()})
+        run_rows(others)
+
+    phase("strategies_phase", strategies)
+
+    # 4. which cache state predicts the run: the stages re-timed both ways
+    def sums() -> None:
         timed = {"sequential": Schedule.sequential(graph), "ios_both": ios}
-        sums = stage_sums(graph, target, db, {k: v for k, v in timed.items() if k in builds}, cost.config)
-        row["stage_sum_s"] = sums
+        by_state = stage_sums(graph, target, db, {k: v for k, v in timed.items() if f"{k}_s" in row}, cost.config)
+        row["stage_sum_s"] = by_state
         row["measured_over_stage_sum"] = {state: {label: median(row[f"{label}_s"]) / v for label, v in by.items()}
-                                          for state, by in sums.items()}
+                                          for state, by in by_state.items()}
         save()
+
+    if isinstance(cost, MeasuredCostModel):
+        phase("stage_sums_phase", sums)
     row["cuda_cache"] = cuda_cache.stats()
+
+    # 5. PyTorch in the same dtype
     if not args.no_torch and target.kind.name == "cuda":
         size = int(mod["main"].params[0].ty.shape[2])
         row["torch"] = torch_peers(name, args.batch_size, size, args.number, args.repeat, dtype)

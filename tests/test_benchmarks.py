@@ -41,9 +41,10 @@ def _gpu_e2e_module():
 
 
 def test_e2e_records_a_failing_row_and_runs_the_others(tmp_path, monkeypatch, capsys):
-    """A row that cannot be built (here: greedy's build raises) is recorded with its reason, the
-    other rows are still checked and timed, a model that fails whole leaves the next one running,
-    and the script exits non-zero so that on_gpu.sh's steps.tsv shows it."""
+    """A row that cannot be built (here: greedy's build raises) and a phase that fails (the other
+    strategies: the merge search raises) are recorded with their reasons, the other rows are still
+    checked and timed, a model that fails whole leaves the next one running, and the script exits
+    non-zero so that on_gpu.sh's steps.tsv shows it."""
     import ios_tvm
 
     e2e = _gpu_e2e_module()
@@ -59,8 +60,14 @@ def test_e2e_records_a_failing_row_and_runs_the_others(tmp_path, monkeypatch, ca
             raise ValueError("planted: randwire cannot be made")
         return real_get(name, **kw)
 
-    real_get = e2e.models.get
+    def optimize(mod, target, search=None, **kw):
+        if search is not None and search.strategy == "merge":
+            raise RuntimeError("planted: the merge search fails")
+        return real_optimize(mod, target, search=search, **kw)
+
+    real_get, real_optimize = e2e.models.get, ios_tvm.optimize
     monkeypatch.setattr(ios_tvm, "build", build)
+    monkeypatch.setattr(ios_tvm, "optimize", optimize)
     monkeypatch.setattr(e2e.models, "get", get)
     out = tmp_path / "e2e.json"
     monkeypatch.setattr(sys, "argv", ["gpu_e2e.py", "--target", "llvm", "--small", "--models", "randwire",
@@ -69,9 +76,10 @@ def test_e2e_records_a_failing_row_and_runs_the_others(tmp_path, monkeypatch, ca
     data = json.loads(out.read_text())["models"]
     assert data["randwire"]["error"] == "ValueError: planted: randwire cannot be made"
     row = data["squeezenet"]
-    assert row["failed"] == {"greedy": "RuntimeError: planted: greedy cannot be built"}
+    assert row["failed"] == {"greedy": "RuntimeError: planted: greedy cannot be built",
+                             "strategies_phase": "RuntimeError: planted: the merge search fails"}
     assert "greedy_s" not in row and "greedy" not in row["planned_memory_bytes"]
-    assert {"sequential_s", "ios_concurrent_s", "ios_merge_s", "ios_both_s"} <= set(row)
+    assert {"sequential_s", "ios_both_s"} <= set(row) and "ios_concurrent_s" not in row  # the phase's rows
     assert "greedy" not in row["measured_over_predicted"] and "ios_both" in row["measured_over_predicted"]
     printed = capsys.readouterr().out
     assert "squeezenet: row greedy FAILED" in printed and "randwire: FAILED" in printed
@@ -80,6 +88,7 @@ def test_e2e_records_a_failing_row_and_runs_the_others(tmp_path, monkeypatch, ca
     assert report.returncode == 0, report.stderr
     assert "| squeezenet | ios_both |" in report.stdout and "randwire |" not in report.stdout
     assert "- squeezenet greedy: failed: RuntimeError: planted" in report.stdout
+    assert "- squeezenet strategies_phase: failed: RuntimeError: planted" in report.stdout
     assert "- randwire: ValueError: planted" in report.stdout
 
 
