@@ -127,8 +127,11 @@ def test_e2e_stage_sums_by_cache_state(tmp_path, monkeypatch, tiny_branches):
     assert sums == {"hot": {"sequential": len(graph), "ios_both": 200 + len(rest)},
                     "flush": {"sequential": 10 * len(graph), "ios_both": 10 * (200 + len(rest))}}
     monkeypatch.undo()
+    from ios_tvm.merge import node_merges
+
+    graph.merges = node_merges(mod, graph)  # as optimize(strategy="both") leaves it in gpu_e2e
     side_by_side = Schedule.from_stages(graph, [[[convs[0]], [convs[1]]], *[[[v]] for v in rest]])
-    real = e2e.stage_sums(graph, "llvm", None, {"sequential": scheds["sequential"], "ios": side_by_side}, config)
+    real = e2e.stage_sums(graph, "llvm", None, {**scheds, "side_by_side": side_by_side}, config)
     assert all(v > 0 for by in real.values() for v in by.values())
 
 
