@@ -22,8 +22,8 @@
 #   3. benchmarks/gpu_e2e.py per model with its tuned database, the models side by side (their
 #      timings one at a time, under a device lock; IOS_TVM_E2E_PARALLEL=0: one after another)
 #                                            -> OUT/e2e_<model>.json, OUT/e2e_<model>.log
-# Bring back OUT: copy the model directories OUT/tuning/<arch>/<model> over tuning/<arch>/ (not
-# logs/) and OUT/e2e_*.json into benchmarks/results/ (they carry their provenance); commit them.
+# Bring back OUT: `python benchmarks/bring_home.py OUT` (or the IOS_TVM_PACK file) copies the
+# databases over tuning/<arch>/ and the e2e JSON into benchmarks/results/; commit them.
 #
 # Environment: PYTHON (default python3), IOS_TVM_TOTAL_S (whole run, default 540), IOS_TVM_DTYPES
 # (precisions of the e2e rows and of the tuning, default "float32"; e.g. "float32 float16": half

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -189,3 +191,59 @@ def test_torch_peers_switch_tf32_off_and_back():
     with e2e.torch_fp32_mode(None) as default:
         assert default["cudnn.allow_tf32"] is True
     torch.backends.cudnn.allow_tf32 = before["cudnn.allow_tf32"]
+
+
+def test_bring_home_puts_a_gpu_run_where_the_repository_keeps_it(tmp_path, tiny_tuned, capsys):
+    """A packed on_gpu.sh output (faked around a real tuned database): the database goes to
+    tuning/<arch>/<model>/ without its logs, the e2e JSON to benchmarks/results/ named by GPU,
+    model and date, a log of the steps beside it; a second run refuses to overwrite, a dry run's
+    output is refused, a damaged database is refused before anything is copied."""
+    import importlib.util
+    import shutil
+    import tarfile
+
+    spec = importlib.util.spec_from_file_location("bring_home", ROOT / "benchmarks/bring_home.py")
+    home = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(home)
+    assert home.gpu_slug("NVIDIA H100 80GB HBM3") == "h100" and home.gpu_slug("NVIDIA H200") == "h200"
+
+    work, _ = tiny_tuned
+    out = tmp_path / "out"
+    db = out / "tuning" / "sm_90" / "tiny"
+    shutil.copytree(work, db, ignore=shutil.ignore_patterns("logs"))
+    (out / "tuning" / "sm_90" / "logs").mkdir()
+    (out / "tuning" / "sm_90" / "logs" / "task.log").write_text("log")
+    (out / "provenance.json").write_text(json.dumps({"gpu": "NVIDIA H100 80GB HBM3", "driver": "580", "tvm": "0.27",
+                                                     "arch": "sm_90", "dry_run": False}))
+    (out / "steps.tsv").write_text("step\trc\tseconds\ngpu_tests\t0\t50\n")
+    (out / "gpu_tests.log").write_text("....\n7 passed, 2 skipped in 50.1s\n")
+    (out / "e2e_tiny.json").write_text(json.dumps({"models": {}}))
+    pack = tmp_path / "on_gpu.tgz"
+    with tarfile.open(pack, "w:gz") as tar:
+        tar.add(out, arcname=".")
+    repo = tmp_path / "repo"
+    written = home.bring_home(pack, repo, date="2026-12-01")
+    got = {str(p.relative_to(repo)) for p in written}
+    dbs = {f"tuning/sm_90/tiny/{f.name}" for f in db.iterdir()}
+    assert "tuning/sm_90/tiny/database_tuning_record.json" in dbs
+    assert got == dbs | {"benchmarks/results/gpu_e2e_h100_tiny_2026-12-01.json",
+                         "benchmarks/results/on_gpu_h100_2026-12-01.log"}
+    assert (repo / "tuning/sm_90/tiny/database_tuning_record.json").read_bytes() == \
+        (work / "database_tuning_record.json").read_bytes()
+    log = (repo / "benchmarks/results/on_gpu_h100_2026-12-01.log").read_text()
+    assert "gpu_tests\t0\t50" in log and "gpu_tests.log: 7 passed, 2 skipped" in log
+    message = capsys.readouterr().out.split("suggested commit message:")[1]
+    assert "gpu NVIDIA H100 80GB HBM3, driver 580" in message and "tuning/sm_90: tiny" in message
+    with pytest.raises(home.BringHomeError, match="would overwrite"):
+        home.bring_home(out, repo, date="2026-12-01")
+    assert home.main([str(out), "--date", "2026-12-01", "--repo", str(repo)]) == 2
+    home.bring_home(out, repo, date="2026-12-01", force=True)
+    prov = json.loads((out / "provenance.json").read_text())
+    (out / "provenance.json").write_text(json.dumps({**prov, "dry_run": True}))
+    with pytest.raises(home.BringHomeError, match="dry run"):
+        home.bring_home(out, repo, date="2026-12-02")
+    (out / "provenance.json").write_text(json.dumps(prov))
+    (db / "database_tuning_record.json").write_text('["not a record"]\n{broken')
+    assert home.main([str(out), "--date", "2026-12-03", "--repo", str(repo)]) == 2
+    assert not (repo / "benchmarks/results/gpu_e2e_h100_tiny_2026-12-03.json").exists()
+    assert home.main([str(tmp_path / "nothing"), "--repo", str(repo)]) == 2
