@@ -115,6 +115,14 @@ from ios_tvm.target import resolve_target
 path, arch, dry, budget, *models = sys.argv[1:]
 info = {**provenance(resolve_target(os.environ["IOS_TVM_TARGET"])), "arch": arch, "dry_run": dry == "1",
         "tuning_budget_s": float(budget), "models": models}
+from importlib.metadata import PackageNotFoundError, version
+def _version(name):  # what the steps will find: tuning's XGBoost, the tests' xdist, the peers' torch
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+info["packages"] = {n: _version(n) for n in ("xgboost", "xgboost-cpu", "pytest-xdist", "torch", "torchvision")}
+print("packages: " + ", ".join(f"{k} {v or 'missing'}" for k, v in info["packages"].items()))
 with open(path, "w") as f:
     json.dump(info, f, indent=1)
 PYEOF

@@ -163,6 +163,7 @@ def test_gpu_script_dry_run(tmp_path):
     assert all(rc == "0" for rc, _ in steps.values()), steps
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["dry_run"] and prov["arch"] == "generic" and prov["models"] == ["squeezenet"] and prov["tvm"]
+    assert set(prov["packages"]) >= {"xgboost", "pytest-xdist", "torch"}  # what the steps will find
     suite = ET.parse(out / "gpu_tests.xml").getroot().iter("testsuite").__next__()
     assert int(suite.get("skipped")) > 0 and int(suite.get("failures")) == int(suite.get("errors")) == 0
     assert "stopped by" in (out / "tune_float32.log").read_text()
