@@ -25,8 +25,8 @@ sequential and IOS-Both schedules' stages are timed again with the cache hot and
 the builds compile once (``ios_tvm.cuda_cache``).
 
 A run cut short keeps what it timed: the JSON is rewritten after every timing, in phases by
-interest (kernel launches: sequential, IOS-Both, greedy; then the same as CUDA graphs; then the
-other IOS strategies; the stage sums; PyTorch), and ``complete`` says whether a model ended. A row
+interest (kernel launches: sequential, IOS-Both, greedy; then the same as CUDA graphs; the stage
+sums; PyTorch; the other IOS strategies), and ``complete`` says whether a model ended. A row
 that fails to build or computes a wrong result, or a phase that fails, is recorded under
 ``failed`` and the rest runs on; a model that fails whole gets ``error``; any of them makes the
 exit status 1. Several processes can share a GPU (``IOS_TVM_DEVICE_LOCK``, see
@@ -189,8 +189,8 @@ def run_model(name: str, dtype: str, args: argparse.Namespace, target: Any, dev:
     Fills ``row`` in phases, calling ``save`` after every timing, so that a run cut short keeps
     what it timed and a phase that fails (recorded in ``row["failed"]``) costs only its rows:
     kernel launches (sequential, IOS-Both, greedy); on CUDA the same as CUDA graphs (IOS searched
-    with its stages timed as graphs); the other IOS strategies (and variants); the stage sums
-    with hot and flushed caches; PyTorch. ``row["complete"]`` says whether it ended."""
+    with its stages timed as graphs); the stage sums with hot and flushed caches; PyTorch; the
+    other IOS strategies (and variants). ``row["complete"]`` says whether it ended."""
     t0 = time.perf_counter()
     row = {} if row is None else row
     row.update(dtype=dtype, complete=False)
@@ -277,19 +277,7 @@ def run_model(name: str, dtype: str, args: argparse.Namespace, target: Any, dev:
     if target.kind.name == "cuda":
         phase("cuda_graph_phase", graphs)
 
-    # 3. the paper's other strategies, and kernel variants
-    def strategies() -> None:
-        others = {f"ios_{s}": search(s) for s in ("concurrent", "merge")}
-        if args.variants:
-            others["ios_variants"] = ios_tvm.select_variants(mod, target, ios, database=db, top_k=args.variants,
-                                                             graph=graph)
-            row["variants"] = dict(others["ios_variants"].meta["variants"])
-        predicted.update({label: sched.latency for label, sched in others.items()})
-        run_rows(others)
-
-    phase("strategies_phase", strategies)
-
-    # 4. which cache state predicts the run: the stages re-timed both ways
+    # 3. which cache state predicts the run: the stages re-timed both ways (seconds of GPU time)
     def sums() -> None:
         timed = {"sequential": Schedule.sequential(graph), "ios_both": ios}
         by_state = stage_sums(graph, target, db, {k: v for k, v in timed.items() if f"{k}_s" in row}, cost.config)
@@ -300,12 +288,25 @@ def run_model(name: str, dtype: str, args: argparse.Namespace, target: Any, dev:
 
     if isinstance(cost, MeasuredCostModel):
         phase("stage_sums_phase", sums)
-    row["cuda_cache"] = cuda_cache.stats()
 
-    # 5. PyTorch in the same dtype
+    # 4. PyTorch in the same dtype: the bar
     if not args.no_torch and target.kind.name == "cuda":
         size = int(mod["main"].params[0].ty.shape[2])
         row["torch"] = torch_peers(name, args.batch_size, size, args.number, args.repeat, dtype)
+        save()
+
+    # 5. the paper's other strategies, and kernel variants
+    def strategies() -> None:
+        others = {f"ios_{s}": search(s) for s in ("concurrent", "merge")}
+        if args.variants:
+            others["ios_variants"] = ios_tvm.select_variants(mod, target, ios, database=db, top_k=args.variants,
+                                                             graph=graph)
+            row["variants"] = dict(others["ios_variants"].meta["variants"])
+        predicted.update({label: sched.latency for label, sched in others.items()})
+        run_rows(others)
+
+    phase("strategies_phase", strategies)
+    row["cuda_cache"] = cuda_cache.stats()
     row["wall_s"] = round(time.perf_counter() - t0, 1)
     row["complete"] = True
     save()
