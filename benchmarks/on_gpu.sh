@@ -94,7 +94,12 @@ if [ -n "$PACK" ]; then
 fi
 pack() {  # OUT, as it is now, into IOS_TVM_PACK (written whole, then renamed: never half a file)
   [ -n "$PACK" ] || return 0
-  tar -czf "$PACK.part.$BASHPID" -C "$OUT" . && mv -f "$PACK.part.$BASHPID" "$PACK"
+  local part="$PACK.part.$BASHPID" rc
+  # exit status 1: a file changed while read (a log of a step still running beside): fine
+  tar --warning=no-file-changed -czf "$part" -C "$OUT" .
+  rc=$?
+  if [ "$rc" -le 1 ]; then mv -f "$part" "$PACK"; else rm -f "$part"; fi
+  return 0
 }
 
 # 0. runtime library and provenance
