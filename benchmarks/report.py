@@ -67,7 +67,29 @@ def render_e2e(data: dict[str, Any], name: str) -> tuple[str, dict[str, dict[str
             rows.append(f"| {model} | {label} | {t * 1e3:.3f} | {seq / t:.2f}x |{extra}")
     head = f"### End to end: {name}\n\n{_where(data.get('provenance', {}))}\n\n"
     tail = "\n\n" + "\n".join(notes) + "\n" if notes else "\n"
-    return head + "\n".join(rows) + tail, speedups
+    return head + "\n".join(rows) + tail + _cache_states(data), speedups
+
+
+def _cache_states(data: dict[str, Any]) -> str:
+    """Measured end to end over the sum of the stages timed hot and flushed (gpu_e2e with measured
+    costs): the state whose ratio is nearer 1 is the one stage costs should be measured in."""
+    rows = []
+    for model, row in data["models"].items():
+        for label, by_state in _by_label(row.get("measured_over_stage_sum", {})).items():
+            cells = " | ".join(f"{by_state[s]:.2f}x" if s in by_state else "-" for s in ("hot", "flush"))
+            rows.append(f"| {model} | {label} | {cells} |")
+    if not rows:
+        return ""
+    return ("\nMeasured end to end over the summed stage latencies, stages timed with the cache hot and "
+            "flushed:\n\n| model | schedule | hot | flushed |\n|---|---|---:|---:|\n" + "\n".join(rows) + "\n")
+
+
+def _by_label(by_state: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for state, by in by_state.items():
+        for label, ratio in by.items():
+            out.setdefault(label, {})[state] = ratio
+    return out
 
 
 def render_tuning(data: dict[str, Any], name: str) -> str:

@@ -248,3 +248,18 @@ def test_bring_home_puts_a_gpu_run_where_the_repository_keeps_it(tmp_path, tiny_
     assert home.main([str(out), "--date", "2026-12-03", "--repo", str(repo)]) == 2
     assert not (repo / "benchmarks/results/gpu_e2e_h100_tiny_2026-12-03.json").exists()
     assert home.main([str(tmp_path / "nothing"), "--repo", str(repo)]) == 2
+
+
+def test_report_shows_which_cache_state_predicts_the_run(tmp_path):
+    """gpu_e2e's measured / stage-sum ratios per cache state become one table row per schedule."""
+    row = {"sequential_s": [1e-3, 1e-3], "ios_both_s": [8e-4, 8e-4], "complete": True,
+           "measured_over_stage_sum": {"hot": {"sequential": 1.31, "ios_both": 1.4},
+                                       "flush": {"sequential": 0.97, "ios_both": 1.02}}}
+    f = tmp_path / "e2e.json"
+    f.write_text(json.dumps({"provenance": {"gpu": "NVIDIA H100"}, "models": {"inception_v3": row}}))
+    p = _run(str(ROOT / "benchmarks/report.py"), str(f), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "| inception_v3 | sequential | 1.31x | 0.97x |" in p.stdout
+    assert "| inception_v3 | ios_both | 1.40x | 1.02x |" in p.stdout
+    f.write_text(json.dumps({"provenance": {}, "models": {"squeezenet": {"sequential_s": [1e-3]}}}))
+    assert "flushed" not in _run(str(ROOT / "benchmarks/report.py"), str(f), cwd=tmp_path).stdout  # none measured
