@@ -336,5 +336,6 @@ def test_tuning_for_a_gpu_without_one_is_refused_up_front(tmp_path, capsys):
     code = cli.main(["tune", "squeezenet", "--small", "--target", '{"kind": "cuda", "arch": "sm_90"}',
                      "--time-budget", "60", "--out", str(out)])
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith("ios-tvm: error: tuning for cuda measures every candidate")
-    assert "RPCRunner" in err and not out.exists()
+    assert code == 2 and err.startswith("ios-tvm: error: tuning for cuda (MetaSchedule measures every candidate "
+                                        "on the device) needs the target's device, and CUDA GPU 0 is not present")
+    assert "RPCRunner" in err and "--target auto" in err and not out.exists()

@@ -100,7 +100,7 @@ def as_target(target: TargetLike) -> tvm.target.Target:
     tgt = _parse(target)
     if tgt.kind.name != "cuda":
         return tgt
-    if not _names_arch(target) and _device_limits(0) is None:
+    if not _names_arch(target) and not has_gpu():
         _warn_default_arch(str(tgt.attrs.get("arch", "")))
     return _complete_cuda(tgt)
 
@@ -157,16 +157,20 @@ def device_of(target: TargetLike, device_id: int = 0) -> Any:
     return tvm.cuda(device_id) if device_type_of(target) == CUDA else tvm.cpu(0)
 
 
-def require_device(target: TargetLike, device_id: int = 0, purpose: str = "this") -> Any:
+_WITHOUT_DEVICE = "use the analytic cost model (cost_model='analytic', --cost-model analytic) to schedule without one"
+
+
+def require_device(target: TargetLike, device_id: int = 0, purpose: str = "this", instead: str = _WITHOUT_DEVICE,
+                   there: str = "") -> Any:
     """:func:`device_of`, or :class:`~ios_tvm.errors.DeviceNotFoundError` saying what to do when
-    the device is absent. ``purpose`` names what needs it (``"measuring stage costs"``)."""
+    the device is absent. ``purpose`` names what needs it (``"measuring stage costs"``),
+    ``instead`` the way to do without it, ``there`` a hint for the machine with the GPU."""
     dev = device_of(target, device_id)
     if not dev.exist:
         what = f"CUDA GPU {device_id}" if dev.dlpack_device_type() == CUDA else str(dev)
         raise DeviceNotFoundError(
             f"{purpose} needs the target's device, and {what} is not present on this machine (no GPU, or "
-            "no NVIDIA driver): run it on a machine with that GPU, or use the analytic cost model "
-            "(cost_model='analytic', --cost-model analytic) to schedule without one")
+            f"no NVIDIA driver): run it on a machine with that GPU{there}, or {instead}")
     return dev
 
 

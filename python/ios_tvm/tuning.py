@@ -37,9 +37,9 @@ import tvm
 import tvm_ffi
 from tvm.s_tir import meta_schedule as ms
 
-from .errors import DeviceNotFoundError, TuningError
+from .errors import TuningError
 from .graph import extract_graph, lower_for_graph
-from .target import arch_of, device_of, tuning_target
+from .target import arch_of, require_device, tuning_target
 from .tune_builder import default_builder, fast_tvmscript_parsing
 from .tune_scheduler import TaskInfo, TrialAllocator, run_tasks, trace_key
 from .tuning_db import (  # noqa: F401 - the database helpers are part of this module's API
@@ -236,17 +236,6 @@ def _check_budget(time_budget_s: float | None, max_trials_per_task: int | None, 
     return max_trials_per_task
 
 
-def _require_local_device(target: Any) -> None:
-    """The local runner times every candidate on this machine's device: without it a whole budget
-    would pass with every candidate failing to run, so say so before anything starts."""
-    if not device_of(target).exist:
-        raise DeviceNotFoundError(
-            f"tuning for {target.kind.name} measures every candidate on the device, and this machine has none "
-            "(no GPU, or no NVIDIA driver): tune on the machine with the GPU (there `ios-tvm tune MODEL --target "
-            "auto` describes it), or give ios_tvm.tune a runner that reaches one "
-            "(runner=tvm.s_tir.meta_schedule.runner.RPCRunner(...))")
-
-
 def _tune(entries: Sequence[_Entry], target: Any, *, work_dir: Path, sources: Sequence[Path],
           time_budget_s: float | None, max_trials_global: int | None, max_trials_per_task: int | None,
           num_trials_per_iter: int, retune: bool, seed: int | None, runner: Any, builder: Any,
@@ -257,8 +246,11 @@ def _tune(entries: Sequence[_Entry], target: Any, *, work_dir: Path, sources: Se
     deadline = None if time_budget_s is None else start + time_budget_s
     say = progress or logger.info
     tgt = tuning_target(target)
-    if isinstance(runner, str) and runner == "local":
-        _require_local_device(tgt)
+    if isinstance(runner, str) and runner == "local":  # without the device every candidate would fail to run
+        require_device(tgt, 0, f"tuning for {tgt.kind.name} (MetaSchedule measures every candidate on the device)",
+                       instead="give ios_tvm.tune a runner that reaches one "
+                               "(runner=tvm.s_tir.meta_schedule.runner.RPCRunner(...))",
+                       there=" (there `ios-tvm tune MODEL --target auto` describes it)")
     infos = _collect_tasks(entries, tgt)
     source_dbs = [db for info in infos for db in info.databases]
     source_dbs = [db for i, db in enumerate(source_dbs) if all(db is not d for d in source_dbs[:i])]
