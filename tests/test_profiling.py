@@ -4,11 +4,9 @@ timers of ios_tvm hold it while they time."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 
@@ -32,8 +30,6 @@ HOLDER = textwrap.dedent("""
 
 def test_processes_sharing_the_lock_never_overlap(tmp_path, monkeypatch):
     monkeypatch.setenv(DEVICE_LOCK_ENV, str(tmp_path / "device.lock"))
-    here = str(Path(profiling.__file__).resolve().parents[1])  # the ios_tvm this test imports, installed or not
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
     procs = [subprocess.Popen([sys.executable, "-c", HOLDER], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(3)]
     outs = [p.communicate(timeout=60) for p in procs]
