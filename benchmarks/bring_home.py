@@ -59,7 +59,7 @@ def bring_home(source: Path, repo: Path = ROOT, *, force: bool = False, allow_dr
     list of Path
         What was written, in ``repo``.
     """
-    from ios_tvm.tuning_db import count_records, open_database
+    from ios_tvm.compiler.databases import count_records, open_database
 
     with tempfile.TemporaryDirectory() as tmp:
         if source.is_file():

@@ -50,13 +50,15 @@ import tvm
 from tvm import relax
 
 import ios_tvm
-from ios_tvm import cuda_cache, models, precision
-from ios_tvm.compiler import planned_memory
+from ios_tvm import models
+from ios_tvm.compiler import cuda_cache
+from ios_tvm.ir import precision
+from ios_tvm.compiler.pipeline import planned_memory
 from ios_tvm.cost import get_cost_model
 from ios_tvm.cost.measure import MeasureConfig, MeasuredCostModel
-from ios_tvm.profiling import exclusive_device, median, provenance, time_vm
-from ios_tvm.target import device_of, resolve_target
-from ios_tvm.schedule import Schedule
+from ios_tvm.runtime.profiling import exclusive_device, median, provenance, time_vm
+from ios_tvm.ir.target import device_of, resolve_target
+from ios_tvm.core.schedule import Schedule
 
 TORCHVISION = {"inception_v3": "inception_v3", "googlenet": "googlenet", "squeezenet": "squeezenet1_0"}
 

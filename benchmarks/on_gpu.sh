@@ -27,7 +27,7 @@
 #
 # Environment: PYTHON (default python3), IOS_TVM_TOTAL_S (whole run, default 540), IOS_TVM_DTYPES
 # (precisions of the e2e rows and of the tuning, default "float32"; e.g. "float32 float16": half
-# rows tune and run the models converted by ios_tvm.precision.convert), IOS_TVM_PACK (a .tar.gz
+# rows tune and run the models converted by ios_tvm.ir.precision.convert), IOS_TVM_PACK (a .tar.gz
 # path outside OUT: OUT packed into it after every step, for a machine that gives back few files;
 # a run cut short still leaves the steps that ended), IOS_TVM_TEST_WORKERS (parallel GPU tests,
 # default 8 where pytest-xdist is installed), IOS_TVM_E2E_PARALLEL (step 3, default 1).
@@ -104,19 +104,19 @@ pack() {  # OUT, as it is now, into IOS_TVM_PACK (written whole, then renamed: n
 
 # 0. runtime library and provenance
 export IOS_TVM_TARGET="$TARGET"
-need_cuda=$("$PY" -c "import os; from ios_tvm.target import resolve_target
+need_cuda=$("$PY" -c "import os; from ios_tvm.ir.target import resolve_target
 print(int(resolve_target(os.environ['IOS_TVM_TARGET']).kind.name == 'cuda'))" 2>/dev/null || echo 0)
 have=$("$PY" -c "import ios_tvm.runtime as r; print(r.build_info().get('cuda', '0'))" 2>/dev/null || echo none)
 if [ "$have" = none ] || { [ "$need_cuda" = 1 ] && [ "$have" = 0 ]; }; then
   step build 240 "$OUT/build.log" bash -c "cmake -S . -B build/on_gpu -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE=\"\$(command -v $PY)\" && cmake --build build/on_gpu -j"
   export PYTHONPATH="$ROOT/python${PYTHONPATH:+:$PYTHONPATH}"
 fi
-ARCH=$("$PY" -c "import os; from ios_tvm.target import arch_of, resolve_target
+ARCH=$("$PY" -c "import os; from ios_tvm.ir.target import arch_of, resolve_target
 print(arch_of(resolve_target(os.environ['IOS_TVM_TARGET'])))") || { echo "no usable ios_tvm/TVM for $PY" >&2; exit 1; }
 "$PY" - "$OUT/provenance.json" "$ARCH" "$DRY" "$BUDGET" "${MODELS[@]}" <<'PYEOF'
 import json, os, sys
-from ios_tvm.profiling import provenance
-from ios_tvm.target import resolve_target
+from ios_tvm.runtime.profiling import provenance
+from ios_tvm.ir.target import resolve_target
 path, arch, dry, budget, *models = sys.argv[1:]
 info = {**provenance(resolve_target(os.environ["IOS_TVM_TARGET"])), "arch": arch, "dry_run": dry == "1",
         "tuning_budget_s": float(budget), "models": models}

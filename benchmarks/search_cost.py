@@ -21,7 +21,7 @@ import tvm
 
 import ios_tvm
 from ios_tvm import models
-from ios_tvm.api import SearchConfig, search_graph
+from ios_tvm.driver.optimize import SearchConfig, search_graph
 from ios_tvm.cost import AnalyticCostModel
 
 ORIGINAL = {  # states / stages counted by the original IOS code at r=3, s=8

@@ -27,7 +27,7 @@ def pytest_collection_modifyitems(config, items):
 def small_graphs():
     """Graphs of the reduced zoo models, lowered for llvm (built once per session)."""
     from ios_tvm import models
-    from ios_tvm.graph import extract_graph
+    from ios_tvm.ir.graph import extract_graph
 
     return {name: extract_graph(models.get(name, small=True), "llvm") for name in models.names()}
 

@@ -100,7 +100,7 @@ def test_e2e_stage_sums_by_cache_state(tmp_path, monkeypatch, tiny_branches):
     timer that knows the state, and the real one on the CPU)."""
     import ios_tvm
     from ios_tvm.cost.measure import MeasureConfig
-    from ios_tvm.schedule import Schedule
+    from ios_tvm.core.schedule import Schedule
 
     e2e = _gpu_e2e_module()
     mod, _ = tiny_branches
@@ -129,7 +129,7 @@ def test_e2e_stage_sums_by_cache_state(tmp_path, monkeypatch, tiny_branches):
     assert sums == {"hot": {"sequential": len(graph), "ios_both": 200 + len(rest)},
                     "flush": {"sequential": 10 * len(graph), "ios_both": 10 * (200 + len(rest))}}
     monkeypatch.undo()
-    from ios_tvm.merge import node_merges
+    from ios_tvm.ir.merge_plan import node_merges
 
     graph.merges = node_merges(mod, graph)  # as optimize(strategy="both") leaves it in gpu_e2e
     side_by_side = Schedule.from_stages(graph, [[[convs[0]], [convs[1]]], *[[[v]] for v in rest]])
@@ -143,7 +143,7 @@ def test_gpu_script_dry_run(tmp_path):
     import os
     import xml.etree.ElementTree as ET
 
-    from ios_tvm.tuning_db import count_records, open_database
+    from ios_tvm.compiler.databases import count_records, open_database
 
     import tarfile
 

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from ios_tvm.blocks import cut_points, partition, sub_dag
-from ios_tvm.search import check_stages, solve
+from ios_tvm.core.blocks import cut_points, partition, sub_dag
+from ios_tvm.core.search import check_stages, solve
 
 
 def random_topo_dag(rng, n, density):

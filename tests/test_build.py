@@ -11,11 +11,11 @@ from tvm import relax
 
 import ios_tvm
 from ios_tvm import models, runtime
-from ios_tvm.compiler import build, pipeline, plan_memory
-from ios_tvm.memory import verify_memory
+from ios_tvm.compiler.pipeline import build, pipeline, plan_memory
+from ios_tvm.transform.memory import verify_memory
 from ios_tvm.errors import ScheduleMismatchError
-from ios_tvm.lower import FORK, JOIN, SWITCH
-from ios_tvm.schedule import Schedule
+from ios_tvm.runtime import FORK, JOIN, SWITCH
+from ios_tvm.core.schedule import Schedule
 
 CUDA = {"kind": "cuda", "arch": "sm_90"}
 
@@ -246,9 +246,9 @@ def test_planned_memory_reports_the_price_of_concurrency():
     """Inception-v3 (small) scheduled with up to 4 streams: its plan is never below the largest
     tensor, and the keep-alives are what make it need more than the sequential plan (without
     them the plan is racy, see test_verifier_accepts_lowered_and_rejects_racy)."""
-    from ios_tvm.compiler import planned_memory
-    from ios_tvm.graph import tensor_bytes
-    from ios_tvm.memory import planned_bytes
+    from ios_tvm.compiler.pipeline import planned_memory
+    from ios_tvm.ir.graph import tensor_bytes
+    from ios_tvm.transform.memory import planned_bytes
 
     mod = models.get("inception_v3", small=True)
     graph = ios_tvm.extract_graph(mod, "llvm")

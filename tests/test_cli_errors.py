@@ -9,6 +9,7 @@ milliseconds to a few seconds); ``tests/test_cli.py`` runs the command in subpro
 from __future__ import annotations
 
 import json
+import signal
 import sys
 
 import numpy as np
@@ -238,8 +239,12 @@ def test_ctrl_c_is_one_line(capfd, monkeypatch):
         raise KeyboardInterrupt
 
     def converted():  # SIGINT came, and TVM turned its KeyboardInterrupt into another error
-        cli._STATE.interrupted = True
-        raise RuntimeError("")
+        from ios_tvm.cli.progress import on_interrupt
+
+        try:
+            on_interrupt(signal.SIGINT, None)  # what the command's SIGINT handler does
+        except KeyboardInterrupt:
+            raise RuntimeError("") from None
 
     for fn in (interrupted, converted):
         monkeypatch.setattr(models, "names", fn)
@@ -249,7 +254,7 @@ def test_ctrl_c_is_one_line(capfd, monkeypatch):
 
 def test_database_reads_never_create(tmp_path):
     from ios_tvm.errors import DatabaseError
-    from ios_tvm.tuning import open_database, resolve_database
+    from ios_tvm.compiler.databases import open_database, resolve_database
 
     with pytest.raises(DatabaseError, match="no directory"):
         resolve_database(tmp_path / "typo", "llvm")
@@ -269,7 +274,7 @@ def test_database_reads_never_create(tmp_path):
 
 def test_schedule_target_check(files):
     from ios_tvm.errors import ScheduleMismatchError
-    from ios_tvm.schedule import Schedule
+    from ios_tvm.core.schedule import Schedule
 
     graph = ios_tvm.extract_graph(models.get("squeezenet", small=True), "llvm")
     with pytest.raises(ScheduleMismatchError, match="made for a cuda target"):

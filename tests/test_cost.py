@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ios_tvm.cost import AnalyticCostModel, DeviceSpec, get_cost_model
-from ios_tvm.graph import Node, OpGraph
+from ios_tvm.ir.graph import Node, OpGraph
 
 
 def _graph(elements, flops):

@@ -8,7 +8,8 @@ import pytest
 import tvm
 import tvm_ffi
 
-from ios_tvm import cuda_cache
+from ios_tvm.compiler import cuda_cache
+from ios_tvm.ir.tvm_private import CUDA_COMPILE_CALLBACK
 
 KERNEL = 'extern "C" __global__ void ios_test_kernel(float* x) { x[threadIdx.x] *= 2.0f; }\n'
 
@@ -19,22 +20,22 @@ def fake_compiler():
     import tvm.support.nvcc  # noqa: F401
 
     cuda_cache.disable()
-    real = tvm_ffi.get_global_func(cuda_cache.CALLBACK)
+    real = tvm_ffi.get_global_func(CUDA_COMPILE_CALLBACK)
     calls = []
 
     def fake(code):
         calls.append(str(code))
         return b"binary of " + str(code).encode()
 
-    tvm_ffi.register_global_func(cuda_cache.CALLBACK, fake, override=True)
+    tvm_ffi.register_global_func(CUDA_COMPILE_CALLBACK, fake, override=True)
     yield calls
     cuda_cache.disable()
-    tvm_ffi.register_global_func(cuda_cache.CALLBACK, real, override=True)
+    tvm_ffi.register_global_func(CUDA_COMPILE_CALLBACK, real, override=True)
 
 
 def test_each_source_compiles_once(fake_compiler, tmp_path):
     cuda_cache.enable(tmp_path)
-    compile_ = tvm_ffi.get_global_func(cuda_cache.CALLBACK)
+    compile_ = tvm_ffi.get_global_func(CUDA_COMPILE_CALLBACK)
     with tvm.target.Target({"kind": "cuda", "arch": "sm_90"}):
         first = compile_("source A")
         assert compile_("source A") == first == b"binary of source A"
@@ -50,7 +51,7 @@ def test_each_source_compiles_once(fake_compiler, tmp_path):
 
 def test_an_unreadable_file_is_compiled_again(fake_compiler, tmp_path):
     cuda_cache.enable(tmp_path)
-    compile_ = tvm_ffi.get_global_func(cuda_cache.CALLBACK)
+    compile_ = tvm_ffi.get_global_func(CUDA_COMPILE_CALLBACK)
     with tvm.target.Target({"kind": "cuda", "arch": "sm_90"}):
         compile_("source A")
         (stored,) = tmp_path.glob("*.bin")
@@ -67,7 +68,7 @@ def test_real_nvcc_compiles_are_cached(tmp_path, monkeypatch):
     cuda_cache.disable()
     cuda_cache.enable(tmp_path)
     try:
-        compile_ = tvm_ffi.get_global_func(cuda_cache.CALLBACK)
+        compile_ = tvm_ffi.get_global_func(CUDA_COMPILE_CALLBACK)
         with tvm.target.Target({"kind": "cuda", "arch": "sm_90"}):
             binary = compile_(KERNEL)
             assert len(binary) > 0 and compile_(KERNEL) == binary

@@ -17,16 +17,19 @@ from tvm.script import relax as R
 from tvm.script import tirx as T
 
 import ios_tvm
-from ios_tvm import cuda_graph as cg
+from ios_tvm.transform import cuda_graph as cg
 from ios_tvm import models
-from ios_tvm.compiler import build, kernel_passes, model_merges, passes, pipeline, plan_memory
+from ios_tvm.compiler.pipeline import build, kernel_passes, passes, pipeline, plan_memory
+from ios_tvm.ir.graph import extract_graph
+from ios_tvm.ir.merge_plan import node_merges
 from ios_tvm.errors import CUDAGraphError, CUDAGraphWarning
-from ios_tvm.graph import extract_graph
-from ios_tvm.lower import FORK, JOIN, lower_schedule, plan, rewrite
-from ios_tvm.memory import verify_memory, verify_pass
+from ios_tvm.ir.graph import extract_graph
+from ios_tvm.runtime import FORK, JOIN
+from ios_tvm.transform.lower import LowerSchedule, plan, rewrite
+from ios_tvm.transform.memory import verify_memory, VerifyMemory
 from ios_tvm.models._builder import NetBuilder
-from ios_tvm.passes import back_passes
-from ios_tvm.schedule import Schedule
+from ios_tvm.ir.backend import back_passes
+from ios_tvm.core.schedule import Schedule
 
 F32 = "float32"
 SM90 = {"kind": "cuda", "arch": "sm_90"}
@@ -285,7 +288,7 @@ def test_plan_of_prepared_module():
     sched = Schedule.from_stages(extract_graph(Branches, lowered=True), BRANCHES_STAGES)
     tgt = tvm.target.Target(SM90)
     with tgt:
-        got = tvm.transform.Sequential([lower_schedule(sched, 2, 0), cg.prepare_pass(None)]
+        got = tvm.transform.Sequential([LowerSchedule(sched, 2, 0), cg.PrepareCUDAGraph(None)]
                                        + back_passes(tgt, stop_after_planning=True))(Branches)
     tvm.ir.assert_structural_equal(got, Planned)
     assert verify_memory(got) == []
@@ -375,7 +378,7 @@ def test_capture_hoists_storage_and_captures_the_stage_whole():
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", CUDAGraphWarning)
-        got = cg.capture_pass()(Planned)
+        got = cg.CaptureCUDAGraph()(Planned)
     tvm.ir.assert_structural_equal(got, _typed_allocs(Expected))
     assert cg.summarize(got) == cg.CaptureSummary(["main_cuda_graph_capture"], {"main_cuda_graph_capture": 1}, [])
 
@@ -406,7 +409,7 @@ def test_storage_is_hoisted_above_a_fork_that_comes_first():
     assert len(problems) == 1 and "not well formed" in problems[0]
     with warnings.catch_warnings():
         warnings.simplefilter("error", CUDAGraphWarning)
-        got = cg.capture_pass()(late)
+        got = cg.CaptureCUDAGraph()(late)
     assert cg.summarize(got) == cg.CaptureSummary(["main_cuda_graph_capture"], {"main_cuda_graph_capture": 1}, [])
 
 
@@ -416,10 +419,10 @@ def test_a_stage_cut_by_the_capture_falls_back_without_a_graph():
     sched = Schedule.from_stages(extract_graph(Branches, lowered=True), BRANCHES_STAGES)
     tgt = tvm.target.Target(SM90)
     with tgt:
-        planned = tvm.transform.Sequential([lower_schedule(sched, 2, 0)]
+        planned = tvm.transform.Sequential([LowerSchedule(sched, 2, 0)]
                                            + back_passes(tgt, stop_after_planning=True))(Branches)
         with pytest.warns(CUDAGraphWarning, match="stage_fork without its stage_join|stage_join without"):
-            got = cg.capture_pass()(planned)
+            got = cg.CaptureCUDAGraph()(planned)
     assert cg.summarize(got) == cg.CaptureSummary([], {"main": 1}, [])
     assert "run_or_capture" not in got.script()
 
@@ -454,7 +457,7 @@ def _compile_recording(mod, target, sched):
     """``tvm.compile`` with ``cuda_graph=True`` (as :func:`ios_tvm.build`, untuned), keeping the
     module right after the capture pass. A :class:`CUDAGraphWarning` fails the test."""
     tgt = tvm.target.Target(target)
-    merges = model_merges(mod, tgt) if sched.merges else None
+    merges = node_merges(mod, extract_graph(mod, tgt)) if sched.merges else None
     seq = passes(tgt, sched, merges=merges, verify=True, cuda_graph=True)
     seen = {}
 
@@ -603,8 +606,8 @@ def test_prepared_module_computes_what_the_sequential_one_does_on_cpu(case):
     mod, data = _tiny(case)
     sched = Schedule.greedy(extract_graph(mod, "llvm"))
     cpu = tvm.target.Target("llvm")
-    seq = (kernel_passes(cpu, False) + [lower_schedule(sched, 1), cg.prepare_pass(cpu)]
-           + back_passes(cpu, after_planning=[verify_pass()]))
+    seq = (kernel_passes(cpu, False) + [LowerSchedule(sched, 1), cg.PrepareCUDAGraph(cpu)]
+           + back_passes(cpu, after_planning=[VerifyMemory()]))
     with cpu:
         prepared = tvm.compile(mod, cpu, relax_pipeline=tvm.transform.Sequential(seq))
     assert "ios_graph_copy" in prepared.as_text()

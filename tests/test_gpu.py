@@ -16,8 +16,8 @@ import ios_tvm
 from ios_tvm import models, runtime
 from ios_tvm.cost.measure import MeasureConfig, MeasuredCostModel
 from ios_tvm.errors import CUDAGraphWarning
-from ios_tvm.profiling import median, time_vm
-from ios_tvm.schedule import Schedule
+from ios_tvm.runtime.profiling import median, time_vm
+from ios_tvm.core.schedule import Schedule
 
 pytestmark = pytest.mark.gpu
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.gpu
 @pytest.fixture(scope="module", autouse=True)
 def compile_once():
     """The builds of one model share their kernels: compile each CUDA source once."""
-    from ios_tvm import cuda_cache
+    from ios_tvm.compiler import cuda_cache
 
     cuda_cache.enable()
     yield
@@ -34,7 +34,7 @@ def compile_once():
 
 @pytest.fixture(scope="module")
 def target():
-    from ios_tvm.target import local_target
+    from ios_tvm.ir.target import local_target
 
     return local_target()  # the GPU as the driver describes it
 
@@ -160,7 +160,7 @@ def test_concurrent_streams_overlap(target, tmp_path):
 def test_kernel_variants_on_gpu(target, tiny_branches, tmp_path):
     """Tune a two-branch model on the GPU, let select_variants try the runner-ups of the
     concurrent stage, and check the build with its choice against the sequential one."""
-    from ios_tvm.variant_search import select_variants
+    from ios_tvm.driver.variants import select_variants
 
     mod, data = tiny_branches
     work = tmp_path / "db"

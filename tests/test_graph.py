@@ -9,7 +9,7 @@ from tvm.script import relax as R
 
 from ios_tvm import models
 from ios_tvm.errors import UnsupportedModelError
-from ios_tvm.graph import check_model, extract_graph
+from ios_tvm.ir.graph import check_model, extract_graph
 
 
 @I.ir_module

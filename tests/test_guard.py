@@ -9,7 +9,7 @@ import ios_tvm
 from ios_tvm import models
 from ios_tvm.cost import AnalyticCostModel
 from ios_tvm.cost.measure import MeasureConfig, MeasuredCostModel
-from ios_tvm.guard import EndToEndConfig, keep_fastest, pick_fastest
+from ios_tvm.driver.guard import EndToEndConfig, keep_fastest, pick_fastest
 
 CUDA = {"kind": "cuda", "arch": "sm_90"}
 
@@ -54,7 +54,7 @@ def test_ties_go_to_the_simpler_schedule():
 def test_measured_search_ends_with_end_to_end_times(tmp_path, monkeypatch):
     """On the device (here the CPU), a measured search times the three candidates end to end by
     default, checks their outputs against sequential, and returns the fastest."""
-    from ios_tvm.guard import read_predictions
+    from ios_tvm.driver.guard import read_predictions
 
     monkeypatch.setenv("IOS_TVM_CACHE_DIR", str(tmp_path))
     mod = models.get("squeezenet", small=True)
@@ -75,7 +75,7 @@ def test_measured_search_ends_with_end_to_end_times(tmp_path, monkeypatch):
 
 
 def test_the_cli_report_shows_measured_against_predicted(searched):
-    from ios_tvm.cli import _report
+    from ios_tvm.cli.report import search_report as _report
 
     graph, model, ios = searched
     times = {"sequential": 3e-3, "greedy": 2e-3, "ios": 2.5e-3}

@@ -10,11 +10,11 @@ from tvm.script import ir as I
 from tvm.script import relax as R
 from tvm.script import tirx as T
 
-from ios_tvm.graph import extract_graph
-from ios_tvm.lower import lower_schedule, plan, rewrite
-from ios_tvm.schedule import Schedule
-from ios_tvm.target import CUDA
-from ios_tvm.variants import VARIANT_ATTR, _redirect
+from ios_tvm.ir.graph import extract_graph
+from ios_tvm.transform.lower import LowerSchedule, plan, rewrite
+from ios_tvm.core.schedule import Schedule
+from ios_tvm.ir.target import CUDA
+from ios_tvm.transform.kernel_schedules import VARIANT_ATTR, _redirect
 
 F32 = "float32"
 
@@ -136,7 +136,7 @@ def test_sequential_stages_only_reorder():
 
 
 def test_no_schedule_leaves_the_module_alone():
-    tvm.ir.assert_structural_equal(lower_schedule(None, CUDA)(Before), Before)
+    tvm.ir.assert_structural_equal(LowerSchedule(None, CUDA)(Before), Before)
 
 
 def test_a_variant_gets_a_private_copy_of_its_kernel():

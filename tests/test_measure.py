@@ -114,7 +114,7 @@ def test_statistics_and_config():
 
 
 def test_merged_kernels_are_measured_once(tmp_path):
-    from ios_tvm.merge import node_merges
+    from ios_tvm.ir.merge_plan import node_merges
 
     mod = models.get("squeezenet", small=True)
     mod = models.bind_params(mod, models.random_params(mod))
@@ -154,7 +154,7 @@ def test_weight_bytes_counts_parameters_and_constants(graph):
 def test_flushed_samples_start_cold(graph, tmp_path, monkeypatch):
     """With cache_state="flush" every timed sample runs alone, after a flush, and is cached apart
     from hot samples."""
-    from ios_tvm.cost.measure import LocalTimer
+    from ios_tvm.cost.timers import LocalTimer
 
     flushes = []
     real = LocalTimer._flush

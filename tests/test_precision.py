@@ -26,13 +26,12 @@ from tvm import relax
 
 import ios_tvm
 from ios_tvm import models
-from ios_tvm.api import SearchConfig
+from ios_tvm.driver.optimize import SearchConfig
 from ios_tvm.cost.analytic import AnalyticCostModel, kernel_class
 from ios_tvm.errors import PrecisionError, ScheduleMismatchError
-from ios_tvm.merge import merged_weights
+from ios_tvm.ir.merge_plan import merged_weights
 from ios_tvm.models._builder import NetBuilder
-from ios_tvm.precision import (HALF, TENSOR_CORE_INTRINSICS, convert, model_dtype, numpy_dtype, output_tolerance,
-                               unit_roundoff)
+from ios_tvm.ir.precision import HALF, TENSOR_CORE_INTRINSICS, convert, model_dtype, numpy_dtype, output_tolerance, unit_roundoff
 
 CUDA = {"kind": "cuda", "arch": "sm_90"}
 #: LLVM without optimization: builds three times faster, the same arithmetic
@@ -291,8 +290,8 @@ def test_tuned_float16_conv_runs_on_tensor_cores(tmp_path):
     """
     from tvm.s_tir import meta_schedule as ms
 
-    from ios_tvm.graph import lower_for_graph
-    from ios_tvm.target import tuning_target
+    from ios_tvm.ir.graph import lower_for_graph
+    from ios_tvm.ir.target import tuning_target
 
     nb = NetBuilder("conv", (1, 32, 16, 16))
     with nb.scope() as x:
@@ -331,7 +330,8 @@ def test_tuned_float16_conv_runs_on_tensor_cores(tmp_path):
 
     from tvm.s_tir.meta_schedule.builder.local_builder import default_build
 
-    from ios_tvm.precision import BUILD_FUNC, STORAGE_REWRITE_OFF, tensor_core_builder
+    from ios_tvm.tuning.builder import BUILD_FUNC, tensor_core_builder
+    from ios_tvm.compiler.context import STORAGE_REWRITE_OFF
 
     with pytest.raises(Exception, match="tvm_access_ptr element type must match"):  # TVM 0.27's bug
         default_build(candidates[chosen].sch.mod, target, None)
@@ -339,8 +339,8 @@ def test_tuned_float16_conv_runs_on_tensor_cores(tmp_path):
     built = tvm.get_global_func(BUILD_FUNC)(candidates[chosen].sch.mod, target, None)
     assert "wmma::mma_sync" in _cuda_source(built)
     # ios_tvm.tune's own builder compiles the candidates of a half model the same way
-    from ios_tvm.tune_builder import PoolBuilder
-    from ios_tvm.tuning import _Entry, _build_config
+    from ios_tvm.tuning.builder import PoolBuilder
+    from ios_tvm.tuning.tuner import _Entry, _build_config
 
     assert _build_config([_Entry("conv", convert(mod, "float16"), tmp_path)], target) == STORAGE_REWRITE_OFF
     assert _build_config([_Entry("conv", mod, tmp_path)], target) == {}
@@ -412,8 +412,9 @@ def test_cli_dtype(tmp_path, capsys):
 def test_tuning_loads_zoo_models_in_the_precision_asked():
     """``ios-tvm tune --dtype float16`` tunes the converted model's kernels (other workloads than
     float32's); on CUDA its candidates build with StorageRewrite off, as its builds do."""
-    from ios_tvm.precision import STORAGE_REWRITE_OFF, model_dtype
-    from ios_tvm.tuning import _build_config, _Entry, load_zoo_model
+    from ios_tvm.compiler.context import STORAGE_REWRITE_OFF
+    from ios_tvm.ir.precision import model_dtype
+    from ios_tvm.tuning.tuner import _build_config, _Entry, load_zoo_model
 
     half = load_zoo_model("squeezenet", small=True, dtype="float16")
     assert model_dtype(half) == "float16" and model_dtype(load_zoo_model("squeezenet", small=True)) == "float32"

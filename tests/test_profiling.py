@@ -10,12 +10,12 @@ import textwrap
 
 import numpy as np
 
-from ios_tvm import profiling
-from ios_tvm.profiling import DEVICE_LOCK_ENV, exclusive_device
+from ios_tvm.runtime import profiling
+from ios_tvm.runtime.profiling import DEVICE_LOCK_ENV, exclusive_device
 
 HOLDER = textwrap.dedent("""
     import json, sys, time
-    from ios_tvm.profiling import exclusive_device
+    from ios_tvm.runtime.profiling import exclusive_device
     spans = []
     for _ in range(3):
         with exclusive_device():
@@ -73,9 +73,9 @@ def test_timers_hold_the_lock_while_timing(tmp_path, monkeypatch, tiny_branches)
         return real()
 
     monkeypatch.setattr(profiling, "exclusive_device", spy)
-    import ios_tvm.cost.measure as measure
+    import ios_tvm.cost.timers as timers
 
-    monkeypatch.setattr(measure, "exclusive_device", spy)
+    monkeypatch.setattr(timers, "exclusive_device", spy)
     mod, data = tiny_branches
     ex = ios_tvm.build(mod, "llvm")
     times = profiling.time_vm(ex, tvm.cpu(0), [data], number=1, repeat=2)

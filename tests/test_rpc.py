@@ -64,15 +64,23 @@ def _cfg(cache, **kw):
     return MeasureConfig(warmup=1, repeat=2, cache_dir=cache, progress=False, **kw)
 
 
-def test_rpc_measurement_matches_local(tracker, tmp_path):
+def test_rpc_measurement_matches_local(tracker, tmp_path, monkeypatch):
     graph = ios_tvm.extract_graph(models.get("squeezenet", small=True), "llvm")
     rpc_cfg = RPCConfig("127.0.0.1", tracker, KEY, sessions=2)
     remote = MeasuredCostModel("llvm", _cfg(tmp_path / "remote", rpc=rpc_cfg))
     ios_tvm.optimize(graph.source, "llvm", graph=graph, cost_model=remote, search=ios_tvm.SearchConfig(strategy="concurrent"))
     assert remote.measured > 0 and len(remote.timer.sessions) == 2
     # cold-cache samples over RPC (the servers hold both sessions: reuse them): flush buffers on the server
+    import ios_tvm.cost.remote as remote_mod
+
+    made = []
+    real_flush = remote_mod.flush_buffers
+    monkeypatch.setattr(remote_mod, "flush_buffers", lambda n, dev: made.append((n, dev)) or real_flush(n, dev))
     remote.timer.flush_before_samples(1 << 20)
-    assert len(remote.timer.time(((0,), (1,)), worker=1)) == 2 and len(remote.timer._scratch) == 2
+    assert len(remote.timer.time(((0,), (1,)), worker=1)) == 2
+    assert made == [(1 << 20, remote.timer.sessions[1].device)]  # buffers on the server of session 1, made once
+    remote.timer.time(((0,),), worker=1)
+    assert len(made) == 1
     local = MeasuredCostModel("llvm", _cfg(tmp_path / "local"))
     ios_tvm.optimize(graph.source, "llvm", graph=graph, cost_model=local, search=ios_tvm.SearchConfig(strategy="concurrent"), end_to_end=False)
     files = {}

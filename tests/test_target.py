@@ -9,7 +9,7 @@ import tvm
 
 from ios_tvm import models
 from ios_tvm.errors import DeviceNotFoundError
-from ios_tvm.target import (CPU, CUDA, arch_of, as_target, device_of, device_type_of, has_gpu, local_target,
+from ios_tvm.ir.target import (CPU, CUDA, arch_of, as_target, device_of, device_type_of, has_gpu, local_target,
                             require_device, resolve_target, target_key, tuning_target)
 
 SM90 = {"kind": "cuda", "arch": "sm_90"}
@@ -40,7 +40,7 @@ def test_cuda_targets_carry_the_device_limits():
 def test_a_cuda_target_without_an_architecture_and_no_gpu_is_said(caplog):
     """TVM compiles bare "cuda" for sm_50 when no GPU is here to ask: said once, with the fix;
     a target that names its architecture, in any spelling, is not warned about."""
-    from ios_tvm import target as target_mod
+    from ios_tvm.ir import target as target_mod
 
     target_mod._warn_default_arch.cache_clear()
     with caplog.at_level(logging.WARNING, logger="ios_tvm"):
@@ -55,7 +55,7 @@ def test_a_cuda_target_without_an_architecture_and_no_gpu_is_said(caplog):
 
 def test_cuda_builds_do_not_guess_the_shared_memory(caplog):
     """dlight warned "Target cuda missing 'max_shared_memory_per_block'" on every CUDA build."""
-    from ios_tvm.compiler import plan_memory
+    from ios_tvm.compiler.pipeline import plan_memory
 
     mod = models.get("squeezenet", small=True)
     with caplog.at_level(logging.WARNING):

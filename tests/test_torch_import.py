@@ -10,7 +10,7 @@ import tvm
 from tvm import relax
 
 import ios_tvm
-from ios_tvm.schedule import Schedule
+from ios_tvm.core.schedule import Schedule
 
 torch = pytest.importorskip("torch", reason="PyTorch import needs torch (.ci/run installs the CPU build)")
 
@@ -100,7 +100,7 @@ def test_torch_export_gets_merge_stages(free_merges):
     from tvm.relax.frontend.torch import from_exported_program
 
     from ios_tvm import models
-    from ios_tvm.api import SearchConfig
+    from ios_tvm.driver.optimize import SearchConfig
 
     torch.manual_seed(0)
     net = InceptionFire().eval()

@@ -19,9 +19,10 @@ from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
 from tvm.s_tir.meta_schedule.runner import PyRunner, RunnerFuture, RunnerResult
 
 from ios_tvm.errors import TuningError
-from ios_tvm.tune_builder import fast_tvmscript_parsing
-from ios_tvm.tune_scheduler import TaskInfo, TrialAllocator, run_tasks
-from ios_tvm.tuning_db import RECORD_FILE, WORKLOAD_FILE, count_records, open_database, prune_database
+from ios_tvm.tuning.builder import fast_tvmscript_parsing
+from ios_tvm.tuning.allocator import TaskInfo, TrialAllocator
+from ios_tvm.tuning.scheduler import run_tasks
+from ios_tvm.compiler.databases import RECORD_FILE, WORKLOAD_FILE, count_records, open_database, prune_database
 
 TARGET = tvm.target.Target({"kind": "llvm", "num-cores": 1})
 
@@ -189,7 +190,7 @@ def test_xgboost_missing_falls_back_to_random_with_a_warning(monkeypatch, caplog
     without it the run would end there, so the cost model is chosen, and said, up front."""
     import importlib.util
 
-    from ios_tvm import tune_scheduler
+    from ios_tvm.tuning import scheduler as tune_scheduler
 
     real = importlib.util.find_spec
     assert isinstance(tune_scheduler.make_cost_model("random"), ms.cost_model.RandomModel)

@@ -11,10 +11,10 @@ import tvm
 from tvm import relax
 
 import ios_tvm
-from ios_tvm.compiler import plan_memory
+from ios_tvm.compiler.pipeline import plan_memory
 from ios_tvm.cost.measure import MeasureConfig
-from ios_tvm.target import arch_of, tuning_target
-from ios_tvm.tuning import shipped_database
+from ios_tvm.ir.target import arch_of, tuning_target
+from ios_tvm.compiler.databases import shipped_database
 
 
 @pytest.fixture(scope="module")
@@ -78,16 +78,15 @@ def test_targets_and_shipped_databases():
 def test_measured_costs_build_the_source_model(tiny, tuned, monkeypatch):
     """Regression: the measured cost model built the *lowered* module, whose kernels, lowered
     again, no longer matched their tuning records (stage costs of untuned kernels)."""
-    import ios_tvm.compiler as compiler
     from ios_tvm.cost.measure import MeasuredCostModel
 
     mod, work = tiny[0], tuned[0]
     target = tuning_target("llvm")
     graph = ios_tvm.extract_graph(mod, target)
     built = []
-    real = compiler.build
-    monkeypatch.setattr(compiler, "build", lambda m, *a, **k: built.append(m) or real(m, *a, **k))
     cm = MeasuredCostModel(target, MeasureConfig(warmup=0, repeat=1, cache_dir=False, progress=False), database=work)
+    real = cm.build_model
+    monkeypatch.setattr(cm, "build_model", lambda m: built.append(m) or real(m))
     assert cm.stage_latency(graph, ((0,),)) > 0
     assert built and built[0] is graph.source is mod
 
@@ -107,8 +106,8 @@ def test_time_budget_stops_on_time_and_a_second_call_adds(budget, tmp_path):
 
     from tvm.s_tir import meta_schedule as ms
 
-    from ios_tvm.tune_builder import PoolBuilder, fast_tvmscript_parsing
-    from ios_tvm.tuning_db import count_records, open_database
+    from ios_tvm.tuning.builder import PoolBuilder, fast_tvmscript_parsing
+    from ios_tvm.compiler.databases import count_records, open_database
 
     fast_tvmscript_parsing()
     importlib.import_module("tvm.s_tir.tensor_intrin")

@@ -15,7 +15,7 @@ from tvm import relax
 import ios_tvm
 from ios_tvm import models
 from ios_tvm.cost.measure import MeasureConfig, MeasuredCostModel
-from ios_tvm.profiling import median, time_vm
+from ios_tvm.runtime.profiling import median, time_vm
 
 # 1. A small GoogLeNet with deterministic random weights bound as constants.
 mod = models.get("googlenet", image_size=64, width=0.25)

@@ -33,6 +33,9 @@ PrecisionError                a precision ios_tvm cannot convert to (``float16``
 ============================  ==================================================================
 
 :class:`CUDAGraphWarning` (a warning, not an error) says a build asked for a CUDA graph got less.
+
+Every error is registered with tvm-ffi, so an error raised inside one of ios_tvm's passes, which
+TVM runs from C++, reaches the caller of ``tvm.compile`` with its own type.
 """
 
 from __future__ import annotations
@@ -110,3 +113,21 @@ class TuningError(IosTvmError, ValueError):
 class PrecisionError(IosTvmError, ValueError):
     """A precision ios_tvm cannot convert a model to (only ``float16`` and ``bfloat16`` from
     ``float32``), or a model that is already in another half-precision type."""
+
+
+def _typed_across_ffi() -> None:
+    """Register every error above with tvm-ffi under ``ios_tvm.<name>``, so one raised inside a
+    pass (which TVM runs from C++) comes back out of ``tvm.compile`` as the same type, not as a
+    ``RuntimeError`` holding its message."""
+    try:
+        import tvm_ffi
+    except ImportError:  # without tvm-ffi no pass runs either
+        return
+    for cls in _ERRORS:
+        tvm_ffi.register_error(f"ios_tvm.{cls.__name__}", cls)
+
+
+_ERRORS = (IosTvmError, InvalidArgumentError, TargetError, InputFileError, MissingFileError, DatabaseError,
+           MissingDependencyError, UnsupportedModelError, ScheduleMismatchError, ScheduleFormatError,
+           DeviceNotFoundError, MemoryPlanError, PipelineError, CUDAGraphError, TuningError, PrecisionError)
+_typed_across_ffi()

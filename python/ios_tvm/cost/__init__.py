@@ -7,7 +7,7 @@ from typing import Any
 
 import tvm
 
-from ..target import TargetLike, as_target, has_gpu
+from ..ir.target import TargetLike, as_target, has_gpu
 from .analytic import AnalyticCostModel, DeviceSpec
 from .model import CostModel, as_cost_model, cost_model_names, register_cost_model
 

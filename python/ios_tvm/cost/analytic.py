@@ -90,8 +90,8 @@ from dataclasses import dataclass
 
 import tvm
 
-from ..graph import OpGraph, tensor_bytes
-from ..target import as_target
+from ..ir.graph import OpGraph, tensor_bytes
+from ..ir.target import as_target
 from .model import CostModel
 
 KERNEL_CLASSES = ("conv", "matmul", "pool", "other")
@@ -232,6 +232,10 @@ class AnalyticCostModel(CostModel):
         if dtype == "float32" or preset is None:
             return self.known_error
         return f"{KNOWN_ERROR[preset]}; {HALF_KNOWN_ERROR[preset]}"
+
+    def prediction_note(self, dtype: str = "float32") -> dict[str, str]:
+        """The device spec predicted for, and its calibration (:meth:`known_error_for`)."""
+        return {"cost_model": self.name, "device": self.device.name, "known_error": self.known_error_for(dtype)}
 
     def _preset(self) -> str | None:
         for preset in (GPU_H100_CLASS, CPU_UNTUNED):

@@ -19,15 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..compiler.paths import default_cache_dir  # noqa: F401 - where stage caches live by default
+
 logger = logging.getLogger("ios_tvm")
 
 CACHE_FORMAT = "ios_tvm.stage_cache"
 # 2: tuned stage costs were measured with untuned kernels before (the lowered module was rebuilt)
 CACHE_VERSION = 2
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("IOS_TVM_CACHE_DIR", Path.home() / ".cache" / "ios_tvm"))
 
 
 def content_key(*parts: Any) -> str:

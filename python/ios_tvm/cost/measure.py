@@ -6,9 +6,10 @@ pipeline, so the very kernels the scheduled model launches) and times each stage
 the cache with the same fork / switch / join calls a lowered model makes, so a stage costs here
 what it costs there.
 
-Where the timing happens is a *timer* (:class:`StageTimer`): :class:`LocalTimer` on this
-machine's device, :class:`ios_tvm.cost.remote.RPCTimer` on devices behind an RPC tracker. The
-model decides what to time and caches it; the timer only runs kernels.
+Where the timing happens is a *timer* (:class:`ios_tvm.cost.timers.StageTimer`):
+:class:`~ios_tvm.cost.timers.LocalTimer` on this machine's device,
+:class:`ios_tvm.cost.remote.RPCTimer` on devices behind an RPC tracker. The model decides what to
+time and caches it; the timer only runs kernels.
 """
 
 from __future__ import annotations
@@ -20,25 +21,27 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
-import numpy as np
 import tvm
 import tvm_ffi
 from tvm import relax
 
-from .. import runtime as _runtime
+from ..compiler.databases import DatabaseLike, database_tag, resolve_database
+from ..compiler.pipeline import build
+from ..core.search import Groups
 from ..errors import CUDAGraphError, UnsupportedModelError
-from ..graph import Node, OpGraph, call_args, tensor_bytes
-from ..ir import num_input
-from ..profiling import exclusive_device
-from ..target import CUDA, as_target, device_type_of, require_device
+from ..ir.bindings import num_input
+from ..ir.graph import OpGraph, call_args, extract_graph, tensor_bytes
+from ..ir.merge_plan import merged_module
+from ..ir.target import CUDA, TargetLike, as_target, device_type_of, require_device
+from .analytic import AnalyticCostModel
 from .cache import StageCache, content_key, default_cache_dir
 from .model import CostModel
+from .remote import RPCConfig, RPCTimer
+from .timers import LocalTimer, StageTimer
 
 logger = logging.getLogger("ios_tvm")
-
-Groups = tuple[tuple[int, ...], ...]
 
 #: seconds a measurement costs besides its runs (Python, arguments, the runtime's timer)
 STAGE_OVERHEAD_S = 1e-3
@@ -93,7 +96,7 @@ class MeasureConfig:
     cache_dir: str | Path | None | bool = None
     device_id: int = 0
     progress: bool = True
-    rpc: Any = None  #: an :class:`ios_tvm.cost.remote.RPCConfig`: measure on remote devices
+    rpc: RPCConfig | None = None  #: measure on remote devices
     cache_state: str = "auto"
     launch: str = "kernels"
 
@@ -120,22 +123,6 @@ def summarize(samples: Sequence[float], statistic: str) -> float:
     k = len(s) // 4
     middle = s[k:len(s) - k] or s
     return float(sum(middle) / len(middle))
-
-
-def random_array(rng: np.random.Generator, shape: Any, dtype: str) -> np.ndarray:
-    """Timing data: uniform floats; zeros for integer and boolean tensors (they may be indices,
-    and a random index reads out of bounds)."""
-    if dtype.startswith(("int", "uint", "bool")):
-        return np.zeros(shape, dtype=dtype)
-    from ..precision import numpy_dtype
-
-    return rng.uniform(-1, 1, size=shape).astype(numpy_dtype(dtype))
-
-
-def node_arrays(nodes: Sequence[Node], seed: int = 0) -> list[list[np.ndarray]]:
-    """Arguments (inputs, then outputs) of every node, as host arrays."""
-    rng = np.random.default_rng(seed)
-    return [[random_array(rng, shape, dtype) for shape, dtype in list(n.inputs) + list(n.outputs)] for n in nodes]
 
 
 def weight_bytes(graph: OpGraph) -> int:
@@ -165,118 +152,6 @@ def resolve_cache_state(requested: str, l2_bytes: int, weights: int) -> tuple[st
     return state, (2 * (l2_bytes or 64 << 20) if state == "flush" else 0)
 
 
-def find_function(mod: Any, name: str) -> Any:
-    """Function ``name`` of a runtime module or of one of its imports (``None``: absent)."""
-    if mod.implements_function(name):
-        return mod.get_function(name)
-    for sub in mod.imports:
-        f = find_function(sub, name)
-        if f is not None:
-            return f
-    return None
-
-
-class StageTimer(Protocol):
-    """Runs kernels of a built model as stages and returns the seconds of each timed run."""
-
-    #: stages that can be timed at once (one per device or session)
-    workers: int
-    #: the device, for cache keys (``"cpu"``, the GPU's name, ``"rpc:<key>"``)
-    device_name: str
-
-    def load(self, executable: Any, nodes: Sequence[Node]) -> None:
-        """Make the kernels of ``executable`` (the model's graph ``nodes``) ready to time."""
-
-    def time(self, groups: Groups, worker: int = 0, replace: Mapping[int, Any] | None = None) -> list[float]:
-        """Samples of one stage of the loaded model; ``replace``: node -> another kernel function
-        with the same arguments (local timers only)."""
-
-    def time_once(self, executable: Any, nodes: Sequence[Node], name: str) -> list[float]:
-        """Samples of all kernels of a small separate ``executable`` (``nodes``) run as one group,
-        on new arguments (a merged kernel); ``name`` identifies it."""
-
-    def flush_before_samples(self, nbytes: int) -> None:
-        """From now on overwrite ``nbytes`` of the device's cache before every timed sample
-        (``0``: never, the default)."""
-
-
-def _sampled(run: Any, flush: Any, warmup: int, repeat: int) -> list[float]:
-    """``repeat`` samples of ``run(warmup, repeat)``; with ``flush``, one run per sample, each
-    after ``flush()`` (a stage then starts with a cold cache, as deep inside a model's run)."""
-    if flush is None:
-        return run(warmup, repeat)
-    if warmup:
-        run(warmup - 1, 1)  # ``warmup`` untimed runs (the timer takes at least one timed run)
-    samples: list[float] = []
-    for _ in range(repeat):
-        flush()
-        samples += run(0, 1)
-    return samples
-
-
-class LocalTimer:
-    """Times stages on this machine's device with ``ios_tvm.runtime.time_stage``."""
-
-    workers = 1
-
-    def __init__(self, device_type: int, device: Any, warmup: int, repeat: int, launch: str = "kernels") -> None:
-        self.device_type = device_type
-        self.device = device
-        self.warmup, self.repeat = warmup, repeat
-        self._time_stage = _runtime.time_stage_graph if launch == "graph" else _runtime.time_stage
-        self.device_name = str(device.device_name) if device_type == CUDA else "cpu"
-        self.funcs: list[Any] = []  #: kernel function of each node of the loaded model
-        self.args: list[list[Any]] = []  #: its arguments on the device
-        self._keep: list[Any] = []  # executables whose kernels may be timed
-        self._flush_bytes = 0
-        self._scratch: list[Any] = []  # two buffers copied into each other to flush the cache
-
-    def flush_before_samples(self, nbytes: int) -> None:
-        self._flush_bytes = max(nbytes, 0)
-        self._scratch = []
-
-    def _flush(self) -> Any:
-        if not self._flush_bytes:
-            return None
-        if not self._scratch:  # allocated on the first timing, not when nothing is timed
-            self._scratch = [tvm.runtime.empty((self._flush_bytes // 4,), "float32", self.device) for _ in range(2)]
-        a, b = self._scratch
-        return lambda: a.copyto(b)
-
-    def load(self, executable: Any, nodes: Sequence[Node]) -> None:
-        self.funcs = [self._function(executable, n.kernel) for n in nodes]
-        self.args = [[tvm.runtime.tensor(a, self.device) for a in arrays] for arrays in node_arrays(nodes)]
-        self._keep.append(executable)
-
-    @staticmethod
-    def _function(executable: Any, kernel: str) -> Any:
-        f = find_function(executable.mod, kernel) or tvm_ffi.get_global_func(kernel, allow_missing=True)
-        if f is None:
-            raise AssertionError(f"kernel {kernel} of the graph is not in the module built from it")
-        return f
-
-    def _run(self, funcs: list[list[Any]], args: list[list[Any]]) -> list[float]:
-        def run(warmup: int, repeat: int) -> list[float]:
-            return self._time_stage(self.device_type, self.device.index, funcs, args, warmup, repeat)
-
-        with exclusive_device():  # other processes timing on this device wait (IOS_TVM_DEVICE_LOCK)
-            return _sampled(run, self._flush(), self.warmup, self.repeat)
-
-    def time(self, groups: Groups, worker: int = 0, replace: Mapping[int, Any] | None = None) -> list[float]:
-        replace = replace or {}
-        return self._run([[replace.get(v, self.funcs[v]) for v in g] for g in groups],
-                         [[self.args[v] for v in g] for g in groups])
-
-    def time_once(self, executable: Any, nodes: Sequence[Node], name: str) -> list[float]:
-        self._keep.append(executable)
-        args = [[tvm.runtime.tensor(a, self.device) for a in arrays] for arrays in node_arrays(nodes)]
-        return self._run([[self._function(executable, n.kernel) for n in nodes]], [args])
-
-    def keep(self, executable: Any) -> None:
-        """Hold ``executable`` alive as long as this timer (its kernels are being timed)."""
-        self._keep.append(executable)
-
-
 class MeasuredCostModel(CostModel):
     """Stage latencies measured on the target's device (CPU or one CUDA GPU), or on remote
     devices (``MeasureConfig(rpc=...)``)."""
@@ -284,8 +159,26 @@ class MeasuredCostModel(CostModel):
     name = "measure"
     supports_merge = True
 
-    def __init__(self, target: str | dict | tvm.target.Target, config: MeasureConfig | None = None,
-                 database: Any = "auto") -> None:
+    @property
+    def measures_here(self) -> bool:  # type: ignore[override]
+        """Timed on this machine's device (not over RPC)."""
+        return self.config.rpc is None
+
+    def measurement(self) -> dict[str, Any]:
+        """How the stages are timed: ``{"cache_state", "launch", "warmup", "repeat"}``
+        (``cache_state`` resolved for the model last measured)."""
+        return {"cache_state": self.cache_state, "launch": self.config.launch,
+                "warmup": self.config.warmup, "repeat": self.config.repeat}
+
+    def prediction_note(self, dtype: str = "float32") -> dict[str, str]:
+        """Latencies measured on the device; end to end adds the gaps between kernel launches."""
+        return {"cost_model": self.name, "device": str(self.timer.device_name),
+                "known_error": "stage latencies measured on the device; end to end adds the gaps between kernel "
+                               "launches (H200, Inception-v3: sequential 8.76 ms end to end vs 7.61 ms, the sum of "
+                               "its measured stages)"}
+
+    def __init__(self, target: TargetLike, config: MeasureConfig | None = None,
+                 database: DatabaseLike = "auto") -> None:
         self.target = as_target(target)
         self.database = database
         self.config = config or MeasureConfig()
@@ -295,8 +188,6 @@ class MeasuredCostModel(CostModel):
             raise CUDAGraphError(f"MeasureConfig(launch='graph') times stages as CUDA graphs and needs a CUDA "
                                  f"target, not {self.target.kind.name!r}")
         if self.config.rpc is not None:
-            from .remote import RPCTimer
-
             if self.config.launch == "graph":
                 raise NotImplementedError("stages are timed as CUDA graphs on this machine's GPU only, not over "
                                           "RPC: measure on the GPU machine, or with launch='kernels'")
@@ -314,8 +205,6 @@ class MeasuredCostModel(CostModel):
 
     # -- set-up ------------------------------------------------------------------------------
     def _context(self) -> dict[str, Any]:
-        from ..tuning import database_tag
-
         return {"target": str(self.target), "device": self.timer.device_name, "tvm": tvm.__version__,
                 "warmup": self.config.warmup, "repeat": self.config.repeat, "cache_state": self.cache_state,
                 "launch": self.config.launch,
@@ -354,9 +243,9 @@ class MeasuredCostModel(CostModel):
         self.cache = StageCache(directory, self._context())
         self._graph = graph
 
-    def _build(self, mod: tvm.IRModule) -> Any:
-        from ..compiler import build
-
+    def build_model(self, mod: tvm.IRModule) -> Any:
+        """Build ``mod`` (the model, or a merged kernel's module) as the measured stages run it:
+        :func:`ios_tvm.build` with this model's target and database, sequentially."""
         return build(mod, self.target, database=self.database)
 
     def _load(self) -> None:
@@ -366,14 +255,12 @@ class MeasuredCostModel(CostModel):
             return
         graph = self._graph
         assert graph is not None
-        from ..tuning import resolve_database
-
         if graph.source is None and resolve_database(self.database, self.target) is not None:
             logger.warning("ios_tvm: measuring the kernels of an already lowered module; tuning records "
                            "may not apply to them (use extract_graph(mod, target) on the model itself)")
         # From the source model when there is one: the kernels of the lowered module, lowered
         # again, carry new attributes and no longer match their tuning records.
-        self.timer.load(self._build(graph.source if graph.source is not None else graph.mod), graph.nodes)
+        self.timer.load(self.build_model(graph.source if graph.source is not None else graph.mod), graph.nodes)
         self._loaded = True
 
     def stage_key(self, groups: Groups) -> str:
@@ -403,8 +290,6 @@ class MeasuredCostModel(CostModel):
         """Predicted seconds to measure ``stages`` (without building the model): each stage run
         ``warmup + repeat`` times at the latency the analytic model predicts for the target, plus
         :data:`STAGE_OVERHEAD_S`, spread over the timer's workers."""
-        from .analytic import AnalyticCostModel
-
         analytic = AnalyticCostModel.for_target(self.target)
         runs = self.config.warmup + self.config.repeat
         total = sum(runs * analytic.stage_latency(graph, groups) + STAGE_OVERHEAD_S for groups in stages)
@@ -492,9 +377,6 @@ class MeasuredCostModel(CostModel):
 
     def merge_latency(self, graph: OpGraph, nodes: tuple[int, ...]) -> float:
         """Time the merged kernel (and its split) built from the merged module, on one stream."""
-        from ..graph import extract_graph
-        from ..merge import merged_module
-
         self._setup(graph)
         assert self.cache is not None and graph.merges is not None
         units = [graph.merges.units[v] for v in nodes]
@@ -503,7 +385,7 @@ class MeasuredCostModel(CostModel):
         samples = self.cache.get(key)
         if samples is None:
             mini = merged_module(units, zero_weights=True)
-            samples = self.timer.time_once(self._build(mini), extract_graph(mini, self.target).nodes,
+            samples = self.timer.time_once(self.build_model(mini), extract_graph(mini, self.target).nodes,
                                            f"ios_merge_{key[:16]}")
             self.measured += 1
             self.cache.put(key, samples)

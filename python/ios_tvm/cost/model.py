@@ -7,10 +7,9 @@ from typing import Any, Callable, Iterable
 
 import tvm
 
+from ..core.search import Groups
 from ..errors import InvalidArgumentError
-from ..graph import OpGraph
-
-Groups = tuple[tuple[int, ...], ...]
+from ..ir.graph import OpGraph
 
 
 class CostModel:
@@ -27,10 +26,25 @@ class CostModel:
     supports_merge
         Whether :meth:`merge_latency` costs merged convolutions; without it the search leaves
         merge stages out (strategy ``"both"``) or refuses (strategy ``"merge"``).
+    measures_here
+        Whether its latencies are timings on this machine's device: then
+        :func:`ios_tvm.optimize` checks the schedule end to end here by default.
     """
 
     name: str = "custom"
     supports_merge: bool = False
+    measures_here: bool = False
+
+    def measurement(self) -> dict[str, Any] | None:
+        """How the stages were timed (recorded in ``schedule.meta["measure"]``), or ``None`` for
+        latencies that were predicted, not measured."""
+        return None
+
+    def prediction_note(self, dtype: str = "float32") -> dict[str, str]:
+        """What the latencies are and how far to trust them, for a model computing in ``dtype``:
+        ``{"cost_model", "device", "known_error"}`` (``schedule.meta["prediction"]``, printed by
+        the CLI). A custom model's accuracy is unknown to ios_tvm."""
+        return {"cost_model": self.name, "device": "", "known_error": "unknown (a custom cost model)"}
 
     def stage_latency(self, graph: OpGraph, groups: Groups) -> float:
         """Seconds from the stage's start to its join."""

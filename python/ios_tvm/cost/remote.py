@@ -25,7 +25,9 @@ import numpy as np
 import tvm
 
 from ..errors import DeviceNotFoundError
-from ..target import CPU
+from ..ir.target import CPU
+from .cache import content_key
+from .timers import flush_buffers, node_arrays, sampled
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ def connect(config: RPCConfig, device_type: int, device_id: int) -> list[RemoteS
 
 
 class RPCTimer:
-    """A :class:`ios_tvm.cost.measure.StageTimer` on ``config.sessions`` remote devices: connects
+    """A :class:`ios_tvm.cost.timers.StageTimer` on ``config.sessions`` remote devices: connects
     on the first use, uploads the model to every session, one stage at a time per session."""
 
     def __init__(self, config: RPCConfig, device_type: int, device_id: int, warmup: int, repeat: int) -> None:
@@ -119,7 +121,7 @@ class RPCTimer:
         self._args: list[list[list[Any]]] = []  # its kernels' arguments, per session and node
         self._nodes: Sequence[Any] = ()
         self._flush_bytes = 0
-        self._scratch: list[list[Any]] = []  # per session: two buffers copied into each other
+        self._flush_fns: dict[int, Any] = {}  # per session, made on its first timing that flushes
 
     def _connect(self) -> list[RemoteSession]:
         if not self.sessions:
@@ -127,9 +129,6 @@ class RPCTimer:
         return self.sessions
 
     def load(self, executable: Any, nodes: Sequence[Any]) -> None:
-        from .cache import content_key
-        from .measure import node_arrays
-
         self._nodes = nodes
         name = "ios_model_" + content_key([[n.kernel, n.inputs, n.outputs] for n in nodes])[:16]
         self._model = [sess.load(name, executable) for sess in self._connect()]
@@ -138,21 +137,17 @@ class RPCTimer:
 
     def flush_before_samples(self, nbytes: int) -> None:
         self._flush_bytes = max(nbytes, 0)
-        self._scratch = []
+        self._flush_fns = {}
 
     def _sampled(self, worker: int, module: Any, kernels: Any) -> list[float]:
-        from .measure import _sampled
-
         sess = self.sessions[worker]
         flush = None
         if self._flush_bytes:
-            if not self._scratch:
-                self._scratch = [[tvm.runtime.empty((self._flush_bytes // 4,), "float32", s.device) for _ in range(2)]
-                                 for s in self.sessions]
-            a, b = self._scratch[worker]
-            flush = lambda: a.copyto(b)  # noqa: E731
-        return _sampled(lambda warmup, repeat: sess.time(module, kernels, warmup, repeat), flush,
-                        self.warmup, self.repeat)
+            if worker not in self._flush_fns:
+                self._flush_fns[worker] = flush_buffers(self._flush_bytes, sess.device)
+            flush = self._flush_fns[worker]
+        return sampled(lambda warmup, repeat: sess.time(module, kernels, warmup, repeat), flush,
+                       self.warmup, self.repeat)
 
     def time(self, groups: Any, worker: int = 0, replace: Any = None) -> list[float]:
         if replace:
@@ -161,8 +156,6 @@ class RPCTimer:
         return self._sampled(worker, self._model[worker], kernels)
 
     def time_once(self, executable: Any, nodes: Sequence[Any], name: str) -> list[float]:
-        from .measure import node_arrays
-
         sess = self._connect()[0]
         module = sess.load(name, executable)
         kernels = [[(n.kernel, sess.tensors(a)) for n, a in zip(nodes, node_arrays(nodes))]]

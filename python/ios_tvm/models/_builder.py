@@ -17,6 +17,8 @@ import tvm
 from tvm import relax
 from tvm.relax import op as R
 
+from ..ir.tensors import input_arrays
+
 IntPair = int | tuple[int, int]
 
 
@@ -194,7 +196,6 @@ def random_params(mod: tvm.IRModule, seed: int = 0, func: str = "main") -> dict[
 
 
 def random_input(mod: tvm.IRModule, seed: int = 0, func: str = "main") -> np.ndarray:
-    """A deterministic random input for the first parameter of ``mod[func]`` (uniform in [-1, 1))."""
-    p = mod[func].params[0]
-    shape = tuple(int(d) for d in p.ty.shape)
-    return np.random.default_rng(seed).uniform(-1, 1, size=shape).astype(str(p.ty.dtype))
+    """A deterministic random input for the first parameter of ``mod[func]`` (uniform in [-1, 1);
+    :func:`ios_tvm.ir.tensors.input_arrays`, the generator of every model input ios_tvm makes)."""
+    return input_arrays(mod, seed, func)[0]
