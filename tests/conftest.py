@@ -37,7 +37,7 @@ def tiny_branches():
     """Two identical 3x3 convs side by side (one kernel, two call sites) and a concat: a tiny
     model with a concurrent stage, weights bound, and its input."""
     from ios_tvm import models
-    from ios_tvm.models._builder import NetBuilder
+    from ios_tvm.models import NetBuilder
 
     nb = NetBuilder("tiny_branches", (1, 4, 8, 8))
     with nb.scope() as x:

@@ -42,7 +42,7 @@ def test_each_source_compiles_once(fake_compiler, tmp_path):
         compile_("source B")
         assert fake_compiler == ["source A", "source B"]
         assert cuda_cache.stats() == {"hits": 1, "compiled": 2}
-        cuda_cache._state["memory"].clear()  # another process: from disk
+        cuda_cache.forget_memory()  # another process: from disk
         assert compile_("source A") == first and len(fake_compiler) == 2
     with tvm.target.Target({"kind": "cuda", "arch": "sm_80"}):
         compile_("source A")  # another architecture is another binary
@@ -56,7 +56,7 @@ def test_an_unreadable_file_is_compiled_again(fake_compiler, tmp_path):
         compile_("source A")
         (stored,) = tmp_path.glob("*.bin")
         stored.write_bytes(b"")  # truncated
-        cuda_cache._state["memory"].clear()
+        cuda_cache.forget_memory()
         assert compile_("source A") == b"binary of source A" and len(fake_compiler) == 2
         assert stored.read_bytes() == b"binary of source A"  # replaced
 

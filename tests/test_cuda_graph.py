@@ -27,192 +27,68 @@ from ios_tvm.ir.graph import extract_graph
 from ios_tvm.runtime import FORK, JOIN
 from ios_tvm.transform.lower import LowerSchedule, plan, rewrite
 from ios_tvm.transform.memory import verify_memory, VerifyMemory
-from ios_tvm.models._builder import NetBuilder
+from ios_tvm.models import NetBuilder
 from ios_tvm.ir.backend import back_passes
 from ios_tvm.core.schedule import Schedule
+from ir_fixtures import (F32, BRANCHES_STAGES, Branches, Planned, TwoOutputs, add, copy, double, inc,  # noqa: E402
+                         module, typed_allocs)
 
-F32 = "float32"
 SM90 = {"kind": "cuda", "arch": "sm_90"}
 
 
 # -- prepare: Before/Expected ----------------------------------------------------------------------
-
-@I.ir_module
-class Branches:
-    """``inc`` and ``double`` both read the input ``x``; ``add`` joins them through a view."""
-
-    @T.prim_func(private=True)
-    def double(x: T.Buffer((1, 4), F32), y: T.Buffer((1, 4), F32)):
-        for i in range(4):
-            y[0, i] = x[0, i] * T.float32(2)
-
-    @T.prim_func(private=True)
-    def inc(x: T.Buffer((1, 4), F32), y: T.Buffer((1, 4), F32)):
-        for i in range(4):
-            y[0, i] = x[0, i] + T.float32(1)
-
-    @T.prim_func(private=True)
-    def add(a: T.Buffer((1, 4), F32), b: T.Buffer((1, 4), F32), y: T.Buffer((1, 4), F32)):
-        for i in range(4):
-            y[0, i] = a[0, i] + b[0, i]
-
-    @R.function
-    def main(x: R.Tensor((1, 4), F32)) -> R.Tensor((1, 4), F32):
-        cls = Branches
-        with R.dataflow():
-            a = R.call_tir(cls.double, (x,), out_ty=R.Tensor((1, 4), F32))
-            b = R.call_tir(cls.inc, (x,), out_ty=R.Tensor((1, 4), F32))
-            v = R.reshape(b, (1, 4))
-            y = R.call_tir(cls.add, (a, v), out_ty=R.Tensor((1, 4), F32))
-            R.output(y)
-        return y
-
-
-BRANCHES_STAGES = [[[1], [0]], [[2]]]  # inc | double, then add
-
-
-@I.ir_module
-class TwoOutputs:
-    """``inc`` first, then ``double`` and ``inc`` of its result, both returned."""
-
-    @T.prim_func(private=True)
-    def double(x: T.Buffer((1, 4), F32), y: T.Buffer((1, 4), F32)):
-        for i in range(4):
-            y[0, i] = x[0, i] * T.float32(2)
-
-    @T.prim_func(private=True)
-    def inc(x: T.Buffer((1, 4), F32), y: T.Buffer((1, 4), F32)):
-        for i in range(4):
-            y[0, i] = x[0, i] + T.float32(1)
-
-    @R.function
-    def main(x: R.Tensor((1, 4), F32)) -> R.Tuple(R.Tensor((1, 4), F32), R.Tensor((1, 4), F32)):
-        cls = TwoOutputs
-        with R.dataflow():
-            c = R.call_tir(cls.inc, (x,), out_ty=R.Tensor((1, 4), F32))
-            a = R.call_tir(cls.double, (c,), out_ty=R.Tensor((1, 4), F32))
-            b = R.call_tir(cls.inc, (c,), out_ty=R.Tensor((1, 4), F32))
-            y = (a, b)
-            R.output(y)
-        return y
-
 
 def _lowered(mod, stages):
     graph = extract_graph(mod, lowered=True)
     return rewrite(mod, plan(mod, Schedule.from_stages(graph, stages)), 2, 0)
 
 
-def _typed_allocs(mod: tvm.IRModule) -> tvm.IRModule:
-    """``R.builtin.alloc_tensor`` as TVM's passes make it, with its type in ``ty_args`` (which
-    TVMScript prints but does not parse back)."""
-    alloc = tvm.ir.Op.get("relax.builtin.alloc_tensor")
-    fn = mod["main"]
-    blocks = [relax.BindingBlock([
-        relax.VarBinding(b.var, relax.Call(alloc, b.value.args, b.value.attrs, [b.var.ty]))
-        if isinstance(b.value, relax.Call) and b.value.op.same_as(alloc) else b for b in blk.bindings])
-        for blk in fn.body.blocks]
-    out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
-    out["main"] = relax.Function(fn.params, relax.SeqExpr(blocks, fn.body.body), fn.ret_ty, fn.is_pure, fn.attrs)
-    return relax.transform.Normalize()(out)
-
-
 def test_prepare_reads_inputs_of_a_stage_through_a_static_copy():
     """Both groups of stage 0 read ``x``: the caller's ``x`` is copied first thing (outside the
     graph, into planned storage) and every binding reads the copy."""
 
-    @I.ir_module
-    class Expected:
-        @T.prim_func(private=True)
-        def double(x: T.Buffer((1, 4), F32), y: T.Buffer((1, 4), F32)):
-            for i in range(4):
-                y[0, i] = x[0, i] * T.float32(2)
-
-        @T.prim_func(private=True)
-        def inc(x: T.Buffer((1, 4), F32), y: T.Buffer((1, 4), F32)):
-            for i in range(4):
-                y[0, i] = x[0, i] + T.float32(1)
-
-        @T.prim_func(private=True)
-        def add(a: T.Buffer((1, 4), F32), b: T.Buffer((1, 4), F32), y: T.Buffer((1, 4), F32)):
-            for i in range(4):
-                y[0, i] = a[0, i] + b[0, i]
-
-        @T.prim_func(private=True, s_tir=True)
-        def ios_graph_copy(src: T.Buffer((1, 4), F32), dst: T.Buffer((1, 4), F32)):
-            T.func_attr({"tirx.noalias": True})
-            for i0, i1 in T.grid(1, 4):
-                with T.sblock("dst"):
-                    v_i0, v_i1 = T.axis.remap("SS", [i0, i1])
-                    T.reads(src[v_i0, v_i1])
-                    T.writes(dst[v_i0, v_i1])
-                    dst[v_i0, v_i1] = src[v_i0, v_i1]
-
-        @R.function(pure=False)
-        def main(x: R.Tensor((1, 4), F32)) -> R.Tensor((1, 4), F32):
-            cls = Expected
-            xs = R.call_tir(cls.ios_graph_copy, (x,), out_ty=R.Tensor((1, 4), F32))
-            fork = R.call_packed("ios_tvm.runtime.stage_fork", 2, 0, 2, ty_args=(R.Object,))  # noqa: F841
-            s0 = R.call_packed("ios_tvm.runtime.stage_switch", 2, 0, 0, ty_args=(R.Object,))  # noqa: F841
-            b = R.call_tir(cls.inc, (xs,), out_ty=R.Tensor((1, 4), F32))
-            s1 = R.call_packed("ios_tvm.runtime.stage_switch", 2, 0, 1, ty_args=(R.Object,))  # noqa: F841
-            a = R.call_tir(cls.double, (xs,), out_ty=R.Tensor((1, 4), F32))
-            v = R.reshape(b, (1, 4))
-            join = R.call_packed("ios_tvm.runtime.stage_join", 2, 0, b, a, ty_args=(R.Object,))  # noqa: F841
-            y = R.call_tir(cls.add, (a, v), out_ty=R.Tensor((1, 4), F32))
-            return y
+    @R.function(pure=False)
+    def main(x: R.Tensor((1, 4), F32)) -> R.Tensor((1, 4), F32):
+        xs = R.call_tir(copy, (x,), out_ty=R.Tensor((1, 4), F32))
+        fork = R.call_packed("ios_tvm.runtime.stage_fork", 2, 0, 2, ty_args=(R.Object,))  # noqa: F841
+        s0 = R.call_packed("ios_tvm.runtime.stage_switch", 2, 0, 0, ty_args=(R.Object,))  # noqa: F841
+        b = R.call_tir(inc, (xs,), out_ty=R.Tensor((1, 4), F32))
+        s1 = R.call_packed("ios_tvm.runtime.stage_switch", 2, 0, 1, ty_args=(R.Object,))  # noqa: F841
+        a = R.call_tir(double, (xs,), out_ty=R.Tensor((1, 4), F32))
+        v = R.reshape(b, (1, 4))
+        join = R.call_packed("ios_tvm.runtime.stage_join", 2, 0, b, a, ty_args=(R.Object,))  # noqa: F841
+        y = R.call_tir(add, (a, v), out_ty=R.Tensor((1, 4), F32))
+        return y
 
     lowered = _lowered(Branches, BRANCHES_STAGES)
     cp = cg.plan(lowered)
     assert [v.name for v in cp.inputs] == ["x"] and cp.outputs == []
-    tvm.ir.assert_structural_equal(cg.prepare(lowered, cp), Expected)
+    tvm.ir.assert_structural_equal(cg.prepare(lowered, cp), module(main))
 
 
 def test_prepare_copies_out_outputs_written_inside_a_stage():
     """``a`` and ``b`` (returned) are written by stage 1: copied after its join and returned in
     their place. ``x`` is read only before the first fork: not copied."""
 
-    @I.ir_module
-    class Expected:
-        @T.prim_func(private=True)
-        def double(x: T.Buffer((1, 4), F32), y: T.Buffer((1, 4), F32)):
-            for i in range(4):
-                y[0, i] = x[0, i] * T.float32(2)
-
-        @T.prim_func(private=True)
-        def inc(x: T.Buffer((1, 4), F32), y: T.Buffer((1, 4), F32)):
-            for i in range(4):
-                y[0, i] = x[0, i] + T.float32(1)
-
-        @T.prim_func(private=True, s_tir=True)
-        def ios_graph_copy(src: T.Buffer((1, 4), F32), dst: T.Buffer((1, 4), F32)):
-            T.func_attr({"tirx.noalias": True})
-            for i0, i1 in T.grid(1, 4):
-                with T.sblock("dst"):
-                    v_i0, v_i1 = T.axis.remap("SS", [i0, i1])
-                    T.reads(src[v_i0, v_i1])
-                    T.writes(dst[v_i0, v_i1])
-                    dst[v_i0, v_i1] = src[v_i0, v_i1]
-
-        @R.function(pure=False)
-        def main(x: R.Tensor((1, 4), F32)) -> R.Tuple(R.Tensor((1, 4), F32), R.Tensor((1, 4), F32)):
-            cls = Expected
-            c = R.call_tir(cls.inc, (x,), out_ty=R.Tensor((1, 4), F32))
-            fork = R.call_packed("ios_tvm.runtime.stage_fork", 2, 0, 2, ty_args=(R.Object,))  # noqa: F841
-            s0 = R.call_packed("ios_tvm.runtime.stage_switch", 2, 0, 0, ty_args=(R.Object,))  # noqa: F841
-            a = R.call_tir(cls.double, (c,), out_ty=R.Tensor((1, 4), F32))
-            s1 = R.call_packed("ios_tvm.runtime.stage_switch", 2, 0, 1, ty_args=(R.Object,))  # noqa: F841
-            b = R.call_tir(cls.inc, (c,), out_ty=R.Tensor((1, 4), F32))
-            join = R.call_packed("ios_tvm.runtime.stage_join", 2, 0, c, a, b, ty_args=(R.Object,))  # noqa: F841
-            y = (a, b)  # noqa: F841  (dead now, removed later)
-            a_out = R.call_tir(cls.ios_graph_copy, (a,), out_ty=R.Tensor((1, 4), F32))
-            b_out = R.call_tir(cls.ios_graph_copy, (b,), out_ty=R.Tensor((1, 4), F32))
-            y_out = (a_out, b_out)
-            return y_out
+    @R.function(pure=False)
+    def main(x: R.Tensor((1, 4), F32)) -> R.Tuple(R.Tensor((1, 4), F32), R.Tensor((1, 4), F32)):
+        c = R.call_tir(inc, (x,), out_ty=R.Tensor((1, 4), F32))
+        fork = R.call_packed("ios_tvm.runtime.stage_fork", 2, 0, 2, ty_args=(R.Object,))  # noqa: F841
+        s0 = R.call_packed("ios_tvm.runtime.stage_switch", 2, 0, 0, ty_args=(R.Object,))  # noqa: F841
+        a = R.call_tir(double, (c,), out_ty=R.Tensor((1, 4), F32))
+        s1 = R.call_packed("ios_tvm.runtime.stage_switch", 2, 0, 1, ty_args=(R.Object,))  # noqa: F841
+        b = R.call_tir(inc, (c,), out_ty=R.Tensor((1, 4), F32))
+        join = R.call_packed("ios_tvm.runtime.stage_join", 2, 0, c, a, b, ty_args=(R.Object,))  # noqa: F841
+        y = (a, b)  # noqa: F841  (dead now, removed later)
+        a_out = R.call_tir(copy, (a,), out_ty=R.Tensor((1, 4), F32))
+        b_out = R.call_tir(copy, (b,), out_ty=R.Tensor((1, 4), F32))
+        y_out = (a_out, b_out)
+        return y_out
 
     lowered = _lowered(TwoOutputs, [[[0]], [[1], [2]]])
     cp = cg.plan(lowered)
     assert cp.inputs == [] and [v.name for v in cp.outputs] == ["a", "b"]
-    tvm.ir.assert_structural_equal(cg.prepare(lowered, cp), Expected)
+    tvm.ir.assert_structural_equal(cg.prepare(lowered, cp), module(main))
 
 
 def test_prepare_leaves_runs_without_concurrent_stages_alone():
@@ -223,63 +99,7 @@ def test_prepare_leaves_runs_without_concurrent_stages_alone():
 
 # -- memory plan and capture: Before/Expected ----------------------------------------------------
 
-@I.ir_module
-class Planned:
-    """``Branches`` prepared and memory-planned for CUDA (what :func:`test_plan_of_prepared_module`
-    checks): the storage of each group is allocated inside the stage, after the fork."""
 
-    @T.prim_func(private=True)
-    def double(x: T.Buffer((1, 4), F32), y: T.Buffer((1, 4), F32)):
-        for i in range(4):
-            y[0, i] = x[0, i] * T.float32(2)
-
-    @T.prim_func(private=True)
-    def inc(x: T.Buffer((1, 4), F32), y: T.Buffer((1, 4), F32)):
-        for i in range(4):
-            y[0, i] = x[0, i] + T.float32(1)
-
-    @T.prim_func(private=True)
-    def add(a: T.Buffer((1, 4), F32), b: T.Buffer((1, 4), F32), y: T.Buffer((1, 4), F32)):
-        for i in range(4):
-            y[0, i] = a[0, i] + b[0, i]
-
-    @T.prim_func(private=True, s_tir=True)
-    def ios_graph_copy(src: T.Buffer((1, 4), F32), dst: T.Buffer((1, 4), F32)):
-        T.func_attr({"tirx.noalias": True})
-        for i0, i1 in T.grid(1, 4):
-            with T.sblock("dst"):
-                v_i0, v_i1 = T.axis.remap("SS", [i0, i1])
-                T.reads(src[v_i0, v_i1])
-                T.writes(dst[v_i0, v_i1])
-                dst[v_i0, v_i1] = src[v_i0, v_i1]
-
-    @R.function(pure=False)
-    def main(x: R.Tensor((1, 4), F32)) -> R.Tensor((1, 4), F32):
-        cls = Planned
-        storage = R.memory.alloc_storage(R.shape([16]), 0, R.str("global"), R.dtype(F32))
-        alloc = R.memory.alloc_tensor(storage, 0, R.shape([1, 4]), R.dtype(F32), 0)
-        cls.ios_graph_copy(x, alloc)
-        xs = alloc
-        fork = R.call_packed("ios_tvm.runtime.stage_fork", 2, 0, 2, ty_args=(R.Object,))  # noqa: F841
-        s0 = R.call_packed("ios_tvm.runtime.stage_switch", 2, 0, 0, ty_args=(R.Object,))  # noqa: F841
-        storage1 = R.memory.alloc_storage(R.shape([16]), 0, R.str("global"), R.dtype(F32))
-        alloc1 = R.memory.alloc_tensor(storage1, 0, R.shape([1, 4]), R.dtype(F32), 0)
-        cls.inc(xs, alloc1)
-        b = alloc1
-        s1 = R.call_packed("ios_tvm.runtime.stage_switch", 2, 0, 1, ty_args=(R.Object,))  # noqa: F841
-        storage2 = R.memory.alloc_storage(R.shape([16]), 0, R.str("global"), R.dtype(F32))
-        alloc2 = R.memory.alloc_tensor(storage2, 0, R.shape([1, 4]), R.dtype(F32), 0)
-        cls.double(xs, alloc2)
-        a = alloc2
-        v = R.reshape(b, R.shape([1, 4]))
-        join = R.call_packed("ios_tvm.runtime.stage_join", 2, 0, b, a, ty_args=(R.Object,))  # noqa: F841
-        alloc3 = R.builtin.alloc_tensor(R.shape([1, 4]), R.dtype(F32), 0, R.str("global"))
-        cls.add(a, v, alloc3)
-        y = alloc3
-        return y
-
-
-Planned = _typed_allocs(Planned)
 
 
 def test_plan_of_prepared_module():
@@ -300,86 +120,63 @@ def test_capture_hoists_storage_and_captures_the_stage_whole():
     (fork, both switches, both kernels, the join with its keep-alive); ``add`` writes the
     output (not static) after it."""
 
-    @I.ir_module
-    class Expected:
-        @T.prim_func(private=True)
-        def double(x: T.Buffer((1, 4), F32), y: T.Buffer((1, 4), F32)):
-            for i in range(4):
-                y[0, i] = x[0, i] * T.float32(2)
+    @R.function(private=True)
+    def cuda_graph_alloc() -> R.Tuple(R.Object, R.Object, R.Object):
+        R.func_attr({"relax.force_pure": True})
+        storage = R.memory.alloc_storage(R.shape([16]), 0, R.str("global"), R.dtype(F32))
+        storage1 = R.memory.alloc_storage(R.shape([16]), 0, R.str("global"), R.dtype(F32))
+        storage2 = R.memory.alloc_storage(R.shape([16]), 0, R.str("global"), R.dtype(F32))
+        gv = (storage, storage1, storage2)
+        return gv
 
-        @T.prim_func(private=True)
-        def inc(x: T.Buffer((1, 4), F32), y: T.Buffer((1, 4), F32)):
-            for i in range(4):
-                y[0, i] = x[0, i] + T.float32(1)
+    @R.function(private=True)
+    def capture(storage1: R.Object, xs: R.Tensor((1, 4), F32), storage2: R.Object
+                ) -> R.Tuple(R.Tensor((1, 4), F32), R.Tensor((1, 4), F32)):
+        R.func_attr({"relax.force_pure": True})
+        fork = R.call_packed("ios_tvm.runtime.stage_fork", 2, 0, 2, ty_args=(R.Object,))  # noqa: F841
+        s0 = R.call_packed("ios_tvm.runtime.stage_switch", 2, 0, 0, ty_args=(R.Object,))  # noqa: F841
+        alloc1 = R.memory.alloc_tensor(storage1, 0, R.shape([1, 4]), R.dtype(F32), 0)
+        inc(xs, alloc1)
+        b = alloc1
+        s1 = R.call_packed("ios_tvm.runtime.stage_switch", 2, 0, 1, ty_args=(R.Object,))  # noqa: F841
+        alloc2 = R.memory.alloc_tensor(storage2, 0, R.shape([1, 4]), R.dtype(F32), 0)
+        double(xs, alloc2)
+        a = alloc2
+        v = R.reshape(b, R.shape([1, 4]))
+        join = R.call_packed("ios_tvm.runtime.stage_join", 2, 0, b, a, ty_args=(R.Object,))  # noqa: F841
+        gv = (a, v)
+        return gv
 
-        @T.prim_func(private=True)
-        def add(a: T.Buffer((1, 4), F32), b: T.Buffer((1, 4), F32), y: T.Buffer((1, 4), F32)):
-            for i in range(4):
-                y[0, i] = a[0, i] + b[0, i]
+    bb = relax.BlockBuilder()  # typed global variables for the two functions main calls
+    alloc_gv = bb.add_func(cuda_graph_alloc, "cuda_graph_alloc")
+    capture_gv = bb.add_func(capture, "main_cuda_graph_capture")
 
-        @T.prim_func(private=True, s_tir=True)
-        def ios_graph_copy(src: T.Buffer((1, 4), F32), dst: T.Buffer((1, 4), F32)):
-            T.func_attr({"tirx.noalias": True})
-            for i0, i1 in T.grid(1, 4):
-                with T.sblock("dst"):
-                    v_i0, v_i1 = T.axis.remap("SS", [i0, i1])
-                    T.reads(src[v_i0, v_i1])
-                    T.writes(dst[v_i0, v_i1])
-                    dst[v_i0, v_i1] = src[v_i0, v_i1]
+    @R.function(pure=False)
+    def main(x: R.Tensor((1, 4), F32)) -> R.Tensor((1, 4), F32):
+        gv = R.call_builtin_with_ctx("vm.builtin.cuda_graph.get_cached_alloc", (alloc_gv, 0),
+                                     ty_args=(R.Tuple(R.Object, R.Object, R.Object),))
+        storage = gv[0]
+        storage1 = gv[1]
+        storage2 = gv[2]
+        alloc = R.memory.alloc_tensor(storage, 0, R.shape([1, 4]), R.dtype(F32), 0)
+        copy(x, alloc)
+        xs = alloc
+        gv1 = R.call_builtin_with_ctx(
+            "vm.builtin.cuda_graph.run_or_capture", (capture_gv, (storage1, xs, storage2), 0),
+            ty_args=(R.Tuple(R.Tensor((1, 4), F32), R.Tensor((1, 4), F32)),))
+        a = gv1[0]
+        v = gv1[1]
+        alloc3 = R.builtin.alloc_tensor(R.shape([1, 4]), R.dtype(F32), 0, R.str("global"))
+        add(a, v, alloc3)
+        y = alloc3
+        return y
 
-        @R.function(private=True)
-        def cuda_graph_alloc() -> R.Tuple(R.Object, R.Object, R.Object):
-            R.func_attr({"relax.force_pure": True})
-            storage = R.memory.alloc_storage(R.shape([16]), 0, R.str("global"), R.dtype(F32))
-            storage1 = R.memory.alloc_storage(R.shape([16]), 0, R.str("global"), R.dtype(F32))
-            storage2 = R.memory.alloc_storage(R.shape([16]), 0, R.str("global"), R.dtype(F32))
-            gv = (storage, storage1, storage2)
-            return gv
-
-        @R.function(private=True)
-        def main_cuda_graph_capture(storage1: R.Object, xs: R.Tensor((1, 4), F32), storage2: R.Object
-                                    ) -> R.Tuple(R.Tensor((1, 4), F32), R.Tensor((1, 4), F32)):
-            R.func_attr({"relax.force_pure": True})
-            cls = Expected
-            fork = R.call_packed("ios_tvm.runtime.stage_fork", 2, 0, 2, ty_args=(R.Object,))  # noqa: F841
-            s0 = R.call_packed("ios_tvm.runtime.stage_switch", 2, 0, 0, ty_args=(R.Object,))  # noqa: F841
-            alloc1 = R.memory.alloc_tensor(storage1, 0, R.shape([1, 4]), R.dtype(F32), 0)
-            cls.inc(xs, alloc1)
-            b = alloc1
-            s1 = R.call_packed("ios_tvm.runtime.stage_switch", 2, 0, 1, ty_args=(R.Object,))  # noqa: F841
-            alloc2 = R.memory.alloc_tensor(storage2, 0, R.shape([1, 4]), R.dtype(F32), 0)
-            cls.double(xs, alloc2)
-            a = alloc2
-            v = R.reshape(b, R.shape([1, 4]))
-            join = R.call_packed("ios_tvm.runtime.stage_join", 2, 0, b, a, ty_args=(R.Object,))  # noqa: F841
-            gv = (a, v)
-            return gv
-
-        @R.function(pure=False)
-        def main(x: R.Tensor((1, 4), F32)) -> R.Tensor((1, 4), F32):
-            cls = Expected
-            gv = R.call_builtin_with_ctx("vm.builtin.cuda_graph.get_cached_alloc", (cls.cuda_graph_alloc, 0),
-                                         ty_args=(R.Tuple(R.Object, R.Object, R.Object),))
-            storage = gv[0]
-            storage1 = gv[1]
-            storage2 = gv[2]
-            alloc = R.memory.alloc_tensor(storage, 0, R.shape([1, 4]), R.dtype(F32), 0)
-            cls.ios_graph_copy(x, alloc)
-            xs = alloc
-            gv1 = R.call_builtin_with_ctx(
-                "vm.builtin.cuda_graph.run_or_capture", (cls.main_cuda_graph_capture, (storage1, xs, storage2), 0),
-                ty_args=(R.Tuple(R.Tensor((1, 4), F32), R.Tensor((1, 4), F32)),))
-            a = gv1[0]
-            v = gv1[1]
-            alloc3 = R.builtin.alloc_tensor(R.shape([1, 4]), R.dtype(F32), 0, R.str("global"))
-            cls.add(a, v, alloc3)
-            y = alloc3
-            return y
-
+    Expected = module(main, {alloc_gv: cuda_graph_alloc, capture_gv: capture, copy: Planned["ios_graph_copy"],
+                             inc: Planned["inc"], double: Planned["double"]})
     with warnings.catch_warnings():
         warnings.simplefilter("error", CUDAGraphWarning)
         got = cg.CaptureCUDAGraph()(Planned)
-    tvm.ir.assert_structural_equal(got, _typed_allocs(Expected))
+    tvm.ir.assert_structural_equal(got, typed_allocs(Expected))
     assert cg.summarize(got) == cg.CaptureSummary(["main_cuda_graph_capture"], {"main_cuda_graph_capture": 1}, [])
 
 

@@ -106,7 +106,7 @@ def test_captured_inputs_and_outputs_inside_a_stage(target, tiny_branches):
     """Both branches of a stage read the input (``tiny_branches``: copied into static storage),
     or are both returned (copied out): each call with a new input gives the sequential result,
     and results of earlier calls are not overwritten by later replays (outputs are fresh)."""
-    from ios_tvm.models._builder import NetBuilder
+    from ios_tvm.models import NetBuilder
 
     nb = NetBuilder("two_outputs", (1, 4, 8, 8))
     with nb.scope() as x:
@@ -146,7 +146,7 @@ def test_concurrent_streams_overlap(target, tmp_path):
     mod, _ = _bound("googlenet")
     graph = ios_tvm.extract_graph(mod, target)
     cm = MeasuredCostModel(target, MeasureConfig(warmup=5, repeat=20, cache_dir=tmp_path, progress=False))
-    cm._setup(graph)
+    cm.load(graph)
     preds = graph.preds()
     pair = next((u, v) for u in range(len(graph)) for v in range(u + 1, len(graph))
                 if preds[u] == preds[v] and preds[u])

@@ -1,6 +1,7 @@
 """IR-to-IR steps of ios_tvm, Before/Expected in TVMScript (as TVM tests its own passes):
-schedule lowering (:func:`ios_tvm.lower.plan` + :func:`ios_tvm.lower.rewrite`) and the
-redirection of a call site to its kernel variant (:func:`ios_tvm.variants._redirect`)."""
+schedule lowering (:func:`ios_tvm.transform.LowerSchedule`: ``plan`` + ``rewrite``) and the
+redirection of a call site to its kernel variant (:func:`ios_tvm.transform.ApplyKernelSchedules`).
+The kernels and the model are the shared fixtures of ``ir_fixtures.py``."""
 
 from __future__ import annotations
 
@@ -15,39 +16,10 @@ from ios_tvm.transform.lower import LowerSchedule, plan, rewrite
 from ios_tvm.core.schedule import Schedule
 from ios_tvm.ir.target import CUDA
 from ios_tvm.transform.kernel_schedules import VARIANT_ATTR, _redirect
+from ir_fixtures import F32, Branches, add, double, inc, module  # noqa: E402 - the shared kernels
 
-F32 = "float32"
-
-
-@I.ir_module
-class Before:
-    """Two branches reading ``x`` (a view of one of them in between), joined by an add."""
-
-    @T.prim_func(private=True)
-    def double(x: T.Buffer((1, 4), F32), y: T.Buffer((1, 4), F32)):
-        for i in range(4):
-            y[0, i] = x[0, i] * T.float32(2)
-
-    @T.prim_func(private=True)
-    def inc(x: T.Buffer((1, 4), F32), y: T.Buffer((1, 4), F32)):
-        for i in range(4):
-            y[0, i] = x[0, i] + T.float32(1)
-
-    @T.prim_func(private=True)
-    def add(a: T.Buffer((1, 4), F32), b: T.Buffer((1, 4), F32), y: T.Buffer((1, 4), F32)):
-        for i in range(4):
-            y[0, i] = a[0, i] + b[0, i]
-
-    @R.function
-    def main(x: R.Tensor((1, 4), F32)) -> R.Tensor((1, 4), F32):
-        cls = Before
-        with R.dataflow():
-            a = R.call_tir(cls.double, (x,), out_ty=R.Tensor((1, 4), F32))
-            b = R.call_tir(cls.inc, (x,), out_ty=R.Tensor((1, 4), F32))
-            v = R.reshape(b, (1, 4))
-            y = R.call_tir(cls.add, (a, v), out_ty=R.Tensor((1, 4), F32))
-            R.output(y)
-        return y
+#: two branches reading ``x`` (a view of one of them in between), joined by an add
+Before = Branches
 
 
 def _lowered(stages, keep_alive=True):
@@ -62,37 +34,19 @@ def test_concurrent_stage_gets_fork_switch_join_and_keep_alive():
     alive. The view ``add`` needs is placed right before ``add``'s stage, still inside stage 0
     (a view launches nothing, so it needs no stream)."""
 
-    @I.ir_module
-    class Expected:
-        @T.prim_func(private=True)
-        def double(x: T.Buffer((1, 4), F32), y: T.Buffer((1, 4), F32)):
-            for i in range(4):
-                y[0, i] = x[0, i] * T.float32(2)
+    @R.function(pure=False)
+    def main(x: R.Tensor((1, 4), F32)) -> R.Tensor((1, 4), F32):
+        fork = R.call_packed("ios_tvm.runtime.stage_fork", 2, 0, 2, ty_args=(R.Object,))  # noqa: F841
+        s0 = R.call_packed("ios_tvm.runtime.stage_switch", 2, 0, 0, ty_args=(R.Object,))  # noqa: F841
+        b = R.call_tir(inc, (x,), out_ty=R.Tensor((1, 4), F32))
+        s1 = R.call_packed("ios_tvm.runtime.stage_switch", 2, 0, 1, ty_args=(R.Object,))  # noqa: F841
+        a = R.call_tir(double, (x,), out_ty=R.Tensor((1, 4), F32))
+        v = R.reshape(b, (1, 4))
+        join = R.call_packed("ios_tvm.runtime.stage_join", 2, 0, b, a, ty_args=(R.Object,))  # noqa: F841
+        y = R.call_tir(add, (a, v), out_ty=R.Tensor((1, 4), F32))
+        return y
 
-        @T.prim_func(private=True)
-        def inc(x: T.Buffer((1, 4), F32), y: T.Buffer((1, 4), F32)):
-            for i in range(4):
-                y[0, i] = x[0, i] + T.float32(1)
-
-        @T.prim_func(private=True)
-        def add(a: T.Buffer((1, 4), F32), b: T.Buffer((1, 4), F32), y: T.Buffer((1, 4), F32)):
-            for i in range(4):
-                y[0, i] = a[0, i] + b[0, i]
-
-        @R.function(pure=False)
-        def main(x: R.Tensor((1, 4), F32)) -> R.Tensor((1, 4), F32):
-            cls = Expected
-            fork = R.call_packed("ios_tvm.runtime.stage_fork", 2, 0, 2, ty_args=(R.Object,))  # noqa: F841
-            s0 = R.call_packed("ios_tvm.runtime.stage_switch", 2, 0, 0, ty_args=(R.Object,))  # noqa: F841
-            b = R.call_tir(cls.inc, (x,), out_ty=R.Tensor((1, 4), F32))
-            s1 = R.call_packed("ios_tvm.runtime.stage_switch", 2, 0, 1, ty_args=(R.Object,))  # noqa: F841
-            a = R.call_tir(cls.double, (x,), out_ty=R.Tensor((1, 4), F32))
-            v = R.reshape(b, (1, 4))
-            join = R.call_packed("ios_tvm.runtime.stage_join", 2, 0, b, a, ty_args=(R.Object,))  # noqa: F841
-            y = R.call_tir(cls.add, (a, v), out_ty=R.Tensor((1, 4), F32))
-            return y
-
-    tvm.ir.assert_structural_equal(_lowered([[[1], [0]], [[2]]]), Expected)
+    tvm.ir.assert_structural_equal(_lowered([[[1], [0]], [[2]]]), module(main))
 
 
 def test_without_keep_alive_the_join_takes_no_tensors():
@@ -106,33 +60,15 @@ def test_sequential_stages_only_reorder():
     """Stages of one group each get no runtime calls: the kernels in stage order, views placed
     right before the first kernel that needs them."""
 
-    @I.ir_module
-    class Expected:
-        @T.prim_func(private=True)
-        def double(x: T.Buffer((1, 4), F32), y: T.Buffer((1, 4), F32)):
-            for i in range(4):
-                y[0, i] = x[0, i] * T.float32(2)
+    @R.function(pure=False)
+    def main(x: R.Tensor((1, 4), F32)) -> R.Tensor((1, 4), F32):
+        b = R.call_tir(inc, (x,), out_ty=R.Tensor((1, 4), F32))
+        a = R.call_tir(double, (x,), out_ty=R.Tensor((1, 4), F32))
+        v = R.reshape(b, (1, 4))
+        y = R.call_tir(add, (a, v), out_ty=R.Tensor((1, 4), F32))
+        return y
 
-        @T.prim_func(private=True)
-        def inc(x: T.Buffer((1, 4), F32), y: T.Buffer((1, 4), F32)):
-            for i in range(4):
-                y[0, i] = x[0, i] + T.float32(1)
-
-        @T.prim_func(private=True)
-        def add(a: T.Buffer((1, 4), F32), b: T.Buffer((1, 4), F32), y: T.Buffer((1, 4), F32)):
-            for i in range(4):
-                y[0, i] = a[0, i] + b[0, i]
-
-        @R.function(pure=False)
-        def main(x: R.Tensor((1, 4), F32)) -> R.Tensor((1, 4), F32):
-            cls = Expected
-            b = R.call_tir(cls.inc, (x,), out_ty=R.Tensor((1, 4), F32))
-            a = R.call_tir(cls.double, (x,), out_ty=R.Tensor((1, 4), F32))
-            v = R.reshape(b, (1, 4))
-            y = R.call_tir(cls.add, (a, v), out_ty=R.Tensor((1, 4), F32))
-            return y
-
-    tvm.ir.assert_structural_equal(_lowered([[[1]], [[0]], [[2]]]), Expected)
+    tvm.ir.assert_structural_equal(_lowered([[[1]], [[0]], [[2]]]), module(main))
 
 
 def test_no_schedule_leaves_the_module_alone():
@@ -150,38 +86,17 @@ def test_a_variant_gets_a_private_copy_of_its_kernel():
 
     copy = another_schedule.with_attr(VARIANT_ATTR, "double")
 
-    @I.ir_module
-    class Expected:
-        @T.prim_func(private=True)
-        def double(x: T.Buffer((1, 4), F32), y: T.Buffer((1, 4), F32)):
-            for i in range(4):
-                y[0, i] = x[0, i] * T.float32(2)
+    variant = relax.BlockBuilder().add_func(copy, "double_ios_variant")  # a global variable with the kernel's type
 
-        @T.prim_func(private=True)
-        def double_ios_variant(x: T.Buffer((1, 4), F32), y: T.Buffer((1, 4), F32)):
-            T.func_attr({VARIANT_ATTR: "double"})
-            for i in range(4):
-                y[0, i] = x[0, i] * T.float32(2)
+    @R.function
+    def main(x: R.Tensor((1, 4), F32)) -> R.Tensor((1, 4), F32):
+        with R.dataflow():
+            a = R.call_tir(variant, (x,), out_ty=R.Tensor((1, 4), F32))
+            b = R.call_tir(inc, (x,), out_ty=R.Tensor((1, 4), F32))
+            v = R.reshape(b, (1, 4))
+            y = R.call_tir(add, (a, v), out_ty=R.Tensor((1, 4), F32))
+            R.output(y)
+        return y
 
-        @T.prim_func(private=True)
-        def inc(x: T.Buffer((1, 4), F32), y: T.Buffer((1, 4), F32)):
-            for i in range(4):
-                y[0, i] = x[0, i] + T.float32(1)
-
-        @T.prim_func(private=True)
-        def add(a: T.Buffer((1, 4), F32), b: T.Buffer((1, 4), F32), y: T.Buffer((1, 4), F32)):
-            for i in range(4):
-                y[0, i] = a[0, i] + b[0, i]
-
-        @R.function
-        def main(x: R.Tensor((1, 4), F32)) -> R.Tensor((1, 4), F32):
-            cls = Expected
-            with R.dataflow():
-                a = R.call_tir(cls.double_ios_variant, (x,), out_ty=R.Tensor((1, 4), F32))
-                b = R.call_tir(cls.inc, (x,), out_ty=R.Tensor((1, 4), F32))
-                v = R.reshape(b, (1, 4))
-                y = R.call_tir(cls.add, (a, v), out_ty=R.Tensor((1, 4), F32))
-                R.output(y)
-            return y
-
-    tvm.ir.assert_structural_equal(_redirect(Before, {"a": copy}), Expected)
+    expected = module(main, {variant: copy, Before.get_global_var("double"): Before["double"]})
+    tvm.ir.assert_structural_equal(_redirect(Before, {"a": copy}), expected)

@@ -36,13 +36,13 @@ def test_measured_search_is_cached_and_reused(graph, tmp_path):
     assert data["context"]["tvm"] == tvm.__version__ and len(data["entries"]) >= cm.measured
     again = MeasuredCostModel("llvm", cfg(tmp_path))
     second = ios_tvm.optimize(graph.source, "llvm", graph=graph, cost_model=again, end_to_end=False)
-    assert again.measured == 0 and not again._loaded  # nothing built, nothing timed
+    assert again.measured == 0 and not again.loaded  # nothing built, nothing timed
     assert second.as_lists() == first.as_lists()
 
 
 def test_identical_stages_share_one_measurement(graph, tmp_path):
     cm = MeasuredCostModel("llvm", cfg(tmp_path))
-    cm._setup(graph)
+    cm.load(graph)
     same = [i for i in range(len(graph.nodes)) for j in range(i) if graph.nodes[i].kernel == graph.nodes[j].kernel
             and graph.nodes[i].inputs == graph.nodes[j].inputs]
     assert same, "squeezenet repeats kernels"
@@ -81,11 +81,10 @@ def test_foreign_cache_content_is_refused(tmp_path, caplog):
 
 def test_stage_timer_runs_groups_through_fork_join(graph, tmp_path):
     cm = MeasuredCostModel("llvm", cfg(tmp_path))
-    cm._setup(graph)
-    cm._load()
+    cm.load(graph)
     before = runtime.stages_run()
-    one = cm._measure(((0,),))
-    two = cm._measure(((2,), (3,)))
+    one = cm.samples(graph, ((0,),))
+    two = cm.samples(graph, ((2,), (3,)))
     assert len(one) == len(two) == 3 and min(one + two) > 0
     assert runtime.stages_run() - before == 1 + 3  # warmup + repeats of the two-group stage
     with pytest.raises(ValueError, match="groups but"):
@@ -154,16 +153,16 @@ def test_weight_bytes_counts_parameters_and_constants(graph):
 def test_flushed_samples_start_cold(graph, tmp_path, monkeypatch):
     """With cache_state="flush" every timed sample runs alone, after a flush, and is cached apart
     from hot samples."""
-    from ios_tvm.cost.timers import LocalTimer
+    import ios_tvm.cost.timers as timers
 
     flushes = []
-    real = LocalTimer._flush
+    real = timers.flush_buffers
 
-    def counting(self):
-        f = real(self)
-        return None if f is None else (lambda: flushes.append(1) or f())
+    def counting(nbytes, device):
+        flush = real(nbytes, device)
+        return lambda: flushes.append(nbytes) or flush()
 
-    monkeypatch.setattr(LocalTimer, "_flush", counting)
+    monkeypatch.setattr(timers, "flush_buffers", counting)
     cold = MeasuredCostModel("llvm", cfg(tmp_path, cache_state="flush"))
     before = runtime.stages_run()
     assert cold.stage_latency(graph, ((2,), (3,))) > 0 and cold.cache_state == "flush"

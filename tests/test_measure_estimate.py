@@ -39,7 +39,7 @@ class FakeTimer:
 def _model(cache_dir, timer: FakeTimer) -> MeasuredCostModel:
     cm = MeasuredCostModel("llvm", MeasureConfig(warmup=1, repeat=3, cache_dir=cache_dir, progress=False), database=None)
     cm.timer = timer
-    cm._build = lambda mod: None  # nothing to build: the fake timer runs no kernels
+    cm.build_model = lambda mod: None  # nothing to build: the fake timer runs no kernels
     return cm
 
 

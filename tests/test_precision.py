@@ -30,7 +30,7 @@ from ios_tvm.driver.optimize import SearchConfig
 from ios_tvm.cost.analytic import AnalyticCostModel, kernel_class
 from ios_tvm.errors import PrecisionError, ScheduleMismatchError
 from ios_tvm.ir.merge_plan import merged_weights
-from ios_tvm.models._builder import NetBuilder
+from ios_tvm.models import NetBuilder
 from ios_tvm.ir.precision import HALF, TENSOR_CORE_INTRINSICS, convert, model_dtype, numpy_dtype, output_tolerance, unit_roundoff
 
 CUDA = {"kind": "cuda", "arch": "sm_90"}
@@ -256,10 +256,21 @@ def test_float16_zoo_compiles_for_sm90(name):
     kernels compute in ``half`` (untuned: dlight's schedules, no tensor cores). Three of the five
     models, for time (Inception-v3 and NASNet compile too, in another 17 s on two cores):
     GoogLeNet has a matmul, RandWire separable convolutions."""
+    import re
+
+    from ios_tvm.cost.analytic import kernel_dtype
+
     mod = _bound(name)
     sched = ios_tvm.optimize(mod, CUDA, dtype="float16", search=SearchConfig(max_block_size=12))
     src = _cuda_source(ios_tvm.build(mod, CUDA, sched, dtype="float16"))
-    assert "half" in src and "__global__" in src and "wmma" not in src
+    assert "wmma" not in src  # untuned: no tensor cores
+    params = re.findall(r'extern "C" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(([^)]*)\)', src)
+    graph = ios_tvm.extract_graph(convert(mod, "float16"), CUDA)
+    convs = {n.kernel for n in graph.nodes if "conv2d" in n.kernel and kernel_dtype(n.inputs, n.outputs) == "float16"}
+    assert convs
+    for kernel in convs:  # each convolution's CUDA kernels read and write half tensors only
+        sigs = [p for name_, p in params if re.fullmatch(rf"{kernel}_kernel\d*", name_)]
+        assert sigs and all("half*" in p and "float*" not in p for p in sigs), (kernel, sigs)
 
 
 def test_bfloat16_compiles_for_sm90():

@@ -43,18 +43,29 @@ def test_processes_sharing_the_lock_never_overlap(tmp_path, monkeypatch):
 def test_without_the_variable_the_lock_does_nothing(tmp_path, monkeypatch):
     monkeypatch.delenv(DEVICE_LOCK_ENV, raising=False)
     with exclusive_device():
-        assert profiling._lock_state["fd"] is None
+        assert profiling.device_lock_depth() == 0
     assert list(tmp_path.iterdir()) == []
 
 
 def test_the_lock_is_released_after_an_error(tmp_path, monkeypatch):
-    monkeypatch.setenv(DEVICE_LOCK_ENV, str(tmp_path / "device.lock"))
+    import fcntl
+    import os
+
+    path = tmp_path / "device.lock"
+    monkeypatch.setenv(DEVICE_LOCK_ENV, str(path))
     try:
         with exclusive_device():
+            with exclusive_device():  # reentrant
+                assert profiling.device_lock_depth() == 2
             raise ValueError("inside")
     except ValueError:
         pass
-    assert profiling._lock_state == {"depth": 0, "fd": None}
+    assert profiling.device_lock_depth() == 0
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again: another holder gets it at once
+    finally:
+        os.close(fd)
 
 
 def test_timers_hold_the_lock_while_timing(tmp_path, monkeypatch, tiny_branches):

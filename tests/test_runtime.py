@@ -23,12 +23,21 @@ def test_typed_errors_cross_from_cpp():
 
 
 def test_globals_are_namespaced():
+    """The library registers its globals under ``ios_tvm.runtime.``, the names compiled models and
+    the Python face call, and they are the ones the wrappers call."""
     import tvm_ffi
 
-    for name in ("version", "build_info", "check_num_streams"):
-        assert tvm_ffi.get_global_func(f"ios_tvm.runtime.{name}") is not None
+    names = set(tvm_ffi.registry.list_global_func_names())
+    calls = {"stage_fork", "stage_switch", "stage_join", "time_stage", "time_stage_graph", "time_stage_named",
+             "version", "build_info", "check_num_streams", "pool_size", "set_pool_size", "stages_run",
+             "stages_recovered"}
+    assert {f"ios_tvm.runtime.{c}" for c in calls} <= names, sorted(calls - {n.rpartition(".")[2] for n in names})
+    assert {runtime.FORK, runtime.SWITCH, runtime.JOIN} <= names
+    assert tvm_ffi.get_global_func("ios_tvm.runtime.version")() == runtime.version()
+    assert tvm_ffi.get_global_func("ios_tvm.runtime.pool_size")() == runtime.pool_size()
 
 
+@pytest.mark.timing
 def test_ctrl_c_stops_a_long_stage_timing_promptly(tmp_path):
     """The stage timer checks for signals between runs: SIGINT during a timing that would take
     minutes ends it within seconds, as a KeyboardInterrupt, with no stage left open."""
@@ -43,7 +52,7 @@ def test_ctrl_c_stops_a_long_stage_timing_promptly(tmp_path):
         import ios_tvm
         from ios_tvm import models, runtime
         from ios_tvm.cost.measure import MeasureConfig, MeasuredCostModel
-        from ios_tvm.models._builder import NetBuilder
+        from ios_tvm.models import NetBuilder
         nb = NetBuilder("two", (1, 4, 8, 8))
         with nb.scope() as x:
             nb.output(nb.concat([nb.conv(x, 8, 3), nb.conv(x, 8, 3)]))
@@ -51,8 +60,7 @@ def test_ctrl_c_stops_a_long_stage_timing_promptly(tmp_path):
         mod = models.bind_params(mod, models.random_params(mod))
         graph = ios_tvm.extract_graph(mod, "llvm")
         cm = MeasuredCostModel("llvm", MeasureConfig(warmup=0, repeat=10**8, cache_dir=False, progress=False))
-        cm._setup(graph)
-        cm._load()
+        cm.load(graph)
         print("timing", flush=True)
         try:
             cm.timer.time(((0,), (1,)))

@@ -204,6 +204,7 @@ def test_xgboost_missing_falls_back_to_random_with_a_warning(monkeypatch, caplog
         assert isinstance(tune_scheduler.make_cost_model("xgb"), ms.cost_model.XGBModel)
 
 
+@pytest.mark.timing
 def test_deadline_stops_the_loop_within_half_a_batch(tmp_path):
     """Batches of 0.25 s against a 2 s deadline: the loop ends within about half a batch of it
     (the fake runner adds nothing; MetaSchedule's own per-batch work is milliseconds here)."""
@@ -233,7 +234,7 @@ def test_models_share_a_kernel_and_each_database_stays_whole(tmp_path):
     databases; a third model with that conv, tuned later, gets them copied and tunes nothing."""
     import ios_tvm
     from ios_tvm import models
-    from ios_tvm.models._builder import NetBuilder
+    from ios_tvm.models import NetBuilder
 
     def net(name, branches):
         nb = NetBuilder(name, (1, 4, 8, 8))

@@ -91,11 +91,13 @@ def test_measured_costs_build_the_source_model(tiny, tuned, monkeypatch):
     assert built and built[0] is graph.source is mod
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("budget", [30, pytest.param(60, marks=pytest.mark.slow)])
 def test_time_budget_stops_on_time_and_a_second_call_adds(budget, tmp_path):
     """``tune_models(..., time_budget_s=B)`` on a reduced zoo model (randwire, 23 tasks) ends
     within 10% of B (the whole call: extraction, compilation, search), leaves a database that
-    loads, and a second call with the same budget appends records to it.
+    loads, and a second call with the same budget appends records to it (checked with the 30 s
+    budget; the 60 s one shows the stop holds for a longer run).
 
     The stop is exact to about half a batch cycle, so small batches and a small search
     population keep a cycle to a few seconds on two cores, and the random cost model keeps
@@ -131,6 +133,8 @@ def test_time_budget_stops_on_time_and_a_second_call_adds(budget, tmp_path):
         lines = count_records(work)
         assert lines == first.records_added > 0
         assert len(open_database(work)) == lines
+        if budget != 30:
+            return
         text = record_file.read_text()
         second, took = call()
         print(f"budget {budget} s: second call {took:.1f} s, {second.records_added} records")

@@ -118,6 +118,11 @@ def disable() -> None:
     _state.update(inner=None, memory={}, hits=0, compiled=0)
 
 
+def forget_memory() -> None:
+    """Forget the binaries held in memory (the directory keeps them): what a new process sees."""
+    _state["memory"].clear()
+
+
 def stats() -> dict[str, int]:
     """``{"hits": ..., "compiled": ...}`` since :func:`enable`."""
     return {"hits": int(_state["hits"]), "compiled": int(_state["compiled"])}

@@ -273,13 +273,31 @@ class MeasuredCostModel(CostModel):
         self.measured += 1
         return samples
 
+    def load(self, graph: OpGraph) -> None:
+        """Build ``graph``'s model and load it into the timer now (a search does it at its first
+        measurement; a search whose stages are all cached builds nothing)."""
+        self._setup(graph)
+        self._load()
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model was built and loaded into the timer."""
+        return self._loaded
+
+    def samples(self, graph: OpGraph, groups: Groups, replace: Mapping[int, Any] | None = None) -> list[float]:
+        """Time ``groups`` now (no cache): the seconds of each timed run, node ``v`` running
+        ``replace[v]`` (a compiled kernel with the same arguments, e.g. another schedule of it)
+        instead of the model's kernel."""
+        if replace and self.config.rpc is not None:
+            raise NotImplementedError("kernel replacements are timed on this machine's device, not over RPC")
+        self._setup(graph)
+        return self._measure(groups, replace=replace)
+
     def measure_stage(self, graph: OpGraph, groups: Groups, replace: Mapping[int, Any] | None = None) -> float:
-        """Time ``groups`` now (no cache), node ``v`` running ``replace[v]`` (a compiled kernel
-        with the same arguments, e.g. another schedule of it) instead of the model's kernel."""
+        """:meth:`samples`, summarized by the configured statistic."""
         if self.config.rpc is not None:
             raise NotImplementedError("measure_stage times on this machine's device, not over RPC")
-        self._setup(graph)
-        return summarize(self._measure(groups, replace=replace), self.config.statistic)
+        return summarize(self.samples(graph, groups, replace), self.config.statistic)
 
     def keep(self, executable: Any) -> None:
         """Hold ``executable`` alive as long as this model (its kernels are being timed)."""

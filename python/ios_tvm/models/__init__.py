@@ -23,7 +23,7 @@ import tvm
 from tvm import relax
 
 from ..errors import InvalidArgumentError
-from ._builder import random_input, random_params
+from ._builder import NetBuilder, random_input, random_params
 from .googlenet import googlenet
 from .inception_v3 import inception_v3
 from .nasnet import nasnet_a_large
@@ -119,4 +119,4 @@ def bind_params(mod: tvm.IRModule, params: dict[str, np.ndarray], func: str = "m
     return relax.transform.BindParams(func, {k: tvm.runtime.tensor(v) for k, v in params.items()})(mod)
 
 
-__all__ = ["get", "names", "shape_kwargs", "image_size_of", "random_params", "random_input", "bind_params", "SMALL", *_REGISTRY]
+__all__ = ["NetBuilder", "get", "names", "shape_kwargs", "image_size_of", "random_params", "random_input", "bind_params", "SMALL", *_REGISTRY]

@@ -60,6 +60,13 @@ def exclusive_device() -> Iterator[None]:
                 os.close(fd)
 
 
+def device_lock_depth() -> int:
+    """How deeply this process holds the device lock (0: not held; always 0 without
+    ``$IOS_TVM_DEVICE_LOCK``)."""
+    with _lock_guard:
+        return int(_lock_state["depth"]) if _lock_state["fd"] is not None else 0
+
+
 def time_vm(executable: Any, device: Any, inputs: Sequence[Any], *, number: int = 20, repeat: int = 5,
             min_repeat_ms: int = 0) -> list[float]:
     """Seconds per run of ``main`` (``repeat`` samples, each the mean of ``number`` runs), with
