@@ -25,11 +25,11 @@ from pathlib import Path
 
 import ios_tvm
 from ios_tvm import models
+from ios_tvm.core.schedule import Schedule
 from ios_tvm.cost import AnalyticCostModel
 from ios_tvm.cost.measure import MeasureConfig, MeasuredCostModel
-from ios_tvm.runtime.profiling import median, provenance, time_vm
-from ios_tvm.core.schedule import Schedule
 from ios_tvm.ir.target import as_target, device_of
+from ios_tvm.runtime.profiling import median, provenance, time_vm
 
 # The models the committed results hold (benchmarks/results/analytic_calibration_cpu.json).
 DEFAULT_MODELS = ["squeezenet:small", "googlenet:small", "inception_v3:small", "randwire:small",

@@ -52,13 +52,13 @@ from tvm import relax
 import ios_tvm
 from ios_tvm import models
 from ios_tvm.compiler import cuda_cache
-from ios_tvm.ir import precision
 from ios_tvm.compiler.pipeline import planned_memory
+from ios_tvm.core.schedule import Schedule
 from ios_tvm.cost import get_cost_model
 from ios_tvm.cost.measure import MeasureConfig, MeasuredCostModel
-from ios_tvm.runtime.profiling import exclusive_device, median, provenance, time_vm
+from ios_tvm.ir import precision
 from ios_tvm.ir.target import device_of, resolve_target
-from ios_tvm.core.schedule import Schedule
+from ios_tvm.runtime.profiling import exclusive_device, median, provenance, time_vm
 
 TORCHVISION = {"inception_v3": "inception_v3", "googlenet": "googlenet", "squeezenet": "squeezenet1_0"}
 

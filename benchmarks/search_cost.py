@@ -21,8 +21,8 @@ import tvm
 
 import ios_tvm
 from ios_tvm import models
-from ios_tvm.driver.optimize import SearchConfig, search_graph
 from ios_tvm.cost import AnalyticCostModel
+from ios_tvm.driver.optimize import SearchConfig, search_graph
 
 ORIGINAL = {  # states / stages counted by the original IOS code at r=3, s=8
     "squeezenet": (78, 230), "inception_v3": (1206, 5479), "randwire": (14734, 212895),

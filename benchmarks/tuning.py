@@ -26,8 +26,8 @@ from tvm import relax
 import ios_tvm
 from ios_tvm import models
 from ios_tvm.cost.measure import MeasureConfig, MeasuredCostModel
-from ios_tvm.runtime.profiling import median, provenance, time_vm
 from ios_tvm.ir.target import device_of, tuning_target
+from ios_tvm.runtime.profiling import median, provenance, time_vm
 
 
 def main() -> int:

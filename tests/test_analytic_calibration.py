@@ -11,9 +11,14 @@ import pytest
 
 import ios_tvm
 from ios_tvm import models
-from ios_tvm.cost.analytic import CPU_UNTUNED, GPU_H100_CLASS, AnalyticCostModel, DeviceSpec
-from ios_tvm.ir.graph import Node, OpGraph
 from ios_tvm.core.schedule import Schedule
+from ios_tvm.cost.analytic import (
+    CPU_UNTUNED,
+    GPU_H100_CLASS,
+    AnalyticCostModel,
+    DeviceSpec,
+)
+from ios_tvm.ir.graph import Node, OpGraph
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 CALIBRATION = json.loads((RESULTS / "analytic_calibration_cpu.json").read_text())

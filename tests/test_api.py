@@ -6,9 +6,9 @@ import pytest
 
 import ios_tvm
 from ios_tvm import SearchConfig, models
+from ios_tvm.core.schedule import Schedule
 from ios_tvm.cost import AnalyticCostModel
 from ios_tvm.errors import ScheduleMismatchError
-from ios_tvm.core.schedule import Schedule
 
 CUDA = {"kind": "cuda", "arch": "sm_90"}
 

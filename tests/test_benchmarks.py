@@ -99,8 +99,8 @@ def test_e2e_stage_sums_by_cache_state(tmp_path, monkeypatch, tiny_branches):
     the sum of that state's stage latencies, a merge stage timed as its merged kernel (a fake
     timer that knows the state, and the real one on the CPU)."""
     import ios_tvm
-    from ios_tvm.cost.measure import MeasureConfig
     from ios_tvm.core.schedule import Schedule
+    from ios_tvm.cost.measure import MeasureConfig
 
     e2e = _gpu_e2e_module()
     mod, _ = tiny_branches
@@ -141,11 +141,10 @@ def test_gpu_script_dry_run(tmp_path):
     """``benchmarks/on_gpu.sh --dry-run``: the GPU machine's one command, on the CPU (llvm, the
     reduced squeezenet, a 12 s tuning budget): every step ends well and leaves its files."""
     import os
+    import tarfile
     import xml.etree.ElementTree as ET
 
     from ios_tvm.compiler.databases import count_records, open_database
-
-    import tarfile
 
     out, pack = tmp_path / "run", tmp_path / "back" / "run.tgz"
     p = subprocess.run(["bash", str(ROOT / "benchmarks/on_gpu.sh"), "--dry-run", str(out), "12"], capture_output=True,

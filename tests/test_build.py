@@ -4,6 +4,7 @@ memory plan is race-free, and CUDA builds generate code without a GPU."""
 from __future__ import annotations
 
 import re
+
 import numpy as np
 import pytest
 import tvm
@@ -13,10 +14,10 @@ from tvm import relax
 import ios_tvm
 from ios_tvm import models, runtime
 from ios_tvm.compiler.pipeline import build, pipeline, plan_memory
-from ios_tvm.transform.memory import verify_memory
+from ios_tvm.core.schedule import Schedule
 from ios_tvm.errors import ScheduleMismatchError
 from ios_tvm.runtime import FORK, JOIN, SWITCH
-from ios_tvm.core.schedule import Schedule
+from ios_tvm.transform.memory import verify_memory
 
 CUDA = {"kind": "cuda", "arch": "sm_90"}
 

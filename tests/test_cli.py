@@ -110,9 +110,8 @@ def test_optimize_build_run_show_png(tmp_path):
 
 
 def test_bench_and_onnx_input(tmp_path):
-    from test_frontend import _inception_like  # the ONNX model the frontend test builds
-
     import numpy as np
+    from test_frontend import _inception_like  # the ONNX model the frontend test builds
 
     onnx_path = tmp_path / "m.onnx"
     onnx_path.write_bytes(_inception_like(np.random.default_rng(0)))

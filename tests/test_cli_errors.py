@@ -253,8 +253,8 @@ def test_ctrl_c_is_one_line(capfd, monkeypatch):
 
 
 def test_database_reads_never_create(tmp_path):
-    from ios_tvm.errors import DatabaseError
     from ios_tvm.compiler.databases import open_database, resolve_database
+    from ios_tvm.errors import DatabaseError
 
     with pytest.raises(DatabaseError, match="no directory"):
         resolve_database(tmp_path / "typo", "llvm")
@@ -273,8 +273,8 @@ def test_database_reads_never_create(tmp_path):
 
 
 def test_schedule_target_check(files):
-    from ios_tvm.errors import ScheduleMismatchError
     from ios_tvm.core.schedule import Schedule
+    from ios_tvm.errors import ScheduleMismatchError
 
     graph = ios_tvm.extract_graph(models.get("squeezenet", small=True), "llvm")
     with pytest.raises(ScheduleMismatchError, match="made for a cuda target"):

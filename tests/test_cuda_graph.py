@@ -14,24 +14,40 @@ import tvm
 from tvm import relax
 from tvm.script import ir as I
 from tvm.script import relax as R
-from tvm.script import tirx as T
 
 import ios_tvm
-from ios_tvm.transform import cuda_graph as cg
 from ios_tvm import models
-from ios_tvm.compiler.pipeline import build, kernel_passes, passes, pipeline, plan_memory
+from ios_tvm.compiler.pipeline import (
+    build,
+    kernel_passes,
+    passes,
+    pipeline,
+    plan_memory,
+)
+from ios_tvm.core.schedule import Schedule
+from ios_tvm.errors import CUDAGraphError, CUDAGraphWarning
+from ios_tvm.ir.backend import back_passes
 from ios_tvm.ir.graph import extract_graph
 from ios_tvm.ir.merge_plan import node_merges
-from ios_tvm.errors import CUDAGraphError, CUDAGraphWarning
-from ios_tvm.ir.graph import extract_graph
-from ios_tvm.runtime import FORK, JOIN
-from ios_tvm.transform.lower import LowerSchedule, plan, rewrite
-from ios_tvm.transform.memory import verify_memory, VerifyMemory
 from ios_tvm.models import NetBuilder
-from ios_tvm.ir.backend import back_passes
-from ios_tvm.core.schedule import Schedule
-from ir_fixtures import (F32, BRANCHES_STAGES, Branches, Planned, TwoOutputs, add, copy, double, inc,  # noqa: E402
-                         module, typed_allocs)
+from ios_tvm.runtime import FORK, JOIN
+from ios_tvm.transform import cuda_graph as cg
+from ios_tvm.transform.lower import LowerSchedule, plan, rewrite
+from ios_tvm.transform.memory import VerifyMemory, verify_memory
+
+from ir_fixtures import (  # noqa: E402
+    BRANCHES_STAGES,
+    F32,
+    Branches,
+    Planned,
+    TwoOutputs,
+    add,
+    copy,
+    double,
+    inc,
+    module,
+    typed_allocs,
+)
 
 SM90 = {"kind": "cuda", "arch": "sm_90"}
 

@@ -15,9 +15,15 @@ from ios_tvm.core.schedule import Schedule
 onnx = pytest.importorskip("onnx", reason="the test extra installs onnx")
 ort = pytest.importorskip("onnxruntime", reason="the test extra installs onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-from onnx_models import INCEPTION_V1_MODULES, SQUEEZENET_FIRES, inception_v1, squeezenet1_0  # noqa: E402
 
-from ios_tvm.driver.optimize import SearchConfig    # noqa: E402
+from ios_tvm.driver.optimize import SearchConfig  # noqa: E402
+
+from onnx_models import (  # noqa: E402
+    INCEPTION_V1_MODULES,
+    SQUEEZENET_FIRES,
+    inception_v1,
+    squeezenet1_0,
+)
 
 
 def _inception_like(rng: np.random.Generator) -> bytes:

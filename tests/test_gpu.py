@@ -14,10 +14,10 @@ from tvm import relax
 
 import ios_tvm
 from ios_tvm import models, runtime
+from ios_tvm.core.schedule import Schedule
 from ios_tvm.cost.measure import MeasureConfig, MeasuredCostModel
 from ios_tvm.errors import CUDAGraphWarning
 from ios_tvm.runtime.profiling import median, time_vm
-from ios_tvm.core.schedule import Schedule
 
 pytestmark = pytest.mark.gpu
 

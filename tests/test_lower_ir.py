@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import tvm
 from tvm import relax
-from tvm.script import ir as I
 from tvm.script import relax as R
 from tvm.script import tirx as T
 
-from ios_tvm.ir.graph import extract_graph
-from ios_tvm.transform.lower import LowerSchedule, plan, rewrite
 from ios_tvm.core.schedule import Schedule
+from ios_tvm.ir.graph import extract_graph
 from ios_tvm.ir.target import CUDA
 from ios_tvm.transform.kernel_schedules import VARIANT_ATTR, _redirect
+from ios_tvm.transform.lower import LowerSchedule, plan, rewrite
+
 from ir_fixtures import F32, Branches, add, double, inc, module  # noqa: E402 - the shared kernels
 
 #: two branches reading ``x`` (a view of one of them in between), joined by an add

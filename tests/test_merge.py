@@ -13,13 +13,13 @@ from tvm.relax import op as R
 
 import ios_tvm
 from ios_tvm import models
-from ios_tvm.driver.optimize import SearchConfig
-from ios_tvm.ir.backend import front_passes
-from ios_tvm.errors import ScheduleMismatchError
-from ios_tvm.ir.merge_plan import find_units, mergeable, merged_weights, node_merges
-from ios_tvm.transform.merge import splice_merges
-from ios_tvm.models import NetBuilder
 from ios_tvm.core.schedule import Schedule
+from ios_tvm.driver.optimize import SearchConfig
+from ios_tvm.errors import ScheduleMismatchError
+from ios_tvm.ir.backend import front_passes
+from ios_tvm.ir.merge_plan import find_units, mergeable, merged_weights, node_merges
+from ios_tvm.models import NetBuilder
+from ios_tvm.transform.merge import splice_merges
 
 CUDA = {"kind": "cuda", "arch": "sm_90"}
 

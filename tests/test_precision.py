@@ -18,7 +18,6 @@ an error of order 1.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import tvm
@@ -26,12 +25,20 @@ from tvm import relax
 
 import ios_tvm
 from ios_tvm import models
-from ios_tvm.driver.optimize import SearchConfig
 from ios_tvm.cost.analytic import AnalyticCostModel, kernel_class
+from ios_tvm.driver.optimize import SearchConfig
 from ios_tvm.errors import PrecisionError, ScheduleMismatchError
 from ios_tvm.ir.merge_plan import merged_weights
+from ios_tvm.ir.precision import (
+    HALF,
+    TENSOR_CORE_INTRINSICS,
+    convert,
+    model_dtype,
+    numpy_dtype,
+    output_tolerance,
+    unit_roundoff,
+)
 from ios_tvm.models import NetBuilder
-from ios_tvm.ir.precision import HALF, TENSOR_CORE_INTRINSICS, convert, model_dtype, numpy_dtype, output_tolerance, unit_roundoff
 
 CUDA = {"kind": "cuda", "arch": "sm_90"}
 #: LLVM without optimization: builds three times faster, the same arithmetic
@@ -146,8 +153,9 @@ def test_zoo_half_schedules_builds_and_matches(name):
 def onnx_squeezenet():
     """SqueezeNet 1.0 (ONNX, 64x64): the file, TVM's import, an input and the float32 output."""
     onnx = pytest.importorskip("onnx", reason="the test extra installs onnx")
-    from onnx_models import squeezenet1_0
     from tvm.relax.frontend.onnx import from_onnx
+
+    from onnx_models import squeezenet1_0
 
     blob = squeezenet1_0(64)
     mod = from_onnx(onnx.load_from_string(blob), keep_params_in_input=False)
@@ -341,8 +349,8 @@ def test_tuned_float16_conv_runs_on_tensor_cores(tmp_path):
 
     from tvm.s_tir.meta_schedule.builder.local_builder import default_build
 
-    from ios_tvm.tuning.builder import BUILD_FUNC, tensor_core_builder
     from ios_tvm.compiler.context import STORAGE_REWRITE_OFF
+    from ios_tvm.tuning.builder import BUILD_FUNC, tensor_core_builder
 
     with pytest.raises(Exception, match="tvm_access_ptr element type must match"):  # TVM 0.27's bug
         default_build(candidates[chosen].sch.mod, target, None)
@@ -351,7 +359,7 @@ def test_tuned_float16_conv_runs_on_tensor_cores(tmp_path):
     assert "wmma::mma_sync" in _cuda_source(built)
     # ios_tvm.tune's own builder compiles the candidates of a half model the same way
     from ios_tvm.tuning.builder import PoolBuilder
-    from ios_tvm.tuning.tuner import _Entry, _build_config
+    from ios_tvm.tuning.tuner import _build_config, _Entry
 
     assert _build_config([_Entry("conv", convert(mod, "float16"), tmp_path)], target) == STORAGE_REWRITE_OFF
     assert _build_config([_Entry("conv", mod, tmp_path)], target) == {}

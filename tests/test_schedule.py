@@ -7,8 +7,8 @@ import json
 import pytest
 
 import ios_tvm
-from ios_tvm.errors import ScheduleFormatError, ScheduleMismatchError
 from ios_tvm.core.schedule import Schedule
+from ios_tvm.errors import ScheduleFormatError, ScheduleMismatchError
 
 CUDA = {"kind": "cuda", "arch": "sm_90"}
 

@@ -14,9 +14,9 @@ import pytest
 
 import ios_tvm
 from ios_tvm import models
+from ios_tvm.core.schedule import STAGE_KINDS, Schedule
 from ios_tvm.errors import ScheduleFormatError, ScheduleMismatchError
 from ios_tvm.ir.merge_plan import mergeable, node_merges
-from ios_tvm.core.schedule import STAGE_KINDS, Schedule
 
 CUDA = {"kind": "cuda", "arch": "sm_90"}
 EDITS = 300

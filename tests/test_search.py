@@ -10,8 +10,15 @@ import random
 
 import pytest
 
-from ios_tvm.core.search import check_stages, dynamic_program, greedy, schedule_latency, sequential, solve
 from ios_tvm.core.dag import Dag
+from ios_tvm.core.search import (
+    check_stages,
+    dynamic_program,
+    greedy,
+    schedule_latency,
+    sequential,
+    solve,
+)
 
 
 def random_dag(rng: random.Random, n: int, density: float) -> list[tuple[int, int]]:

@@ -9,8 +9,20 @@ import tvm
 
 from ios_tvm import models
 from ios_tvm.errors import DeviceNotFoundError
-from ios_tvm.ir.target import (CPU, CUDA, arch_of, as_target, device_of, device_type_of, has_gpu, local_target,
-                            require_device, resolve_target, target_key, tuning_target)
+from ios_tvm.ir.target import (
+    CPU,
+    CUDA,
+    arch_of,
+    as_target,
+    device_of,
+    device_type_of,
+    has_gpu,
+    local_target,
+    require_device,
+    resolve_target,
+    target_key,
+    tuning_target,
+)
 
 SM90 = {"kind": "cuda", "arch": "sm_90"}
 

@@ -17,6 +17,7 @@ from tvm.script import relax as R
 import ios_tvm
 from ios_tvm import transform
 from ios_tvm.errors import MemoryPlanError, PrecisionError
+
 from ir_fixtures import F32, Planned, add, double, inc, module, typed_allocs  # noqa: E402 - shared kernels
 
 

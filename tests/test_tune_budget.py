@@ -18,11 +18,17 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
 from tvm.s_tir.meta_schedule.runner import PyRunner, RunnerFuture, RunnerResult
 
+from ios_tvm.compiler.databases import (
+    RECORD_FILE,
+    WORKLOAD_FILE,
+    count_records,
+    open_database,
+    prune_database,
+)
 from ios_tvm.errors import TuningError
-from ios_tvm.tuning.builder import fast_tvmscript_parsing
 from ios_tvm.tuning.allocator import TaskInfo, TrialAllocator
+from ios_tvm.tuning.builder import fast_tvmscript_parsing
 from ios_tvm.tuning.scheduler import run_tasks
-from ios_tvm.compiler.databases import RECORD_FILE, WORKLOAD_FILE, count_records, open_database, prune_database
 
 TARGET = tvm.target.Target({"kind": "llvm", "num-cores": 1})
 

@@ -11,10 +11,10 @@ import tvm
 from tvm import relax
 
 import ios_tvm
+from ios_tvm.compiler.databases import shipped_database
 from ios_tvm.compiler.pipeline import plan_memory
 from ios_tvm.cost.measure import MeasureConfig
 from ios_tvm.ir.target import arch_of, tuning_target
-from ios_tvm.compiler.databases import shipped_database
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +108,8 @@ def test_time_budget_stops_on_time_and_a_second_call_adds(budget, tmp_path):
 
     from tvm.s_tir import meta_schedule as ms
 
-    from ios_tvm.tuning.builder import PoolBuilder, fast_tvmscript_parsing
     from ios_tvm.compiler.databases import count_records, open_database
+    from ios_tvm.tuning.builder import PoolBuilder, fast_tvmscript_parsing
 
     fast_tvmscript_parsing()
     importlib.import_module("tvm.s_tir.tensor_intrin")

@@ -16,13 +16,17 @@ from tvm.s_tir import meta_schedule as ms
 
 import ios_tvm
 from ios_tvm.compiler.pipeline import plan_memory
-from ios_tvm.cost.measure import MeasureConfig
-from ios_tvm.errors import ScheduleFormatError, ScheduleMismatchError
-from ios_tvm.core.schedule import Schedule
-from ios_tvm.ir.target import target_key, tuning_target
-from ios_tvm.driver.variants import _build_variants, select_variants
 from ios_tvm.core.descent import refine_stage
-from ios_tvm.transform.kernel_schedules import VARIANT_ATTR, apply_trace, kernel_variants
+from ios_tvm.core.schedule import Schedule
+from ios_tvm.cost.measure import MeasureConfig
+from ios_tvm.driver.variants import _build_variants, select_variants
+from ios_tvm.errors import ScheduleFormatError, ScheduleMismatchError
+from ios_tvm.ir.target import target_key, tuning_target
+from ios_tvm.transform.kernel_schedules import (
+    VARIANT_ATTR,
+    apply_trace,
+    kernel_variants,
+)
 
 
 # -- refine_stage: pure ----------------------------------------------------------------------------

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
+from .core.schedule import Schedule
 from .errors import MissingDependencyError
 
 MATPLOTLIB_MISSING = ("drawing schedules needs matplotlib, an optional extra of ios_tvm: pip install matplotlib "
                       "(or install ios_tvm with it: pip install '.[viz]' in the source tree, 'ios-tvm[viz]' from an index)")
 
 
-def gantt(schedule: Any, path: str | os.PathLike, title: str | None = None, max_stages: int | None = None) -> Path:
+def gantt(schedule: Schedule, path: str | os.PathLike, title: str | None = None, max_stages: int | None = None) -> Path:
     """Draw ``schedule`` to ``path`` (PNG, SVG or PDF by extension) and return the path."""
     try:
         import matplotlib

@@ -12,7 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CUDAGraphError, DatabaseError, InvalidArgumentError, MissingDependencyError, ScheduleMismatchError
+from ..errors import (
+    CUDAGraphError,
+    DatabaseError,
+    InvalidArgumentError,
+    MissingDependencyError,
+    ScheduleMismatchError,
+)
 from .loading import describe_model, load_model, model_inputs, model_meta
 from .progress import STATE, say
 from .report import explain, made_for, search_report, target_name
@@ -256,7 +262,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     very timer :func:`ios_tvm.optimize`'s end-to-end check uses (:mod:`ios_tvm.driver.guard`)."""
     from ..compiler.pipeline import planned_memory
     from ..core.schedule import Schedule
-    from ..driver.guard import EndToEndConfig, end_to_end_timer, pick_fastest, record_prediction
+    from ..driver.guard import (
+        EndToEndConfig,
+        end_to_end_timer,
+        pick_fastest,
+        record_prediction,
+    )
     from ..ir.graph import extract_graph
     from ..ir.target import require_device
 

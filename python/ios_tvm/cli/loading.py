@@ -11,8 +11,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..errors import (InputFileError, InvalidArgumentError, MissingDependencyError, MissingFileError,
-                     UnsupportedModelError)
+from ..errors import (
+    InputFileError,
+    InvalidArgumentError,
+    MissingDependencyError,
+    MissingFileError,
+    UnsupportedModelError,
+)
 
 
 def parse_shape(item: str) -> tuple[str, list[int]]:

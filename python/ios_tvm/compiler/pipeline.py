@@ -31,8 +31,13 @@ from ..ir.graph import OpGraph, check_model, extract_graph
 from ..ir.merge_plan import NodeMerges, node_merges
 from ..ir.precision import canonical, check_schedule_dtype, convert
 from ..ir.target import TargetLike, as_target, device_type_of
-from ..transform import (ApplyKernelSchedules, CaptureCUDAGraph, LowerSchedule, PrepareCUDAGraph,
-                         VerifyMemory)
+from ..transform import (
+    ApplyKernelSchedules,
+    CaptureCUDAGraph,
+    LowerSchedule,
+    PrepareCUDAGraph,
+    VerifyMemory,
+)
 from ..transform.kernel_schedules import variant_sites
 from ..transform.memory import planned_bytes
 from .context import TIR_PIPELINE, needs_storage_rewrite_off, storage_rewrite_off

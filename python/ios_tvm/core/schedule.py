@@ -17,9 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..errors import (
+    InputFileError,
+    InvalidArgumentError,
+    MissingFileError,
+    ScheduleFormatError,
+    ScheduleMismatchError,
+)
 from . import search
-from ..errors import (InputFileError, InvalidArgumentError, MissingFileError, ScheduleFormatError,
-                     ScheduleMismatchError)
 
 logger = logging.getLogger("ios_tvm")
 

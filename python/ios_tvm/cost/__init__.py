@@ -7,18 +7,19 @@ from typing import Any
 
 import tvm
 
+from ..compiler.databases import DatabaseLike
 from ..ir.target import TargetLike, as_target, has_gpu
 from .analytic import AnalyticCostModel, DeviceSpec
 from .model import CostModel, as_cost_model, cost_model_names, register_cost_model
 
 
-def _measured(target: tvm.target.Target, *, database: Any, cuda_graph: bool) -> CostModel:
+def _measured(target: tvm.target.Target, *, database: DatabaseLike, cuda_graph: bool) -> CostModel:
     from .measure import MeasureConfig, MeasuredCostModel
 
     return MeasuredCostModel(target, MeasureConfig(launch="graph" if cuda_graph else "kernels"), database=database)
 
 
-def _analytic(target: tvm.target.Target, *, database: Any, cuda_graph: bool) -> CostModel:
+def _analytic(target: tvm.target.Target, *, database: DatabaseLike, cuda_graph: bool) -> CostModel:
     return AnalyticCostModel.for_target(target)
 
 
@@ -32,7 +33,7 @@ def default_cost_model_name(target: TargetLike) -> str:
     return "measure" if as_target(target).kind.name == "cuda" and has_gpu() else "analytic"
 
 
-def get_cost_model(spec: str | Any | None, target: TargetLike, database: Any = "auto",
+def get_cost_model(spec: str | CostModel | Any | None, target: TargetLike, database: DatabaseLike = "auto",
                    cuda_graph: bool = False) -> CostModel:
     """Resolve ``cost_model=`` of :func:`ios_tvm.optimize`: a :class:`CostModel`, a registered
     name, any object with ``stage_latency``, or ``None`` (:func:`default_cost_model_name`);

@@ -7,6 +7,7 @@ from typing import Any, Callable, Iterable
 
 import tvm
 
+from ..compiler.databases import DatabaseLike
 from ..core.search import Groups
 from ..errors import InvalidArgumentError
 from ..ir.graph import OpGraph
@@ -99,7 +100,7 @@ def cost_model_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def as_cost_model(spec: str | Any, target: tvm.target.Target, database: Any = "auto",
+def as_cost_model(spec: str | CostModel | Any, target: tvm.target.Target, database: DatabaseLike = "auto",
                   cuda_graph: bool = False) -> CostModel:
     """A :class:`CostModel` from a registered name, a :class:`CostModel`, or any object with a
     ``stage_latency(graph, groups)`` method.

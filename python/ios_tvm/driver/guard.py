@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,7 +127,7 @@ def keep_fastest(schedule: Schedule, graph: OpGraph, cost_model: CostModel, max_
     return out
 
 
-def record_prediction(fingerprint: str, meta: dict[str, Any], directory: Any = None) -> Any:
+def record_prediction(fingerprint: str, meta: dict[str, Any], directory: str | os.PathLike | None = None) -> Path | None:
     """Append what was predicted and measured end to end for a model (its graph's
     ``fingerprint``) to ``predictions.jsonl`` in the stage cache directory (``directory``:
     another one): one JSON line per search, so how far a cost model is off is kept per model and
@@ -147,7 +148,7 @@ def record_prediction(fingerprint: str, meta: dict[str, Any], directory: Any = N
     return path
 
 
-def read_predictions(fingerprint: str | None = None, directory: Any = None) -> list[dict[str, Any]]:
+def read_predictions(fingerprint: str | None = None, directory: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     """The records :func:`record_prediction` kept (of one model, with ``fingerprint``); lines
     that do not parse are skipped."""
     path = Path(directory or default_cache_dir()) / "predictions.jsonl"

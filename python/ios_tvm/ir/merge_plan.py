@@ -48,14 +48,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import tvm
 from tvm import relax
 from tvm.relax import op as R
 
-from .graph import call_args
+from .graph import OpGraph, call_args
 
 #: ops that change a tensor's shape, not its elements (a bias may reach its ``add`` through them)
 _VIEW_OPS = ("relax.reshape", "relax.expand_dims")
@@ -325,7 +325,7 @@ def _kernel_name(unit: ConvUnit) -> str:
     return name if len(ops) == 1 else "fused_" + name
 
 
-def node_merges(mod: tvm.IRModule, graph: Any, func: str = "main") -> NodeMerges:
+def node_merges(mod: tvm.IRModule, graph: OpGraph, func: str = "main") -> NodeMerges:
     """Map the conv units of ``mod`` (before lowering) to the kernels of its ``graph``
     (``extract_graph(mod, target)``) and group them into families that could merge."""
     node_of: dict[int, ConvUnit] = {}

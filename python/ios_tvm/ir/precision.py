@@ -57,6 +57,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from ..core.schedule import Schedule
 from ..errors import PrecisionError, ScheduleMismatchError
 from .graph import check_model
 
@@ -221,7 +222,7 @@ def half_array(values: np.ndarray, dtype: str) -> np.ndarray:
         return np.asarray(values).astype(dtype)
 
 
-def numpy_dtype(dtype: str) -> Any:
+def numpy_dtype(dtype: str) -> np.dtype:
     """The NumPy dtype of a TVM dtype name (``bfloat16`` is ``ml_dtypes.bfloat16``)."""
     if dtype == "bfloat16":
         import ml_dtypes
@@ -305,7 +306,7 @@ def convert(mod: tvm.IRModule, dtype: str) -> tvm.IRModule:
     return out
 
 
-def check_schedule_dtype(schedule: Any, mod: tvm.IRModule) -> None:
+def check_schedule_dtype(schedule: Schedule, mod: tvm.IRModule) -> None:
     """Refuse a schedule made for the model in another precision (``schedule.meta["precision"]``,
     written by ``ios_tvm.optimize``), with what to do.
 

@@ -152,7 +152,7 @@ def device_type_of(target: TargetLike) -> int:
     return DEVICE_TYPES[kind]
 
 
-def device_of(target: TargetLike, device_id: int = 0) -> Any:
+def device_of(target: TargetLike, device_id: int = 0) -> tvm.runtime.Device:
     """The ``tvm.runtime.Device`` the target's kernels run on (present or not)."""
     return tvm.cuda(device_id) if device_type_of(target) == CUDA else tvm.cpu(0)
 

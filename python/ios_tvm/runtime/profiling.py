@@ -20,7 +20,6 @@ from tvm import relax
 from .._version import __version__
 from ..ir.target import compute_capability
 
-
 DEVICE_LOCK_ENV = "IOS_TVM_DEVICE_LOCK"
 _lock_state: dict[str, Any] = {"depth": 0, "fd": None}
 _lock_guard = threading.RLock()

@@ -77,10 +77,14 @@ import tvm
 from tvm import relax, te
 
 from ..errors import CUDAGraphWarning
-from ..ir.graph import is_kernel_call, tensor_bytes
-from ..ir.bindings import num_input
 from ..ir.backend import pass_context_with
-from ..ir.tvm_private import CUDA_GRAPH_GET_CACHED_ALLOC, CUDA_GRAPH_RUN_OR_CAPTURE, USE_CUDA_GRAPH
+from ..ir.bindings import num_input
+from ..ir.graph import is_kernel_call, tensor_bytes
+from ..ir.tvm_private import (
+    CUDA_GRAPH_GET_CACHED_ALLOC,
+    CUDA_GRAPH_RUN_OR_CAPTURE,
+    USE_CUDA_GRAPH,
+)
 from ..runtime import FORK, JOIN, SWITCH
 
 RUN_OR_CAPTURE = CUDA_GRAPH_RUN_OR_CAPTURE

@@ -26,10 +26,12 @@ from typing import Any, Mapping, Sequence
 import tvm
 import tvm_ffi
 from tvm import relax
+from tvm.s_tir import meta_schedule as ms
 
+from ..core.schedule import Schedule
 from ..errors import ScheduleMismatchError
-from ..ir.graph import OpGraph, is_kernel_call
 from ..ir.bindings import dataflow_index, replace_block
+from ..ir.graph import OpGraph, is_kernel_call
 from ..ir.target import target_key
 
 logger = logging.getLogger("ios_tvm")
@@ -72,7 +74,7 @@ def _leaves(db: Any) -> list[Any]:
     return [leaf for d in db.databases for leaf in _leaves(d)]
 
 
-def variant_sites(schedule: Any, graph: OpGraph, target: tvm.target.Target) -> list[tuple[str, str, list]]:
+def variant_sites(schedule: Schedule, graph: OpGraph, target: tvm.target.Target) -> list[tuple[str, str, list]]:
     """``(binding name, kernel, trace)`` of each call site with a variant, for the build pass.
 
     Raises :class:`ScheduleMismatchError` when the variants were selected for another target,
@@ -118,7 +120,7 @@ def _native(obj: Any) -> Any:
     return [_native(x) for x in obj]
 
 
-def kernel_variants(graph: OpGraph, database: Any, top_k: int = 3) -> dict[str, list[Variant]]:
+def kernel_variants(graph: OpGraph, database: "ms.Database", top_k: int = 3) -> dict[str, list[Variant]]:
     """Up to ``top_k`` distinct schedules per kernel of ``graph`` from ``database`` (a
     ``ms.Database``), fastest alone first. Kernels the database does not know are left out."""
     if graph.mod is None:

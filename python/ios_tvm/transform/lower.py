@@ -23,19 +23,18 @@ tensor after its last use *in binding order*; without the keep-alive, a buffer l
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import tvm
 from tvm import relax
 
-from ..errors import ScheduleMismatchError
-from ..ir.graph import extract_graph, is_kernel_call
 from ..core.schedule import Schedule
+from ..errors import ScheduleMismatchError
 from ..ir.bindings import dataflow_index, replace_block
+from ..ir.graph import extract_graph, is_kernel_call
 from ..ir.merge_plan import NodeMerges
 from ..runtime import FORK, JOIN, SWITCH
 from .merge import splice_merges
-
 
 
 def _kernel_block_index(fn: relax.Function) -> int:
@@ -53,7 +52,7 @@ class LoweringPlan:
     stages: list[list[list[int]]]
 
 
-def plan(mod: tvm.IRModule, schedule: Any) -> LoweringPlan:
+def plan(mod: tvm.IRModule, schedule: Schedule) -> LoweringPlan:
     """Check ``schedule`` against ``mod`` (fused, dataflow form) and compute the new order."""
     graph = extract_graph(mod, lowered=True)
     schedule.validate(graph)

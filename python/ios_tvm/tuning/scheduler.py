@@ -27,8 +27,8 @@ import signal
 import statistics
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import tvm
 from tvm.ir.utils import derived_object

@@ -39,8 +39,13 @@ from tvm.s_tir import meta_schedule as ms
 
 from .. import models as zoo
 from ..compiler.context import STORAGE_REWRITE_OFF
-from ..compiler.databases import (exhausted_workloads, mark_exhausted, open_database, prune_database,
-                                  record_seconds)
+from ..compiler.databases import (
+    exhausted_workloads,
+    mark_exhausted,
+    open_database,
+    prune_database,
+    record_seconds,
+)
 from ..cost.analytic import AnalyticCostModel
 from ..errors import TuningError
 from ..ir.graph import extract_graph, lower_for_graph
