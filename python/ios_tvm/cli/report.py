@@ -14,11 +14,6 @@ def target_name(target: Any) -> str:
     return f"{kind} {arch}" if arch else kind
 
 
-def measured(meta: dict) -> bool:
-    """Whether a schedule's latencies were measured (its record of how) rather than predicted."""
-    return "measure" in meta
-
-
 def search_report(sched: Schedule, elapsed: float) -> str:
     """The search's report: the model, the graph and the search's size, the predicted (or
     measured) latency of sequential, greedy and IOS, and the end-to-end check when one ran."""
@@ -28,7 +23,7 @@ def search_report(sched: Schedule, elapsed: float) -> str:
     # the search's IOS prediction (the schedule written may be a simpler one that ran faster)
     ios = (meta.get("end_to_end") or {}).get("predicted_s", {}).get("ios") or sched.latency or 0.0
     prediction = meta.get("prediction", {})
-    is_measured = measured(meta)
+    is_measured = sched.measured
     lines = [
         f"model {meta['model']['name']}{precision_text(meta)}  target {target_name(meta['target'])}",
         f"graph: {sched.num_nodes} kernels, {stats['blocks']} blocks; search: {stats['states']} states, "
@@ -84,7 +79,7 @@ def explain(sched: Schedule, seq_measured: float, target: Any) -> list[str]:
     ratio = seq_measured / predicted
     off = f"{ratio:.2f}x slower than" if ratio >= 1 else f"{1 / ratio:.2f}x faster than"
     lines = []
-    if measured(meta):
+    if sched.measured:
         lines.append(f"predicted vs measured: the sum of the measured stage latencies is {predicted * 1e3:.4f} ms for "
                      f"the sequential schedule; end to end ran {off} that (end to end adds the gaps between "
                      "kernel launches and the VM's own work).")

@@ -165,6 +165,12 @@ class Schedule:
         return [s.nodes for s in self.stages if s.kind == "merge"]
 
     @property
+    def measured(self) -> bool:
+        """Whether the stage latencies were measured on a device (the search recorded how, in
+        ``meta["measure"]``) rather than predicted by a model."""
+        return "measure" in self.meta
+
+    @property
     def max_streams(self) -> int:
         return max((len(s.groups) for s in self.stages), default=0)
 
@@ -391,7 +397,7 @@ class Schedule:
         parts = [f"{len(self.stages)} stages over {self.num_nodes} kernels",
                  f"up to {self.max_streams} concurrent stream{'s' if self.max_streams != 1 else ''}"]
         if lat is not None:
-            what = "measured" if self.meta.get("cost_model") == "measure" else "predicted"
+            what = "measured" if self.measured else "predicted"
             parts.append(f"latency {lat * 1e3:.4f} ms ({what}, {self.meta.get('cost_model', 'cost model')} cost model)")
         made_for = self.meta.get("target")
         if made_for is not None:

@@ -115,7 +115,7 @@ def select_variants(mod: tvm.IRModule, target: TargetLike, schedule: Schedule, *
                 chosen[v] = {"kernel": graph.nodes[v].kernel, "target": target_key(tgt), "rank": var.rank,
                              "run_secs": var.run_secs, "trace": var.trace}
             if result.choice:
-                if schedule.meta.get("cost_model") == "measure":  # never mix in another model's units
+                if schedule.measured:  # never mix in another model's units
                     new_stages[i].latency = result.latency_s
                 gain += result.base_s - result.latency_s
                 logger.info("ios_tvm: stage %d: variants %s, %.1f -> %.1f us", i, result.choice,
