@@ -97,7 +97,7 @@ class Schedule:
         Free-form provenance: cost model, target, limits, search statistics, baselines.
     variants
         Call sites that run another schedule of their kernel than the one fastest alone
-        (:mod:`ios_tvm.variants`): node id -> ``{"kernel", "target", "rank", "run_secs", "trace"}``.
+        (:mod:`ios_tvm.transform.kernel_schedules`): node id -> ``{"kernel", "target", "rank", "run_secs", "trace"}``.
     """
 
     stages: list[Stage]

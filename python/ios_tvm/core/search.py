@@ -3,7 +3,7 @@
 A schedule here is a list of stages; a stage is a list of groups; a group is a list of node ids in
 topological order. Groups of a stage run concurrently, the nodes of a group run one after another.
 
->>> from ios_tvm.search import solve
+>>> from ios_tvm.core.search import solve
 >>> longest_group = lambda groups: float(max(len(g) for g in groups))
 >>> solve(3, [(0, 2), (1, 2)], longest_group)   # two sources feed one sink
 [[[0], [1]], [[2]]]

@@ -1,5 +1,5 @@
 """Candidate stages of the IOS dynamic program: the endings of a state, over bit sets
-(:class:`ios_tvm.dag.Dag`). Pure Python, no TVM.
+(:class:`ios_tvm.core.dag.Dag`). Pure Python, no TVM.
 
 Definitions (the IOS dynamic program):
 

@@ -68,13 +68,13 @@ Both presets model the kernels a default build runs: TVM's own schedules, no tun
   per-kernel GPU predictions are unvalidated, and on an H200 (4.8 TB/s) memory-bound kernels run
   faster than predicted.
 
-Half precision (:mod:`ios_tvm.precision`): bytes come from the real dtypes, so memory-bound kernels
+Half precision (:mod:`ios_tvm.ir.precision`): bytes come from the real dtypes, so memory-bound kernels
 take half the time. Convolutions and matmuls on float16 data run at ``dtype_peaks["float16"]`` =
 740 TFLOP/s on the GPU preset: 14.8x its FP32 peak, the ratio of NVIDIA's H100 datasheet figures for
 dense FP16 tensor-core and FP32 (989.4 / 66.9 TFLOP/s for the SXM card, 756 / 51.2 for PCIe), with
 the same efficiency ``eta`` as the FP32 kernels: an assumption, not measured (no GPU has run a half
 model of ios_tvm yet). It is what kernels tuned with MetaSchedule's tensor-core rules
-(``ios_tvm.tune`` of the converted model; :data:`ios_tvm.precision.TENSOR_CORE_INTRINSICS`) aim at.
+(``ios_tvm.tune`` of the converted model; :data:`ios_tvm.ir.precision.TENSOR_CORE_INTRINSICS`) aim at.
 Two cases run slower than that: TVM's *untuned* half convolutions (dlight's fallback schedule runs
 them on CUDA cores, at about the FP32 rate), and every bfloat16 kernel, which the preset leaves at
 the FP32 peak because TVM 0.27's MetaSchedule has no bfloat16 tensor-core intrinsics (the H100's

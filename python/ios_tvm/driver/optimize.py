@@ -172,7 +172,7 @@ def optimize(
         :func:`ios_tvm.pipeline`); ``"auto"``: the database shipped for the target, if any.
     end_to_end
         Build the sequential, greedy and IOS schedules, time them end to end on the device and
-        return the fastest (:mod:`ios_tvm.guard`; an :class:`ios_tvm.guard.EndToEndConfig` sets
+        return the fastest (:mod:`ios_tvm.driver.guard`; an :class:`ios_tvm.driver.guard.EndToEndConfig` sets
         how). ``None`` (default): when the stages were measured on this machine's device.
     cuda_graph
         The model will be built with ``cuda_graph=True`` (its run replayed as one CUDA graph):

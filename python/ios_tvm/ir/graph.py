@@ -1,7 +1,7 @@
 """The operator graph IOS schedules: kernel launches of a Relax model lowered by TVM's own passes.
 
 :func:`lower_for_graph` runs the fusion part of TVM's default pipeline for the target
-(:func:`ios_tvm.passes.fusion_passes`: library dispatch, ``LegalizeOps``, ``AnnotateTIROpPattern``,
+(:func:`ios_tvm.ir.backend.fusion_passes`: library dispatch, ``LegalizeOps``, ``AnnotateTIROpPattern``,
 ``FoldConstant``, ``FuseOps``, ``FuseTIR``, ``RewriteDataflowReshape``), so one node is one
 kernel the compiled model launches.
 :func:`extract_graph` then reads the dataflow block of ``main``: every ``call_tir`` /
@@ -109,7 +109,7 @@ def check_model(mod: tvm.IRModule, func: str = "main") -> relax.Function:
 
 
 def lower_for_graph(mod: tvm.IRModule, target: str | dict | tvm.target.Target) -> tvm.IRModule:
-    """Check ``mod`` and run :func:`ios_tvm.passes.fusion_passes` (the fusion part of the very
+    """Check ``mod`` and run :func:`ios_tvm.ir.backend.fusion_passes` (the fusion part of the very
     pipeline builds run) under ``target``."""
     check_model(mod)
     tgt = as_target(target)
@@ -160,7 +160,7 @@ class OpGraph:
     mod: tvm.IRModule | None = field(default=None, repr=False, compare=False)
     source: tvm.IRModule | None = field(default=None, repr=False, compare=False)
     bindings: list[Any] = field(default_factory=list, repr=False, compare=False)
-    merges: Any = field(default=None, repr=False, compare=False)  #: ios_tvm.merge.NodeMerges
+    merges: Any = field(default=None, repr=False, compare=False)  #: ios_tvm.ir.merge_plan.NodeMerges
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -230,7 +230,7 @@ def extract_graph(mod: tvm.IRModule, target: str | dict | tvm.target.Target | No
     target
         Target whose fusion decides the kernels (needed unless ``lowered``).
     lowered
-        ``mod`` already went through :func:`ios_tvm.passes.fusion_passes`.
+        ``mod`` already went through :func:`ios_tvm.ir.backend.fusion_passes`.
     """
     source = None
     if not lowered:
@@ -284,7 +284,7 @@ def extract_graph(mod: tvm.IRModule, target: str | dict | tvm.target.Target | No
         if isinstance(callee, tvm.ir.GlobalVar):
             kernel = callee.name_hint
             attrs = getattr(mod[callee], "attrs", None)
-            if attrs is not None and "ios_tvm.variant_of" in attrs:  # ios_tvm.variants: same node
+            if attrs is not None and "ios_tvm.variant_of" in attrs:  # ios_tvm.transform.kernel_schedules: same node
                 kernel = str(attrs["ios_tvm.variant_of"])
         elif isinstance(callee, relax.ExternFunc):
             kernel = str(callee.global_symbol)

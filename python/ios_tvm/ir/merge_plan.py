@@ -21,7 +21,7 @@ One path, plan then rewrite:
    object: TVM's passes keep constants they do not fold) and groups the kernels into families;
    :meth:`NodeMerges.candidates` lists the subsets that merge, which the search may choose as
    merge stages;
-2. *rewrite*, at lowering (:func:`ios_tvm.lower.LowerSchedule`, in the build pipeline right
+2. *rewrite*, at lowering (:func:`ios_tvm.transform.LowerSchedule`, in the build pipeline right
    after fusion): :func:`splice_merges` lowers :func:`merged_module` (one ``conv2d`` over the
    concatenated output channels, + casts, + bias, + relu, then ``split``; the weights concatenated
    in the model's dtype, so a half model merges half weights) of each merge stage with the

@@ -127,7 +127,7 @@ def model_dtype(mod: tvm.IRModule, func: str = "main") -> str:
     PrecisionError
         The model computes in both float16 and bfloat16.
     UnsupportedModelError
-        Not a model ios_tvm can schedule (see :func:`ios_tvm.graph.check_model`).
+        Not a model ios_tvm can schedule (see :func:`ios_tvm.ir.graph.check_model`).
     """
     fn = check_model(mod, func)
     compute: dict[str, int] = {}
@@ -274,7 +274,7 @@ def convert(mod: tvm.IRModule, dtype: str) -> tvm.IRModule:
         An unknown precision, a model in another half type (or a half model asked for float32),
         or a model with nothing to convert (no convolution or matmul on float32 data).
     UnsupportedModelError
-        Not a model ios_tvm can schedule (see :func:`ios_tvm.graph.check_model`).
+        Not a model ios_tvm can schedule (see :func:`ios_tvm.ir.graph.check_model`).
     """
     dtype = canonical(dtype)
     current = model_dtype(mod)

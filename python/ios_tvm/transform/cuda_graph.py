@@ -145,7 +145,7 @@ def _producers(var: relax.Var, defs: dict) -> set:
 
 
 def plan(mod: tvm.IRModule) -> CapturePlan:
-    """Read a lowered ``main`` (after :func:`ios_tvm.lower.rewrite`, before memory planning) and
+    """Read a lowered ``main`` (after :func:`ios_tvm.transform.lower.rewrite`, before memory planning) and
     say what must be copied for its scheduled span to be captured whole."""
     fn = mod["main"]
     bindings = _bindings(fn)

@@ -1,6 +1,6 @@
 """Lower a schedule into a Relax module: reorder kernels by stage and insert the runtime calls.
 
-Runs where :func:`ios_tvm.passes.fusion_passes` ends (after fusion, while ``main`` still has its
+Runs where :func:`ios_tvm.ir.backend.fusion_passes` ends (after fusion, while ``main`` still has its
 dataflow block), plan first, rewrite second:
 
 1. *plan*: read the kernel graph of the module, check the schedule was made for it
@@ -17,7 +17,7 @@ dataflow block), plan first, rewrite second:
 The join call takes every tensor the stage reads or writes. Relax's static memory planner frees a
 tensor after its last use *in binding order*; without the keep-alive, a buffer last read by group
 0 could be handed to a kernel of group 1 of the same stage while group 0 still runs;
-:mod:`ios_tvm.memory` checks a planned module for exactly that.
+:mod:`ios_tvm.transform.memory` checks a planned module for exactly that.
 """
 
 from __future__ import annotations

@@ -24,10 +24,10 @@ def splice_merges(mod: tvm.IRModule, schedule: Schedule, merges: NodeMerges,
     Parameters
     ----------
     mod
-        The model after fusion (where :func:`ios_tvm.lower.LowerSchedule` runs), ``main`` in
+        The model after fusion (where :func:`ios_tvm.transform.LowerSchedule` runs), ``main`` in
         dataflow form.
     schedule
-        A :class:`ios_tvm.schedule.Schedule` of ``mod``'s graph with merge stages.
+        A :class:`ios_tvm.core.schedule.Schedule` of ``mod``'s graph with merge stages.
     merges
         Which conv unit each kernel computes (:func:`node_merges`).
     lower_mini

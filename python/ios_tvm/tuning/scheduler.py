@@ -274,7 +274,7 @@ def run_tasks(
         The database the search reads elites from and MetaSchedule adds records to (default: an
         empty ``MemoryDatabase``); the tasks' own databases get the valid records either way.
     builder, runner, cost_model
-        MetaSchedule's; ``"local"`` builder: :func:`~ios_tvm.tune_builder.default_builder` (every
+        MetaSchedule's; ``"local"`` builder: :func:`~ios_tvm.tuning.builder.default_builder` (every
         CPU core, one pool for the run).
     report
         Called with a progress line per batch (default: the ``ios_tvm`` logger).

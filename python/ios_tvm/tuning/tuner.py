@@ -394,7 +394,7 @@ def tune(
 def _build_config(entries: Sequence[Any], target: tvm.target.Target) -> dict[str, Any]:
     """``PassContext`` settings the candidates build under: the ones the models' own builds use
     (half-precision kernels for CUDA compile with ``StorageRewrite`` off in TVM 0.27, see
-    :mod:`ios_tvm.precision`)."""
+    :mod:`ios_tvm.compiler.context`)."""
     if target.kind.name == "cuda" and any(model_dtype(e.mod) in HALF for e in entries):
         return dict(STORAGE_REWRITE_OFF)
     return {}
