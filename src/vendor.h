@@ -34,6 +34,8 @@ enum class Lib : int { kCuDNN = 0, kCuBLASLt = 1 };
  * Search order: $IOS_TVM_VENDOR_LIB_PATH (folders or files, ':'-separated), a copy the process
  * already loaded (e.g. by PyTorch), the ``nvidia/`` folders of installed Python packages
  * (registered from Python with ``ios_tvm.vendor.set_search_dirs``), then the system's library path.
+ * Where no ``libcublasLt.so.13`` is found, ``libcublasLt.so.12`` (PyTorch for CUDA 12's) is looked
+ * for the same way: it has every function and value ios_tvm calls.
  */
 void* Open(Lib lib);
 

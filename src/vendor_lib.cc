@@ -32,11 +32,16 @@ struct LibSpec {
   long min_version;        // inclusive
   long max_version;        // exclusive
   const char* install;     // what to install
+  const char* fallback;    // another soname taken when ``soname`` is nowhere (or null)
+  long fallback_min;       // its versions: [fallback_min, min_version)
 };
 
+// cuBLASLt 12 (what PyTorch for CUDA 12 brings) has every function and enum value ios_tvm calls,
+// with the same signatures: it is taken where no cuBLASLt 13 is found.
 const LibSpec kSpecs[] = {
-    {"cuDNN 9", "libcudnn.so.9", "cudnnGetVersion", 90000, 100000, "pip install nvidia-cudnn-cu13"},
-    {"cuBLASLt 13", "libcublasLt.so.13", "cublasLtGetVersion", 130000, 140000, "pip install nvidia-cublas"},
+    {"cuDNN 9", "libcudnn.so.9", "cudnnGetVersion", 90000, 100000, "pip install nvidia-cudnn-cu13", nullptr, 0},
+    {"cuBLASLt 13", "libcublasLt.so.13", "cublasLtGetVersion", 130000, 140000, "pip install nvidia-cublas",
+     "libcublasLt.so.12", 120000},
 };
 
 struct Opened {
@@ -98,28 +103,33 @@ std::string Join(const std::vector<std::string>& items) {
   return out.empty() ? "(none)" : out;
 }
 
+/*! \brief ``soname`` from the search order: the environment, a loaded copy, the packages, the system. */
+void* Search(const char* soname, const char* env, std::vector<std::string>* tried, std::string* why) {
+  void* h = nullptr;
+  if (env != nullptr) {
+    for (const auto& entry : Split(env, ':')) {
+      if ((h = TryOpen(Candidate(entry, soname), tried, why)) != nullptr) return h;
+    }
+  }
+  h = dlopen(soname, RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);  // a copy already in the process (PyTorch's)
+  if (h != nullptr) return h;
+  dlerror();
+  for (const auto& dir : g_dirs) {
+    if ((h = TryOpen(Candidate(dir, soname), tried, why)) != nullptr) return h;
+  }
+  return TryOpen(soname, tried, why);
+}
+
 Opened OpenLocked(Lib lib) {
   const LibSpec& spec = SpecOf(lib);
   std::vector<std::string> tried;
   std::string why;
-  void* h = nullptr;
   const char* env = std::getenv("IOS_TVM_VENDOR_LIB_PATH");
-  if (env != nullptr) {
-    for (const auto& entry : Split(env, ':')) {
-      if ((h = TryOpen(Candidate(entry, spec.soname), &tried, &why)) != nullptr) break;
-    }
-  }
-  if (h == nullptr) {  // a copy already in the process (PyTorch's): never load a second one
-    h = dlopen(spec.soname, RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
-    if (h == nullptr) dlerror();
-  }
-  if (h == nullptr) {
-    for (const auto& dir : g_dirs) {
-      if ((h = TryOpen(Candidate(dir, spec.soname), &tried, &why)) != nullptr) break;
-    }
-  }
-  if (h == nullptr) {
-    h = TryOpen(spec.soname, &tried, &why);
+  void* h = Search(spec.soname, env, &tried, &why);
+  long min_version = spec.min_version;
+  if (h == nullptr && spec.fallback != nullptr) {
+    h = Search(spec.fallback, env, &tried, &why);
+    min_version = spec.fallback_min;
   }
   if (h == nullptr) {
     std::ostringstream os;
@@ -140,10 +150,10 @@ Opened OpenLocked(Lib lib) {
                                         "); " + spec.install + ", or point IOS_TVM_VENDOR_LIB_PATH at a real copy");
   }
   long version = static_cast<long>(version_fn());
-  if (version < spec.min_version || version >= spec.max_version) {
+  if (version < min_version || version >= spec.max_version) {
     std::ostringstream os;
     os << path << " is version " << version << ", and ios_tvm needs " << spec.name << " (versions "
-       << spec.min_version << " to " << spec.max_version - 1 << "): " << spec.install;
+       << min_version << " to " << spec.max_version - 1 << "): " << spec.install;
     Throw("MissingDependencyError", os.str());
   }
   return Opened{h, path, version};

@@ -70,24 +70,25 @@ def test_lookup_order_env_then_packages(tmp_path):
 
 
 def test_a_loaded_copy_is_used_and_old_versions_are_refused(tmp_path):
-    """A copy the process already loaded (as PyTorch loads its own) wins over the search; a
-    library of another major version is refused, saying which is needed."""
-    cudnn = stand_in(tmp_path / "torch", "libcudnn.so.9", "cudnnGetVersion", 90500)
-    stand_in(tmp_path / "old", "libcublasLt.so.13", "cublasLtGetVersion", 120900)
+    """A copy the process already loaded (as PyTorch loads its own) wins over the search; where no
+    cuBLASLt 13 is found, PyTorch-for-CUDA-12's cuBLASLt 12 is taken; a library of another major
+    version is refused, saying which is needed."""
+    lt12 = stand_in(tmp_path / "torch", "libcublasLt.so.12", "cublasLtGetVersion", 120800)
+    stand_in(tmp_path / "old", "libcudnn.so.9", "cudnnGetVersion", 8907)
     r = lookup(f"""
         import ctypes
-        ctypes.CDLL({str(cudnn)!r})
+        ctypes.CDLL({str(lt12)!r})
         v.register_search_dirs([])
-        print(v.find_library('cudnn'))
+        print(v.find_library('cublaslt'))
         try:
-            v.find_library('cublaslt')
+            v.find_library('cudnn')
         except v.MissingDependencyError as err:
             print('ERR', err)
     """, {"IOS_TVM_VENDOR_LIB_PATH": str(tmp_path / "old")})
     assert r.returncode == 0, r.stderr
     first, second = r.stdout.split("\n")[:2]
-    assert first == f"('{cudnn}', 90500)"
-    assert "is version 120900" in second and "needs cuBLASLt 13" in second and "pip install nvidia-cublas" in second
+    assert first == f"('{lt12}', 120800)"
+    assert "is version 8907" in second and "needs cuDNN 9" in second and "pip install nvidia-cudnn-cu13" in second
 
 
 def test_a_missing_library_says_what_to_install():
