@@ -10,7 +10,8 @@
  * descriptors and asks the heuristics for an algorithm within the call's planned workspace
  * (reductions that write through the output in place are excluded); later calls reuse it.
  * float32 computes in full float32 (``CUBLAS_COMPUTE_32F``) unless the call says ``tf32=1``;
- * float16 in float32 accumulation.
+ * float16 in float32 accumulation, its output (and bias) float16 or float32 (a converted model's
+ * matmul whose bias is added in float32).
  */
 #include <cublasLt.h>
 
@@ -118,8 +119,11 @@ void MatmulPacked(ffi::PackedArgs args, ffi::Any* rv) {
   DLTensor* out = TensorArg(args, nargs - 2, fn, "output");
   DLTensor* ws = TensorArg(args, nargs - 1, fn, "workspace");
   const int dtype = DtypeCode(a, fn);
-  if (DtypeCode(b, fn) != dtype || DtypeCode(out, fn) != dtype || (bias && DtypeCode(bias, fn) != dtype)) {
-    TVM_FFI_THROW(TypeError) << fn << ": a, b, bias and output must share one dtype";
+  if (DtypeCode(b, fn) != dtype) TVM_FFI_THROW(TypeError) << fn << ": a and b must share one dtype";
+  const int out_dtype = DtypeCode(out, fn);  // a converted model's unit may end in float32
+  const int bias_dtype = bias ? DtypeCode(bias, fn) : out_dtype;
+  if (dtype == 0 && (out_dtype != 0 || bias_dtype != 0)) {
+    TVM_FFI_THROW(TypeError) << fn << ": float32 a and b give a float32 output and take a float32 bias";
   }
   if (a->ndim < 2 || b->ndim < 2) TVM_FFI_THROW(ValueError) << fn << ": a and b need 2 or more dimensions";
   const int64_t k = a->shape[a->ndim - 1];
@@ -148,8 +152,8 @@ void MatmulPacked(ffi::PackedArgs args, ffi::Any* rv) {
   void* work = AlignedWorkspace(ws, &usable);
   const int64_t align_a = Alignment(DataPtr(a)), align_b = Alignment(DataPtr(b)), align_d = Alignment(DataPtr(out));
   const int64_t align_bias = bias ? Alignment(DataPtr(bias)) : 256;
-  std::string key = Key({reinterpret_cast<int64_t>(handle), dtype, tf32, trans_b, activation, has_bias, m, n, k, batch,
-                         static_cast<int64_t>(usable)},
+  std::string key = Key({reinterpret_cast<int64_t>(handle), dtype, out_dtype, bias_dtype, tf32, trans_b, activation,
+                         has_bias, m, n, k, batch, static_cast<int64_t>(usable)},
                         {align_a, align_b, align_d, align_bias});
   static thread_local auto* problems = new std::unordered_map<std::string, std::shared_ptr<Problem>>();
   auto it = problems->find(key);
@@ -161,6 +165,7 @@ void MatmulPacked(ffi::PackedArgs args, ffi::Any* rv) {
     DeviceScope scope(device);
     auto p = std::make_shared<Problem>();
     cudaDataType_t io = dtype == 1 ? CUDA_R_16F : CUDA_R_32F;
+    cudaDataType_t io_d = out_dtype == 1 ? CUDA_R_16F : CUDA_R_32F;
     cublasComputeType_t compute = (dtype == 0 && tf32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     Check(Api().DescCreate(&p->desc, compute, CUDA_R_32F), "cublasLtMatmulDescCreate");
     cublasOperation_t op_a = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, op_b = CUBLAS_OP_N;
@@ -172,6 +177,8 @@ void MatmulPacked(ffi::PackedArgs args, ffi::Any* rv) {
     if (activation == 2) epilogue = has_bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU;
     Check(Api().DescSet(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)), "epilogue");
     if (has_bias) {  // the heuristics read the pointer's alignment; each call sets its own
+      cudaDataType_t bias_type = bias_dtype == 1 ? CUDA_R_16F : CUDA_R_32F;
+      Check(Api().DescSet(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)), "bias type");
       const void* bp = DataPtr(bias);
       Check(Api().DescSet(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof(bp)), "bias pointer");
     }
@@ -179,7 +186,7 @@ void MatmulPacked(ffi::PackedArgs args, ffi::Any* rv) {
     p->a = trans_b ? Layout(io, k, n, k, static_cast<int32_t>(batch), n * k)
                    : Layout(io, n, k, n, static_cast<int32_t>(batch), n * k);
     p->b = Layout(io, k, m, k, static_cast<int32_t>(batch), m * k);
-    p->d = Layout(io, n, m, n, static_cast<int32_t>(batch), m * n);
+    p->d = Layout(io_d, n, m, n, static_cast<int32_t>(batch), m * n);
     cublasLtMatmulPreference_t pref = nullptr;
     Check(Api().PrefCreate(&pref), "cublasLtMatmulPreferenceCreate");
     uint64_t max_ws = usable;

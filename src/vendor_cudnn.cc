@@ -5,7 +5,8 @@
  * Only cuDNN 9.0 functions are used (``cudnnBackend*``, ``cudnnCreate``, ``cudnnSetStream``,
  * the error strings), looked up with dlsym in the library vendor_lib.cc opened. Per shape and
  * handle, the first (uncaptured) call builds an operation graph (conv, then the bias add and
- * relu when cuDNN has an engine fusing them, else the conv alone and ios_tvm's epilogue kernel),
+ * relu when cuDNN has an engine fusing them, else the conv alone and ios_tvm's epilogue kernel,
+ * reading the conv's result from the workspace when the output dtype differs from the data's),
  * asks heuristics mode A for engine configurations, and keeps the first that finalizes, needs
  * no more workspace than the call's planned workspace, and is deterministic (no engine noted
  * nondeterministic, so CUDA-graph replays are bit-identical); for float32 data, engines noted
@@ -104,7 +105,9 @@ class Desc {
 using DescPtr = std::shared_ptr<Desc>;
 
 struct Conv {
-  int dtype;  // 0 float32, 1 float16
+  int dtype;       // data and weight: 0 float32, 1 float16
+  int out_dtype;   // output (a converted model's unit may end in float32)
+  int bias_dtype;  // bias (float32 where the model adds it in float32)
   bool nhwc;
   int64_t n, c, h, w, k, cg, r, s, p, q;
   int64_t stride[2], pre[2], post[2], dilation[2];
@@ -191,15 +194,22 @@ bool Allowed(const Desc& cfg, const Conv& cv) {
   return true;
 }
 
-/*! \brief Plan the conv (with its epilogue when ``fuse``); null when no engine takes it. */
+cudnnDataType_t TypeOf(int dtype) { return dtype == 1 ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT; }
+
+/*!
+ * \brief Plan the conv, with its epilogue when ``fuse`` (its output then of the call's output
+ * dtype), else alone (its output of the data's dtype: the call's output, or a buffer in the
+ * workspace the epilogue kernel reads when the output dtype differs); null when no engine takes it.
+ */
 std::shared_ptr<Plan> TryPlan(cudnnHandle_t handle, const Conv& cv, bool fuse, size_t workspace,
                               const int64_t align[4]) {
   auto out = std::make_shared<Plan>();
-  cudnnDataType_t io = cv.dtype == 1 ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT;
+  cudnnDataType_t io = TypeOf(cv.dtype);
   bool epilogue = fuse && (cv.bias || cv.activation != 0);
+  cudnnDataType_t y_type = fuse ? TypeOf(cv.out_dtype) : io;
   auto x = TensorDesc(kX, io, {cv.n, cv.c, cv.h, cv.w}, StridesOf(cv.c, cv.h, cv.w, cv.nhwc), false, align[0]);
   auto w = TensorDesc(kW, io, {cv.k, cv.cg, cv.r, cv.s}, StridesOf(cv.cg, cv.r, cv.s, cv.nhwc), false, align[1]);
-  auto y = TensorDesc(kY, io, {cv.n, cv.k, cv.p, cv.q}, StridesOf(cv.k, cv.p, cv.q, cv.nhwc), false, align[2]);
+  auto y = TensorDesc(kY, y_type, {cv.n, cv.k, cv.p, cv.q}, StridesOf(cv.k, cv.p, cv.q, cv.nhwc), false, align[2]);
   auto conv_y = epilogue ? TensorDesc(kConvOut, CUDNN_DATA_FLOAT, {cv.n, cv.k, cv.p, cv.q},
                                       StridesOf(cv.k, cv.p, cv.q, cv.nhwc), true, align[2])
                          : y;
@@ -228,7 +238,7 @@ std::shared_ptr<Plan> TryPlan(cudnnHandle_t handle, const Conv& cv, bool fuse, s
   if (epilogue) {
     DescPtr last = conv_y;
     if (cv.bias) {
-      auto b = TensorDesc(kB, io, {1, cv.k, 1, 1}, StridesOf(cv.k, 1, 1, cv.nhwc), false, align[3]);
+      auto b = TensorDesc(kB, TypeOf(cv.bias_dtype), {1, cv.k, 1, 1}, StridesOf(cv.k, 1, 1, cv.nhwc), false, align[3]);
       auto add_y = cv.activation != 0 ? TensorDesc(kAddOut, CUDNN_DATA_FLOAT, {cv.n, cv.k, cv.p, cv.q},
                                                    StridesOf(cv.k, cv.p, cv.q, cv.nhwc), true, align[2])
                                       : y;
@@ -286,7 +296,7 @@ std::shared_ptr<Plan> TryPlan(cudnnHandle_t handle, const Conv& cv, bool fuse, s
       out->keep.push_back(cfgs[i]);
       out->plan = plan;
       out->workspace = ws;
-      out->fused = epilogue || (!cv.bias && cv.activation == 0);
+      out->fused = epilogue || (!cv.bias && cv.activation == 0 && cv.out_dtype == cv.dtype);
       return out;
     }
   }
@@ -321,9 +331,9 @@ void Conv2d(ffi::PackedArgs args, ffi::Any* rv) {
   if (x->ndim != 4 || w->ndim != 4 || y->ndim != 4) TVM_FFI_THROW(ValueError) << fn << ": 4-D tensors only";
   Conv cv;
   cv.dtype = DtypeCode(x, fn);
-  if (DtypeCode(w, fn) != cv.dtype || DtypeCode(y, fn) != cv.dtype || (b && DtypeCode(b, fn) != cv.dtype)) {
-    TVM_FFI_THROW(TypeError) << fn << ": data, weight, bias and output must share one dtype";
-  }
+  if (DtypeCode(w, fn) != cv.dtype) TVM_FFI_THROW(TypeError) << fn << ": data and weight must share one dtype";
+  cv.out_dtype = DtypeCode(y, fn);
+  cv.bias_dtype = b ? DtypeCode(b, fn) : cv.out_dtype;
   cv.nhwc = v[0] == 1;
   const int64_t* xs = x->shape;
   const int64_t* wsh = w->shape;
@@ -354,12 +364,15 @@ void Conv2d(ffi::PackedArgs args, ffi::Any* rv) {
   cudnnHandle_t handle = HandleFor(device, stream);
   size_t usable = 0;
   void* work = AlignedWorkspace(ws, &usable);
+  // unfused with another output dtype: the conv writes into the workspace first (``temp`` bytes)
+  const size_t temp = ((static_cast<size_t>(cv.n * cv.k * cv.p * cv.q) * (cv.dtype ? 2 : 4)) + kWorkspaceAlign - 1) &
+                      ~(kWorkspaceAlign - 1);
   const int64_t align[4] = {Alignment(DataPtr(x)), Alignment(DataPtr(w)), Alignment(DataPtr(y)),
                             b ? Alignment(DataPtr(b)) : 256};
   std::string key = Key({reinterpret_cast<int64_t>(handle), cv.dtype, cv.nhwc, cv.n, cv.c, cv.h, cv.w, cv.k, cv.cg,
                          cv.r, cv.s, cv.p, cv.q, cv.stride[0], cv.stride[1], cv.pre[0], cv.pre[1], cv.post[0],
                          cv.post[1], cv.dilation[0], cv.dilation[1], cv.bias, cv.activation, cv.tf32,
-                         static_cast<int64_t>(usable)},
+                         cv.out_dtype, cv.bias_dtype, static_cast<int64_t>(usable)},
                         {align[0], align[1], align[2], align[3]});
   static thread_local auto* plans = new std::unordered_map<std::string, std::shared_ptr<Plan>>();
   auto it = plans->find(key);
@@ -370,7 +383,10 @@ void Conv2d(ffi::PackedArgs args, ffi::Any* rv) {
     }
     DeviceScope scope(device);
     std::shared_ptr<Plan> plan = TryPlan(handle, cv, true, usable, align);
-    if (!plan && (cv.bias || cv.activation != 0)) plan = TryPlan(handle, cv, false, usable, align);
+    if (!plan && (cv.bias || cv.activation != 0 || cv.out_dtype != cv.dtype)) {
+      const bool staged = cv.out_dtype != cv.dtype;
+      if (!staged || temp < usable) plan = TryPlan(handle, cv, false, staged ? usable - temp : usable, align);
+    }
     if (!plan) {
       TVM_FFI_THROW(RuntimeError) << fn << ": cuDNN has no deterministic engine for this convolution (data "
                                   << (cv.nhwc ? "NHWC " : "NCHW ") << cv.n << "x" << cv.c << "x" << cv.h << "x" << cv.w
@@ -382,8 +398,11 @@ void Conv2d(ffi::PackedArgs args, ffi::Any* rv) {
   }
   const Plan& plan = *it->second;
   Check(Api().SetStream(handle, stream), "cudnnSetStream");
+  const bool staged = !plan.fused && cv.out_dtype != cv.dtype;
+  void* conv_out = staged ? work : DataPtr(y);
+  void* cudnn_work = staged ? static_cast<char*>(work) + temp : work;
   std::vector<int64_t> uids = {kX, kW, kY};
-  std::vector<void*> ptrs = {DataPtr(x), DataPtr(w), DataPtr(y)};
+  std::vector<void*> ptrs = {DataPtr(x), DataPtr(w), conv_out};
   if (plan.fused && b != nullptr) {
     uids.push_back(kB);
     ptrs.push_back(DataPtr(b));
@@ -393,12 +412,13 @@ void Conv2d(ffi::PackedArgs args, ffi::Any* rv) {
            "variant pack uids");
   pack.Set(CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, static_cast<int64_t>(ptrs.size()), ptrs.data(),
            "variant pack pointers");
-  pack.Set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &work, "variant pack workspace");
+  pack.Set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &cudnn_work, "variant pack workspace");
   pack.Finalize("the variant pack");
   Check(Api().Execute(handle, plan.plan->get(), pack.get()), "cudnnBackendExecute");
   if (!plan.fused) {
-    CheckCuda(BiasActivation(DataPtr(y), b ? DataPtr(b) : nullptr, cv.nhwc ? cv.n * cv.p * cv.q : cv.n, cv.k,
-                             cv.nhwc ? 1 : cv.p * cv.q, cv.nhwc, cv.dtype, cv.activation, stream),
+    CheckCuda(BiasActivation(conv_out, cv.dtype, DataPtr(y), cv.out_dtype, b ? DataPtr(b) : nullptr, cv.bias_dtype,
+                             cv.nhwc ? cv.n * cv.p * cv.q : cv.n, cv.k, cv.nhwc ? 1 : cv.p * cv.q, cv.nhwc,
+                             cv.activation, stream),
               "the bias/activation epilogue");
   }
   *rv = ffi::Any(nullptr);

@@ -129,6 +129,23 @@ def test_scheduled_vendor_model_on_streams_and_in_a_cuda_graph(name, target):
         assert np.array_equal(r, replays[1])
 
 
+def test_half_model_with_vendor_kernels(target):
+    """A model converted to float16 (its epilogues in float32): vendor convolutions and matmul
+    within half precision's tolerance of TVM's float16 build, on streams."""
+    from ios_tvm.ir import precision
+
+    mod = models.get("googlenet", small=True)
+    mod = models.bind_params(mod, models.random_params(mod))
+    data = models.random_input(mod)
+    want = run(ios_tvm.build(mod, target, dtype="float16"), data)[0]
+    sched = ios_tvm.optimize(mod, target, cost_model="analytic", kernels="vendor", dtype="float16",
+                             end_to_end=False)
+    ex = ios_tvm.build(mod, target, sched, dtype="float16")
+    assert vendor_calls(ex) > 40
+    rtol, atol = precision.output_tolerance("float16")
+    np.testing.assert_allclose(run(ex, data)[0], want, rtol=rtol, atol=atol)
+
+
 def test_tf32_is_explicit(target):
     rng = np.random.default_rng(2)
     arrays = [rng.standard_normal([int(d) for d in p.ty.shape]).astype("float32")

@@ -112,6 +112,36 @@ class HalfConvCastBiasExpected:
 
 
 @I.ir_module
+class MixedPrecisionConv:  # what ios_tvm.ir.precision.convert makes of conv + bias + relu: the epilogue in float32
+    @R.function
+    def main(x: R.Tensor((1, 8, 14, 14), "float16"), w: R.Tensor((32, 8, 3, 3), "float16"),
+             b: R.Tensor((1, 32, 1, 1), "float32")) -> R.Tensor((1, 32, 14, 14), "float16"):
+        with R.dataflow():
+            y = R.nn.conv2d(x, w, padding=[1, 1, 1, 1], out_dtype="float32")
+            y1 = R.astype(y, "float16")
+            y2 = R.astype(y1, "float32")
+            y3 = R.add(y2, b)
+            y4 = R.nn.relu(y3)
+            gv = R.astype(y4, "float16")
+            R.output(gv)
+        return gv
+
+
+@I.ir_module
+class MixedPrecisionConvExpected:
+    @R.function
+    def main(x: R.Tensor((1, 8, 14, 14), "float16"), w: R.Tensor((32, 8, 3, 3), "float16"),
+             b: R.Tensor((1, 32, 1, 1), "float32")) -> R.Tensor((1, 32, 14, 14), "float16"):
+        with R.dataflow():
+            # a float32 bias, a float16 output: the vendor call takes their dtypes from the tensors
+            lv = R.call_dps_packed("ios_tvm.vendor.conv2d", (x, w, b, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0),
+                                   out_ty=[R.Tensor((1, 32, 14, 14), "float16"), R.Tensor((WS,), "uint8")])
+            gv: R.Tensor((1, 32, 14, 14), "float16") = lv[0]
+            R.output(gv)
+        return gv
+
+
+@I.ir_module
 class DenseBiasGelu:
     @R.function
     def main(x: R.Tensor((4, 128, 256), "float32"), w: R.Tensor((256, 512), "float32"),
@@ -142,8 +172,10 @@ class DenseBiasGeluExpected:
     (ConvBiasRelu, ConvBiasReluExpected, False),
     (ConvNHWCHalf, ConvNHWCHalfExpected, False),
     (HalfConvCastBias, HalfConvCastBiasExpected, False),
+    (MixedPrecisionConv, MixedPrecisionConvExpected, False),
     (DenseBiasGelu, DenseBiasGeluExpected, True),
-], ids=["conv-nchw-bias-relu", "conv-nhwc-fp16", "conv-fp16-cast-bias", "dense-bias-gelu-tf32"])
+], ids=["conv-nchw-bias-relu", "conv-nhwc-fp16", "conv-fp16-cast-bias", "conv-fp16-float32-epilogue",
+        "dense-bias-gelu-tf32"])
 def test_rewrite_before_expected(before, expected, tf32):
     after = rewrite(before, tf32)
     tvm.ir.assert_structural_equal(after["main"], expected["main"])
@@ -193,8 +225,12 @@ def test_not_rewritten(mod):
     assert plan_sites(mod, graph, SM90) == {}
 
 
-def test_sites_of_the_zoo_cover_every_conv_and_the_classifier():
+@pytest.mark.parametrize("dtype", [None, "float16"])
+def test_sites_of_the_zoo_cover_every_conv_and_the_classifier(dtype):
+    from ios_tvm.ir.precision import convert
+
     mod = models.get("googlenet", small=True)
+    mod = mod if dtype is None else convert(mod, dtype)
     graph = extract_graph(mod, SM90)
     sites = plan_sites(mod, graph, SM90)
     convs = [n.id for n in graph.nodes if "conv2d" in n.kernel or "matmul" in n.kernel]

@@ -8,7 +8,10 @@ A *vendor unit* is a chain of the model as given (before lowering)::
 
 each intermediate used only by the next, in float32 or float16 (a converted model's
 ``conv2d(out_dtype=float32) -> astype(float16)`` is cuDNN's float16 convolution with float32
-accumulation), convolutions in NCHW data with OIHW weights or NHWC with OHWI, any strides,
+accumulation; :func:`ios_tvm.ir.precision.convert` also casts it back up to add a float32 bias
+and apply relu in float32, and down again for the next half operator: the vendor call then takes
+a float32 bias and writes the unit's output dtype, leaving out the conv result's rounding to
+half in between, an error within half precision's), convolutions in NCHW data with OIHW weights or NHWC with OHWI, any strides,
 padding, dilation and groups; the bias one value per output channel, broadcast along the
 channel axis; matmul weights 2-D ``[K, N]`` or batched like the data (a transposed weight stays
 TVM's transpose kernel, or is folded away when it is a constant). ``gelu_tanh`` is cuBLASLt's
@@ -162,6 +165,9 @@ def _unit_at(b: Any, uses: _Uses) -> tuple[str, list[Any], tuple[int, ...]] | No
         if not (dtype in _HALF and out_dtype == "float32" and nxt is not None and str(nxt.value.attrs.dtype) == dtype):
             return None
         chain.append(nxt)
+        nxt = uses.only(nxt.var, "relax.astype")  # ToMixedPrecision's epilogue in float32: cast up again
+        if nxt is not None and str(nxt.value.attrs.dtype) == "float32":
+            chain.append(nxt)
     if op == "relax.nn.conv2d":
         a = call.attrs
         layout = _LAYOUTS.get((str(a.data_layout), str(a.kernel_layout)))
@@ -184,13 +190,16 @@ def _unit_at(b: Any, uses: _Uses) -> tuple[str, list[Any], tuple[int, ...]] | No
     if nxt is not None:
         lhs, rhs = nxt.value.args
         other = rhs if lhs.same_as(chain[-1].var) else lhs
-        if _bias_ok(other, channels, axis, len(out_shape)) and _dtype(other) == dtype:
+        if _bias_ok(other, channels, axis, len(out_shape)) and _dtype(other) == _dtype(chain[-1].var):
             chain.append(nxt)
     acts = ("relax.nn.relu",) if func == CONV2D else ("relax.nn.relu", "relax.nn.gelu_tanh")
     nxt = uses.only(chain[-1].var, *acts)
     if nxt is not None:
         activation = ACTIVATIONS["relu" if _op(nxt.value) == "relax.nn.relu" else "gelu_tanh"]
         chain.append(nxt)
+    nxt = uses.only(chain[-1].var, "relax.astype")
+    if len(chain) > 1 and _dtype(chain[-1].var) != dtype and nxt is not None and str(nxt.value.attrs.dtype) == dtype:
+        chain.append(nxt)  # ... and back to half for the next half operator
     return func, chain, (*ints, activation)
 
 
