@@ -309,3 +309,35 @@ def test_kernels_errors():
     sched.meta["kernels"]["vendor"].append(next(n.id for n in graph.nodes if "pool" in n.kernel))
     with pytest.raises(ScheduleMismatchError, match="compute no vendor unit"):
         build_sites(mod, graph, SM90, sched, None, None)
+
+
+def test_auto_refines_the_choice_inside_concurrent_stages(monkeypatch):
+    """A kernel faster alone with TVM but slow beside others (here: a cost model that says so) is
+    traded for the vendor's in the concurrent stages where that wins; the build follows."""
+    from ios_tvm.cost.analytic import AnalyticCostModel
+    from ios_tvm.cost.vendor import VendorAnalyticCostModel
+    from ios_tvm.driver.kernels import plan_kernels, refine_in_stages
+
+    plain = VendorAnalyticCostModel.stage_latency
+
+    def crowded(self, graph, groups):  # TVM's convolutions 20 us slower when they share the GPU
+        t = plain(self, graph, groups)
+        if len(groups) > 1:
+            t += 20e-6 * sum(1 for g in groups for v in g if v not in self.vendor and "conv" in graph.nodes[v].kernel)
+        return t
+
+    monkeypatch.setattr(VendorAnalyticCostModel, "stage_latency", crowded)
+    mod = models.get("squeezenet", small=True)
+    graph = extract_graph(mod, SM90)
+    base = AnalyticCostModel.for_target(SM90)
+    model, rec = plan_kernels(mod, graph, SM90, base, "auto")
+    greedy = ios_tvm.Schedule.greedy(graph, model, 8)  # fire modules: expand convs side by side
+    greedy.meta["kernels"] = rec
+    refined = refine_in_stages(mod, graph, SM90, greedy, base)
+    out = refined.meta["kernels"]
+    assert out["refined"]["stages_tried"] > 0 and out["refined"]["flipped"] and out["refined"]["gain_s"] > 0
+    assert set(out["vendor"]) == set(rec["vendor"]) ^ set(out["refined"]["flipped"])
+    assert not set(out["refined"]["flipped"]) & set(rec["vendor"])  # here every flip is to the vendor kernel
+    assert refined.latency < greedy.latency
+    sites, _ = build_sites(mod, graph, SM90, refined, None, None)
+    assert set(sites) == set(out["vendor"])

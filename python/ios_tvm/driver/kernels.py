@@ -7,7 +7,10 @@ search, and records in the schedule (``schedule.meta["kernels"]``), which builds
 * ``"auto"``: each such node runs whichever of the two its cost model says is faster alone
   (measured on the GPU with ``cost_model="measure"``: both kernels timed on the same tensors, in
   the conditions of the search's stages), and the search then schedules that mix; the times are
-  recorded (``meta["kernels"]["alone_s"]``: node -> ``[tvm, vendor]`` seconds).
+  recorded (``meta["kernels"]["alone_s"]``: node -> ``[tvm, vendor]`` seconds). Then, inside the
+  schedule, each concurrent stage is re-costed with its nodes flipped between the two where that
+  wins by more than 3% beside the stage's other groups (:func:`refine_in_stages`;
+  ``meta["kernels"]["refined"]``).
 
 Either way the search costs every stage with the kernels the build will run
 (:func:`ios_tvm.cost.vendor.with_vendor`).
@@ -20,6 +23,8 @@ from typing import Any, Mapping
 
 import tvm
 
+from ..core.descent import refine_stage
+from ..core.schedule import Schedule, Stage
 from ..cost.model import CostModel
 from ..cost.vendor import with_vendor
 from ..ir.graph import OpGraph
@@ -85,3 +90,52 @@ def plan_kernels(mod: tvm.IRModule, graph: OpGraph, target: Any, model: CostMode
                     len(sites))
     record["vendor"] = sorted(chosen)
     return (with_vendor(model, {v: sites[v] for v in chosen}, tf32) if chosen else model), record
+
+
+def refine_in_stages(mod: tvm.IRModule, graph: OpGraph, target: Any, schedule: Schedule, model: CostModel, *,
+                     min_gain: float = 0.03, max_moves: int = 4) -> Schedule:
+    """``kernels="auto"`` inside the schedule: re-cost each concurrent stage with its vendor-capable
+    nodes flipped between TVM's kernel and the vendor's (the steepest descent of
+    :func:`ios_tvm.core.descent.refine_stage`, each stage with its own groups, so a kernel that
+    is faster alone but slows its neighbours down is traded), and keep the flips that win.
+
+    ``model`` is the search's cost model without vendor kernels (the choice is applied per
+    evaluation; a cost model that knows no vendor kernels leaves the schedule as it is). Returns the schedule with the new choice in ``meta["kernels"]["vendor"]``, what
+    was tried in ``meta["kernels"]["refined"]``, and the changed stages' latencies.
+    """
+    rec = dict(schedule.meta["kernels"])
+    if rec.get("mode") != "auto" or not rec.get("eligible") or with_vendor(model, {}) is model:
+        return schedule
+    sites = plan_sites(mod, graph, target)
+    chosen = set(rec["vendor"])
+    tf32 = bool(rec.get("tf32"))
+    stages = [i for i, st in enumerate(schedule.stages)
+              if st.kind == "concurrent" and len(st.groups) > 1 and any(v in sites for v in st.nodes)]
+    new_stages = [Stage([list(g) for g in st.groups], st.kind, st.latency) for st in schedule.stages]
+    flipped: list[int] = []
+    gain = 0.0
+    evaluated = 0
+    for i in stages:
+        st = schedule.stages[i]
+        groups = tuple(tuple(g) for g in st.groups)
+
+        def measure(flip: Mapping[int, int], groups: tuple = groups) -> float:
+            vendor = (chosen - {v for v in flip}) | {v for v in flip if v not in chosen}
+            return with_vendor(model, {v: sites[v] for v in vendor}, tf32).stage_latency(graph, groups)
+
+        result = refine_stage({v: 2 for v in st.nodes if v in sites}, measure, max_moves=max_moves,
+                              min_gain=min_gain)
+        evaluated += result.evaluated
+        if result.choice:
+            for v in result.choice:
+                chosen ^= {v}
+                flipped.append(v)
+            new_stages[i].latency = result.latency_s
+            gain += result.base_s - result.latency_s
+    rec["vendor"] = sorted(chosen)
+    rec["refined"] = {"stages_tried": len(stages), "flipped": sorted(flipped), "measurements": evaluated,
+                      "gain_s": gain, "min_gain": min_gain}
+    out = Schedule(new_stages, schedule.fingerprint, list(schedule.node_names), list(schedule.kernels),
+                   list(schedule.edges), {**schedule.meta, "kernels": rec}, dict(schedule.variants))
+    out.validate(graph)
+    return out
