@@ -162,7 +162,7 @@ struct Plan {
   std::vector<DescPtr> keep;
   DescPtr plan;
   int64_t workspace = 0;
-  bool fused = false;  // bias and activation inside the plan (else ios_tvm's epilogue kernel)
+  bool fused = false;  // the plan computes the whole call (else ios_tvm's epilogue kernel finishes it)
 };
 
 bool Allowed(const Desc& cfg, const Conv& cv) {
@@ -296,7 +296,7 @@ std::shared_ptr<Plan> TryPlan(cudnnHandle_t handle, const Conv& cv, bool fuse, s
       out->keep.push_back(cfgs[i]);
       out->plan = plan;
       out->workspace = ws;
-      out->fused = epilogue || (!cv.bias && cv.activation == 0 && cv.out_dtype == cv.dtype);
+      out->fused = fuse;  // the plan writes the call's output itself (else the epilogue kernel does)
       return out;
     }
   }

@@ -17,7 +17,6 @@ import pytest
 import tvm
 import tvm_ffi
 
-import ios_tvm
 from ios_tvm import cli, models
 from ios_tvm.cost.analytic import AnalyticCostModel
 from ios_tvm.cost.vendor import VendorAnalyticCostModel
