@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "stage_state.h"
 #include "vendor.h"
 #include "vendor_epilogue.h"
 
@@ -67,9 +68,10 @@ class DeviceScope {
 
 /*!
  * \brief Handles of one library per (device, stream) on this thread, made on first use outside
- * capture. A stream first seen while capturing (TVM captures on a fresh stream) gets the first
- * handle this thread made for the device: host calls of one thread are sequential, and the
- * streams the stage calls fork to were all seen in the uncaptured run.
+ * capture. A stream first seen while capturing is the fresh stream TVM captures on in place of
+ * the stream the uncaptured run used outside concurrent stages: it gets the handle of the first
+ * such stream (not a pool stream of the stage calls) this thread used, so the plans that handle
+ * made in the uncaptured run serve the capture; the pool streams themselves were all seen then.
  */
 template <typename H>
 class HandleCache {
@@ -86,7 +88,7 @@ class HandleCache {
     }
     H h = create();
     handles_[{device, stream}] = h;
-    first_.emplace(device, h);
+    if (!runtime::CudaIsPoolStream(device, stream)) first_.emplace(device, h);
     return h;
   }
 
