@@ -13,7 +13,11 @@ PyTorch's defaults (``torch_*_default_s``, what users get), and the switches are
 IOS schedules use measured stage costs on a GPU (``--cost-model measure``, the default there)
 and the analytic model elsewhere. Every scheduled model's output is checked against the
 sequential build's before it is timed. Results carry provenance (GPU, driver, CUDA, TVM, commit).
-Every TVM build uses the same kernels: ``--database`` (default ``auto``: the tuning database shipped
+``--kernels vendor auto`` adds rows with cuDNN / cuBLASLt kernels (``ios_tvm.driver.kernels``): every
+convolution and matmul they can run, or the faster alone per call, each as sequential, greedy and
+IOS-Both, by kernel launches and as CUDA graphs (``*_vendor``, ``*_auto``, ``*_vendor_cuda_graph``, ...),
+checked against TVM's sequential output like every row; ``kernels_<mode>`` records which nodes
+and, for ``auto``, both kernels' times alone. Every TVM build uses the same kernels: ``--database`` (default ``auto``: the tuning database shipped
 for the target, else untuned). ``--variants K`` adds ``ios_variants``: the IOS-Both schedule after
 ``ios_tvm.select_variants`` (needs a database). On CUDA, the sequential, greedy and IOS-Both
 schedules also run as one CUDA graph each (``*_cuda_graph``; IOS searched with its stages timed
@@ -191,8 +195,8 @@ def run_model(name: str, dtype: str, args: argparse.Namespace, target: Any, dev:
     Fills ``row`` in phases, calling ``save`` after every timing, so that a run cut short keeps
     what it timed and a phase that fails (recorded in ``row["failed"]``) costs only its rows:
     kernel launches (sequential, IOS-Both, greedy); on CUDA the same as CUDA graphs (IOS searched
-    with its stages timed as graphs); the stage sums with hot and flushed caches; PyTorch; the
-    other IOS strategies (and variants). ``row["complete"]`` says whether it ended."""
+    with its stages timed as graphs); the stage sums with hot and flushed caches; PyTorch; vendor
+    kernels (``--kernels``); the other IOS strategies (and variants). ``row["complete"]`` says whether it ended."""
     t0 = time.perf_counter()
     row = {} if row is None else row
     row.update(dtype=dtype, complete=False)
@@ -297,7 +301,31 @@ def run_model(name: str, dtype: str, args: argparse.Namespace, target: Any, dev:
         row["torch"] = torch_peers(name, args.batch_size, size, args.number, args.repeat, dtype)
         save()
 
-    # 5. the paper's other strategies, and kernel variants
+    # 5. vendor kernels (cuDNN / cuBLASLt): per mode, sequential / greedy / IOS-Both with the kernels
+    #    the search chose for it, by kernel launches and as CUDA graphs, checked against TVM's sequential
+    def vendor(mode: str) -> None:
+        for graph_mode in (False, True):
+            cm = get_cost_model(args.cost_model, target, db, cuda_graph=graph_mode)
+            ios_v = ios_tvm.optimize(mod, target, cost_model=cm, graph=graph, database=db, end_to_end=False,
+                                     search=ios_tvm.SearchConfig(strategy="both"), cuda_graph=graph_mode,
+                                     kernels=mode, tf32=args.tf32)
+            rec = ios_v.meta["kernels"]
+            row[f"kernels_{mode}"] = {k: rec.get(k) for k in ("vendor", "eligible", "tf32", "alone_s")}
+            seq_v = Schedule.sequential(graph)
+            greedy_v = Schedule.greedy(graph, None, max_num_groups=8)
+            for s in (seq_v, greedy_v):
+                s.meta["kernels"] = rec
+            suffix = f"{mode}_cuda_graph" if graph_mode else mode
+            predicted.update({f"sequential_{suffix}": ios_v.meta["baselines_s"]["sequential"],
+                              f"ios_both_{suffix}": ios_v.latency, f"greedy_{suffix}": ios_v.meta["baselines_s"]["greedy"]})
+            run_rows({f"sequential_{suffix}": seq_v, f"ios_both_{suffix}": ios_v, f"greedy_{suffix}": greedy_v})
+
+    for mode in [k for k in args.kernels if k != "tvm"]:
+        if target.kind.name != "cuda":
+            row.setdefault("skipped", {})[f"kernels_{mode}"] = "vendor kernels need a CUDA target"
+            continue
+        phase(f"kernels_{mode}_phase", lambda mode=mode: vendor(mode))
+    # 6. the paper's other strategies, and kernel variants
     def strategies() -> None:
         others = {f"ios_{s}": search(s) for s in ("concurrent", "merge")}
         if args.variants:
@@ -308,6 +336,7 @@ def run_model(name: str, dtype: str, args: argparse.Namespace, target: Any, dev:
         run_rows(others)
 
     phase("strategies_phase", strategies)
+
     row["cuda_cache"] = cuda_cache.stats()
     row["wall_s"] = round(time.perf_counter() - t0, 1)
     row["complete"] = True
@@ -331,6 +360,11 @@ def main() -> int:
     ap.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "float16", "bfloat16"],
                     help="precisions to run each model in (half: converted by ios_tvm.precision.convert; rows "
                          "'<model>:<dtype>'); default float32")
+    ap.add_argument("--kernels", nargs="+", default=["tvm"], choices=["tvm", "vendor", "auto"],
+                    help="kernel choices to run: 'tvm' (the rows above), 'vendor' (cuDNN / cuBLASLt wherever they "
+                         "apply) and 'auto' (per call the faster alone, measured): rows '<row>_<mode>' and "
+                         "'<row>_<mode>_cuda_graph' for sequential, greedy and IOS-Both (CUDA targets)")
+    ap.add_argument("--tf32", action="store_true", help="vendor kernels in TF32 for float32 models")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     target = resolve_target(args.target)

@@ -20,7 +20,8 @@
 #      `ios-tvm tune`, pruned to the best 8 schedules per kernel
 #                                            -> OUT/tuning/<arch>/<model>/, OUT/tune_<dtype>.log
 #   3. benchmarks/gpu_e2e.py per model with its tuned database, the models side by side (their
-#      timings one at a time, under a device lock; IOS_TVM_E2E_PARALLEL=0: one after another)
+#      timings one at a time, under a device lock; IOS_TVM_E2E_PARALLEL=0: one after another),
+#      with TVM's kernels, cuDNN / cuBLASLt and the measured mix (IOS_TVM_KERNELS)
 #                                            -> OUT/e2e_<model>.json, OUT/e2e_<model>.log
 # Bring back OUT: `python benchmarks/bring_home.py OUT` (or the IOS_TVM_PACK file) copies the
 # databases over tuning/<arch>/ and the e2e JSON into benchmarks/results/; commit them.
@@ -30,7 +31,9 @@
 # rows tune and run the models converted by ios_tvm.ir.precision.convert), IOS_TVM_PACK (a .tar.gz
 # path outside OUT: OUT packed into it after every step, for a machine that gives back few files;
 # a run cut short still leaves the steps that ended), IOS_TVM_TEST_WORKERS (parallel GPU tests,
-# default 8 where pytest-xdist is installed), IOS_TVM_E2E_PARALLEL (step 3, default 1).
+# default 8 where pytest-xdist is installed), IOS_TVM_E2E_PARALLEL (step 3, default 1), IOS_TVM_KERNELS
+# (kernel choices of the e2e rows, default "tvm vendor auto": TVM's, cuDNN / cuBLASLt, the measured
+# mix; vendor kernels need cuDNN 9 and cuBLASLt where the GPU is: PyTorch for CUDA brings both).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -49,12 +52,12 @@ shift
 if [ "$DRY" = 1 ]; then
   BUDGET="${1:-30}"; TARGET="${2:-llvm}"
   TUNE_ARGS=(--small --trials-per-batch 4 --population 32)
-  E2E_ARGS=(--small --number 1 --repeat 2 --no-torch --cost-model analytic)
+  E2E_ARGS=(--small --number 1 --repeat 2 --no-torch --cost-model analytic --kernels tvm vendor)
   DEFAULT_MODELS=(squeezenet)
 else
   BUDGET="${1:-200}"; TARGET="${2:-auto}"
   TUNE_ARGS=()
-  E2E_ARGS=()
+  read -r -a E2E_ARGS <<< "--kernels ${IOS_TVM_KERNELS:-tvm vendor auto}"
   DEFAULT_MODELS=(inception_v3 googlenet squeezenet)
 fi
 shift $(( $# < 2 ? $# : 2 ))

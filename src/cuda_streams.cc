@@ -16,6 +16,7 @@
 #include <tvm/ffi/extra/c_env_api.h>
 #include <tvm/ffi/tvm_ffi.h>
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
 #include <mutex>
@@ -93,6 +94,14 @@ DevicePool* GetPool(int32_t device_id, int num_streams, cudaStream_t caller) {
 }
 
 }  // namespace
+
+bool CudaIsPoolStream(int32_t device_id, void* stream) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  auto it = g_pools.find(device_id);
+  if (it == g_pools.end() || !it->second) return false;
+  const auto& streams = it->second->streams;
+  return std::find(streams.begin(), streams.end(), static_cast<cudaStream_t>(stream)) != streams.end();
+}
 
 int CudaDeviceCount() {
   static std::atomic<int> cached{-1};  // a GPU does not come and go; ask the driver once

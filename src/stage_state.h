@@ -34,6 +34,8 @@ void CudaFork(StageState* st);
 void CudaSwitch(StageState* st, int group);
 void CudaJoin(StageState* st);
 int32_t CudaResolveDevice(int32_t device_id);
+/*! \brief Whether ``stream`` is one of the device's pool streams (the streams stage groups run on). */
+bool CudaIsPoolStream(int32_t device_id, void* stream);
 int CudaDeviceCount();
 /*! \brief Seconds ``body`` takes on the device's current stream, timed with CUDA events. */
 double CudaTime(int32_t device_id, const std::function<void()>& body);

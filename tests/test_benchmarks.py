@@ -171,6 +171,9 @@ def test_gpu_script_dry_run(tmp_path):
     e2e = json.loads((out / "e2e_squeezenet.json").read_text())
     assert {"sequential_s", "ios_both_s"} <= set(e2e["models"]["squeezenet"])
     assert e2e["settings"]["database"] == str(db)
+    # the vendor-kernel rows are asked for, and a CPU says why it has none
+    assert e2e["settings"]["kernels"] == "['tvm', 'vendor']"
+    assert e2e["models"]["squeezenet"]["skipped"] == {"kernels_vendor": "vendor kernels need a CUDA target"}
 
 
 def test_torch_peers_switch_tf32_off_and_back():

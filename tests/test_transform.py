@@ -2,7 +2,8 @@
 ``tvm.transform.Pass``), and Before/Expected tests in TVMScript for the two that had none:
 the memory-plan check and the half-precision conversion. (The others: ``test_lower_ir.py``
 for LowerSchedule and ApplyKernelSchedules, ``test_cuda_graph.py`` for PrepareCUDAGraph and
-CaptureCUDAGraph, ``test_merge.py`` for SpliceMerges.)"""
+CaptureCUDAGraph, ``test_merge.py`` for SpliceMerges, ``test_vendor_rewrite.py`` for
+MarkVendorKernels and UseVendorKernels.)"""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ def test_every_pass_is_a_camel_case_factory_of_a_named_pass():
         "PrepareCUDAGraph": transform.PrepareCUDAGraph(None),
         "VerifyMemory": transform.VerifyMemory(),
         "CaptureCUDAGraph": transform.CaptureCUDAGraph(),
+        "MarkVendorKernels": transform.MarkVendorKernels({}),
+        "UseVendorKernels": transform.UseVendorKernels(),
     }
     assert set(made) | {"SpliceMerges"} == set(transform.__all__)
     for name, p in made.items():

@@ -18,6 +18,7 @@ from ..errors import (
     InvalidArgumentError,
     MissingDependencyError,
     ScheduleMismatchError,
+    TargetError,
 )
 from .loading import describe_model, load_model, model_inputs, model_meta
 from .progress import STATE, say
@@ -48,6 +49,9 @@ def target_of(args: argparse.Namespace) -> Any:
     if getattr(args, "cuda_graph", False) and target.kind.name != "cuda":
         raise CUDAGraphError(f"--cuda-graph replays CUDA kernels and needs a CUDA target, not {target.kind.name!r}: "
                              "drop --cuda-graph or give --target cuda")
+    if getattr(args, "kernels", None) not in (None, "tvm") and target.kind.name != "cuda":
+        raise TargetError(f"--kernels {args.kernels} runs cuDNN / cuBLASLt kernels and needs a CUDA target, not "
+                          f"{target.kind.name!r}: drop --kernels or give --target cuda")
     return target
 
 
@@ -86,7 +90,8 @@ def search(args: argparse.Namespace, end_to_end: bool | None = None) -> tuple[An
         "measuring stage costs" if STATE.measuring else "searching stages")
     t0 = time.perf_counter()
     sched = optimize(mod, target, search=config, cost_model=cost, database=database_of(args),
-                             cuda_graph=args.cuda_graph, end_to_end=end_to_end)
+                             cuda_graph=args.cuda_graph, end_to_end=end_to_end, kernels=args.kernels or "tvm",
+                             tf32=args.tf32)
     if getattr(args, "variants", 0):
         say(f"trying the {args.variants} best kernel schedules of each concurrent stage's kernels (measured)")
         sched = select_variants(mod, target, sched, database=database_of(args), top_k=args.variants)
@@ -113,7 +118,8 @@ def build_model(mod: Any, target: Any, sched: Any, args: argparse.Namespace, lab
     tuned = resolve_database(database_of(args), target) is not None
     say(f"building the {label} model for {target_name(target)} (TVM compiles {kernels}, "
         f"{'with the tuning database' if tuned else 'untuned'})")
-    return build(mod, target, sched, database=database_of(args), cuda_graph=args.cuda_graph)
+    return build(mod, target, sched, database=database_of(args), cuda_graph=args.cuda_graph,
+                 kernels=args.kernels, tf32=args.tf32 or None)
 
 
 def runs_per_sample(target: Any) -> int:
@@ -281,6 +287,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     graph = extract_graph(mod, target)
     schedules = {"sequential": None, "greedy": Schedule.greedy(graph, max_num_groups=args.max_num_groups),
                  "ios": sched}
+    if sched.meta["kernels"]["mode"] != "tvm":  # all three run the kernels the search chose
+        schedules["sequential"] = Schedule.sequential(graph)
+        for s in schedules.values():
+            s.meta["kernels"] = sched.meta["kernels"]
     base_pred = sched.meta["baselines_s"]
     predicted = {"sequential": base_pred["sequential"], "greedy": base_pred["greedy"], "ios": sched.latency}
     number = runs_per_sample(target)

@@ -73,6 +73,11 @@ def add_model_args(p: argparse.ArgumentParser, default_model: str | None) -> Non
     p.add_argument("--cuda-graph", action="store_true",
                    help="the model runs as one CUDA graph (CUDA targets): builds replay the whole run as a graph, "
                         "and measured stage costs time each stage as a graph")
+    p.add_argument("--kernels", choices=["tvm", "vendor", "auto"], default=None,
+                   help="convolutions and matmuls: TVM's kernels ('tvm', the default of optimize), cuDNN / cuBLASLt "
+                        "('vendor'), or per call the faster alone ('auto', measured on the GPU); build: default what "
+                        "the schedule recorded (CUDA targets)")
+    p.add_argument("--tf32", action="store_true", help="let float32 vendor kernels compute in TF32 (with --kernels)")
 
 
 def build_parser() -> argparse.ArgumentParser:

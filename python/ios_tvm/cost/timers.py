@@ -131,9 +131,18 @@ class LocalTimer:
             return sampled(run, self._flush(), self.warmup, self.repeat)
 
     def time(self, groups: Groups, worker: int = 0, replace: Mapping[int, Any] | None = None) -> list[float]:
+        """``replace[v]``: another kernel function taking node ``v``'s arguments, or a
+        ``(function, arguments)`` pair calling something else in its place (a vendor kernel)."""
         replace = replace or {}
-        return self._run([[replace.get(v, self.funcs[v]) for v in g] for g in groups],
-                         [[self.args[v] for v in g] for g in groups])
+
+        def call(v: int) -> tuple[Any, list[Any]]:
+            r = replace.get(v)
+            if isinstance(r, tuple):
+                return r
+            return (self.funcs[v] if r is None else r), self.args[v]
+
+        calls = [[call(v) for v in g] for g in groups]
+        return self._run([[f for f, _ in g] for g in calls], [[a for _, a in g] for g in calls])
 
     def time_once(self, executable: Any, nodes: Sequence[Node], name: str) -> list[float]:
         self._keep.append(executable)

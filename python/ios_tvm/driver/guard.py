@@ -31,6 +31,7 @@ from ..ir.graph import OpGraph
 from ..ir.precision import model_dtype, output_tolerance
 from ..ir.target import TargetLike, require_device
 from ..ir.tensors import input_arrays
+from ..ir.vendor import recorded_kernels
 from ..runtime.profiling import median, time_vm
 
 logger = logging.getLogger("ios_tvm")
@@ -91,7 +92,9 @@ def end_to_end_timer(mod: tvm.IRModule, target: TargetLike, *, database: Databas
 
     def time_of(label: str, schedule: Any) -> float:
         logger.info("ios_tvm: timing the %s schedule end to end", label)
-        ex = build(mod, target, None if label == "sequential" else schedule, database=database, cuda_graph=cuda_graph)
+        vendor = recorded_kernels(schedule)["mode"] != "tvm"  # the baseline runs the same kernels
+        ex = build(mod, target, None if label == "sequential" and not vendor else schedule, database=database,
+                   cuda_graph=cuda_graph)
         out = relax.VirtualMachine(ex, device)["main"](*inputs)
         out = out.numpy() if hasattr(out, "numpy") else out[0].numpy()
         if not reference:
@@ -111,6 +114,8 @@ def keep_fastest(schedule: Schedule, graph: OpGraph, cost_model: CostModel, max_
     candidates = {"sequential": Schedule.sequential(graph, cost_model),
                   "greedy": Schedule.greedy(graph, cost_model, max_num_groups),
                   "ios": schedule}
+    for c in candidates.values():  # every candidate runs the kernels the search chose
+        c.meta.setdefault("kernels", schedule.meta.get("kernels"))
     best, times = pick_fastest(candidates, time_of)
     chosen = candidates[best]
     lost = times["ios"] / times[best] - 1.0

@@ -23,6 +23,7 @@ from ..ir.merge_plan import node_merges
 from ..ir.precision import convert, model_dtype
 from ..ir.target import TargetLike, as_target
 from .guard import EndToEndConfig, end_to_end_timer, keep_fastest
+from .kernels import plan_kernels, refine_in_stages
 
 logger = logging.getLogger("ios_tvm")
 
@@ -148,6 +149,8 @@ def optimize(
     end_to_end: bool | EndToEndConfig | None = None,
     cuda_graph: bool = False,
     dtype: str | None = None,
+    kernels: str = "tvm",
+    tf32: bool = False,
 ) -> Schedule:
     """Find an IOS schedule for ``mod`` on ``target``.
 
@@ -224,7 +227,8 @@ def optimize(
     if config.strategy != "concurrent" and graph.merges is None:
         graph.merges = node_merges(mod, graph)
     t_graph = time.perf_counter() - t0
-    model = get_cost_model(cost_model, tgt, database, cuda_graph)
+    base_model = get_cost_model(cost_model, tgt, database, cuda_graph)
+    model, kernels_record = plan_kernels(mod, graph, tgt, base_model, kernels, tf32)
     launch = (model.measurement() or {}).get("launch")
     if launch is not None and launch != ("graph" if cuda_graph else "kernels"):
         logger.warning("ios_tvm: the cost model times stages with launch=%r, but the build %s a CUDA graph: its "
@@ -244,12 +248,14 @@ def optimize(
         "baselines_s": {"sequential": seq.latency, "greedy": greedy.latency},
         "prediction": model.prediction_note(precision["dtype"]),
         "precision": precision,
+        "kernels": kernels_record,
     }
     measurement = model.measurement()
     if measurement is not None:  # how the stages were timed
         meta["measure"] = measurement
     sched = Schedule.from_stages(graph, stages, latencies, meta, kinds)
     sched.validate(graph, config.max_group_size, config.max_num_groups)
+    sched = refine_in_stages(mod, graph, tgt, sched, base_model)  # kernels="auto": the choice inside the stages
     logger.debug("ios_tvm: %s", sched.summary())
     if end_to_end is None:
         end_to_end = model.measures_here

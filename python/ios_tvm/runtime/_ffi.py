@@ -14,6 +14,7 @@ from pathlib import Path
 import tvm_ffi
 
 from ..errors import MissingDependencyError
+from .libraries import package_dirs
 
 _LIB_NAME = {"win32": "ios_tvm_runtime.dll", "darwin": "libios_tvm_runtime.dylib"}.get(
     sys.platform, "libios_tvm_runtime.so"
@@ -47,6 +48,8 @@ def _load():
 
 LIB_PATH, LIB = _load()
 tvm_ffi.init_ffi_api("ios_tvm.runtime", __name__)
+# where the vendor kernels look for cuDNN / cuBLASLt besides $IOS_TVM_VENDOR_LIB_PATH and the system
+tvm_ffi.get_global_func("ios_tvm.vendor.set_search_dirs")(package_dirs())
 
 # Every global of src/ is registered as ios_tvm.runtime.<name> (init_ffi_api binds each as an
 # attribute of this module); ios_tvm.runtime wraps the ones Python calls.

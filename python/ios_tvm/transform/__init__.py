@@ -11,6 +11,8 @@ pass                        what it does
 :func:`PrepareCUDAGraph`    inputs and outputs copied so that no stage is cut by a capture region
 :func:`VerifyMemory`        after ``StaticPlanBlockMemory``: refuses storage shared by concurrent groups
 :func:`CaptureCUDAGraph`    in ``RewriteCUDAGraph``'s place: the whole scheduled run as one CUDA graph
+:func:`MarkVendorKernels`   chosen kernel calls pointed at marked copies (before ``LowerSchedule``)
+:func:`UseVendorKernels`    marked calls become cuDNN / cuBLASLt ``call_dps_packed`` calls (after it)
 ==========================  ============================================================================
 
 Where each runs in a build is written once, in :mod:`ios_tvm.ir.backend` (TVM's phases) and
@@ -26,6 +28,7 @@ from .lower import LowerSchedule
 from .memory import VerifyMemory
 from .merge import SpliceMerges
 from .precision import ConvertPrecision
+from .vendor import MarkVendorKernels, UseVendorKernels
 
 __all__ = ["ApplyKernelSchedules", "CaptureCUDAGraph", "ConvertPrecision", "LowerSchedule", "PrepareCUDAGraph",
-           "SpliceMerges", "VerifyMemory"]
+           "SpliceMerges", "VerifyMemory", "MarkVendorKernels", "UseVendorKernels"]
