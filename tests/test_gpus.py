@@ -128,3 +128,25 @@ def test_device_memory_of_a_target():
     assert gpus.device_memory({"kind": "cuda", "arch": "sm_89"}) == (24e9, "the L4 (sm_89)")
     assert gpus.device_memory({"kind": "cuda", "arch": "sm_90", "model": "h100"})[0] == 80e9
     assert gpus.device_memory("llvm") == (host_memory_bytes(), "this machine")
+
+
+@pytest.mark.gpu
+def test_the_present_gpu_is_the_datasheet_it_is_taken_for():
+    """On the GPU machine: the GPU is recognised by its name, and what the driver reports (SMs,
+    L2, memory) is what the datasheet table says (the datasheets do not print the H200's L2; the
+    table assumes the H100 SXM's 50 MB, this checks it)."""
+    import tvm
+
+    from ios_tvm.ir.target import gpu_name, local_target
+
+    arch, name = gpu_name()
+    sheet = gpus.by_name(name)
+    if sheet is None:
+        pytest.skip(f"{name} ({arch}) has no datasheet in ios_tvm.cost.gpus")
+    dev = tvm.cuda(0)
+    assert sheet.arch == arch, (name, arch)
+    assert DeviceSpec.for_target(local_target()).name == f"{sheet.name} ({arch})"
+    found = {"sms": dev.multi_processor_count, "l2_bytes": dev.l2_cache_size_bytes, "memory": dev.total_global_memory}
+    assert found["sms"] == sheet.sms, (name, found)
+    assert found["l2_bytes"] == sheet.l2_bytes, (name, found)
+    assert 0.9 * sheet.memory_bytes <= found["memory"] <= 1.05 * sheet.memory_bytes, (name, found)

@@ -334,7 +334,10 @@ def test_prune_keeps_the_best_distinct_records(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--time-budget", "0"], "time budget must be a positive"),
+    (["--time-budget", "0"], "argument --time-budget: must be a positive number of seconds, got 0"),
+    (["--time-budget", "nan"], "argument --time-budget: must be a positive number of seconds, got nan"),
+    (["--build-timeout", "-5"], "argument --build-timeout: must be a positive number of seconds, got -5"),
+    (["--batch-size", "1000000000"], "does not fit in the memory of this machine"),
     (["--keep", "-1"], "argument --keep: must be >= 0, got -1"),
     (["--population", "1"], "argument --population: must be >= 2, got 1"),
     (["--trials-per-task", "0"], "argument --trials-per-task: must be >= 1, got 0"),

@@ -216,9 +216,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def tune_inputs(args: argparse.Namespace) -> list[str] | dict[str, Any]:
-    """``tune``'s models: zoo names as they are (``tune_models`` loads them), or, when an ``.onnx``
-    file is among them, every model loaded, by name (an ONNX file's name is its file's stem)."""
+def tune_inputs(args: argparse.Namespace, target: Any) -> dict[str, Any]:
+    """``tune``'s models, loaded as builds load them, by name (an ONNX file's name is its file's
+    stem), each checked to fit the target's device."""
+    from .. import models
+    from ..cost.gpus import device_memory
+    from ..ir.footprint import check_fits
     from ..ir.precision import convert
     from ..tuning.tuner import load_zoo_model
     from .loading import input_shapes, load_onnx
@@ -226,8 +229,7 @@ def tune_inputs(args: argparse.Namespace) -> list[str] | dict[str, Any]:
     for name in args.models:
         if not name.lower().endswith(".onnx"):
             check_zoo_name(name)
-    if not any(name.lower().endswith(".onnx") for name in args.models):
-        return list(args.models)
+            models.image_size_of(name)  # an unknown name: the zoo's own error, before any loading
     named: dict[str, Any] = {}
     for name in args.models:
         if name.lower().endswith(".onnx"):
@@ -240,6 +242,8 @@ def tune_inputs(args: argparse.Namespace) -> list[str] | dict[str, Any]:
         if key in named:
             raise InvalidArgumentError(f"two models named {key} (their databases would share a directory): rename "
                                        "one of the files")
+        check_fits(mod, *device_memory(target), "give smaller dimensions with --input-shape"
+                   if name.lower().endswith(".onnx") else "lower --batch-size")
         named[key] = mod
     return named
 
@@ -256,11 +260,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
         strategy = ms.search_strategy.EvolutionarySearch(population_size=args.population)
     target = target_of(args)
-    models = tune_inputs(args)
     report = tune_models(
-        models, target, args.out, time_budget_s=args.time_budget,
+        tune_inputs(args, target), target, args.out, time_budget_s=args.time_budget,
         max_trials_per_task=args.trials_per_task, num_trials_per_iter=args.trials_per_batch, retune=args.retune,
-        small=args.small, batch_size=args.batch_size, dtype=args.dtype, build_timeout_s=args.build_timeout,
+        build_timeout_s=args.build_timeout,
         keep=args.keep or None,
         search_strategy=strategy, progress=lambda line: print(line, flush=True))
     print(report.summary())

@@ -30,6 +30,19 @@ def int_at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
+def seconds_above_zero(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+seconds_above_zero.__name__ = "seconds > 0"
+
+
 def add_variants_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variants", type=int_at_least(0), default=0, metavar="K",
                    help="after the search, try the K best schedules the tuning database holds for "
@@ -123,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "database is named after the file)")
     p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
                    help="static shape of an ONNX model's input with dynamic dimensions (repeatable)")
-    p.add_argument("--time-budget", type=float, default=None, metavar="S",
+    p.add_argument("--time-budget", type=seconds_above_zero, default=None, metavar="S",
                    help="seconds for the whole command (preparation counts); no batch starts that would "
                         "end far past it. Default: no limit, trials decide")
     p.add_argument("--trials-per-task", type=int_at_least(1), default=None, metavar="N",
@@ -147,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", type=int_at_least(0), default=8, metavar="K",
                    help="afterwards prune each database to the best K schedules per kernel (default 8; "
                         "kernel variants use the runner-ups); 0: keep everything")
-    p.add_argument("--build-timeout", type=float, default=120.0, metavar="S",
+    p.add_argument("--build-timeout", type=seconds_above_zero, default=120.0, metavar="S",
                    help="per-candidate build limit (120)")
     p.set_defaults(func=commands.cmd_tune)
     return parser
