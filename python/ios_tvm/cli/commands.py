@@ -252,7 +252,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     """Tune models' kernels (zoo names or ``.onnx`` files) into ``OUT/<arch>/<model>/`` with one
     budget; progress per batch."""
     from ..compiler.databases import count_records
+    from ..ir.target import arch_of
     from ..tuning import tune_models
+    from ..tuning.tuner import require_tuning_device
 
     strategy: Any = "evolutionary"
     if args.population is not None:
@@ -260,8 +262,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
         strategy = ms.search_strategy.EvolutionarySearch(population_size=args.population)
     target = target_of(args)
+    require_tuning_device(target)
+    say(f"loading {', '.join(args.models)}", "loading the models")
+    named = tune_inputs(args, target)
+    say(f"tuning them for {target_name(target)} into {Path(args.out) / arch_of(target)}/<model>/ (progress on stdout)",
+        "tuning (what was measured is on disk)")
     report = tune_models(
-        tune_inputs(args, target), target, args.out, time_budget_s=args.time_budget,
+        named, target, args.out, time_budget_s=args.time_budget,
         max_trials_per_task=args.trials_per_task, num_trials_per_iter=args.trials_per_batch, retune=args.retune,
         build_timeout_s=args.build_timeout,
         keep=args.keep or None,

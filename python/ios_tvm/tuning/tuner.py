@@ -226,6 +226,16 @@ def _check_budget(time_budget_s: float | None, max_trials_per_task: int | None, 
     return max_trials_per_task
 
 
+def require_tuning_device(target: Any) -> None:
+    """Tuning with the local runner measures every candidate on the target's device: refuse up
+    front (:class:`~ios_tvm.errors.DeviceNotFoundError`, saying what to do) when it is absent."""
+    tgt = tuning_target(target)
+    require_device(tgt, 0, f"tuning for {tgt.kind.name} (MetaSchedule measures every candidate on the device)",
+                   instead="give ios_tvm.tune a runner that reaches one "
+                           "(runner=tvm.s_tir.meta_schedule.runner.RPCRunner(...))",
+                   there=" (there `ios-tvm tune MODEL --target auto` describes it)")
+
+
 def _tune(entries: Sequence[_Entry], target: Any, *, work_dir: Path, sources: Sequence[Path],
           time_budget_s: float | None, max_trials_global: int | None, max_trials_per_task: int | None,
           num_trials_per_iter: int, retune: bool, seed: int | None, runner: Any, builder: Any,
@@ -237,10 +247,7 @@ def _tune(entries: Sequence[_Entry], target: Any, *, work_dir: Path, sources: Se
     say = progress or logger.info
     tgt = tuning_target(target)
     if isinstance(runner, str) and runner == "local":  # without the device every candidate would fail to run
-        require_device(tgt, 0, f"tuning for {tgt.kind.name} (MetaSchedule measures every candidate on the device)",
-                       instead="give ios_tvm.tune a runner that reaches one "
-                               "(runner=tvm.s_tir.meta_schedule.runner.RPCRunner(...))",
-                       there=" (there `ios-tvm tune MODEL --target auto` describes it)")
+        require_tuning_device(tgt)
     infos = _collect_tasks(entries, tgt)
     source_dbs = [db for info in infos for db in info.databases]
     source_dbs = [db for i, db in enumerate(source_dbs) if all(db is not d for d in source_dbs[:i])]
