@@ -150,3 +150,20 @@ def test_the_present_gpu_is_the_datasheet_it_is_taken_for():
     assert found["sms"] == sheet.sms, (name, found)
     assert found["l2_bytes"] == sheet.l2_bytes, (name, found)
     assert 0.9 * sheet.memory_bytes <= found["memory"] <= 1.05 * sheet.memory_bytes, (name, found)
+
+
+def test_cuda_architectures_that_do_not_exist_are_refused(caplog):
+    from ios_tvm.errors import TargetError
+    from ios_tvm.ir.target import as_target
+
+    for arch in ("sm_999", "sm_1", "sm_77"):
+        with pytest.raises(TargetError, match=f"arch '{arch}': not a CUDA architecture"):
+            as_target({"kind": "cuda", "arch": arch})
+    for arch in ("compute_90", "90"):  # TVM's own check: an arch is sm_XY
+        with pytest.raises(TargetError, match="invalid CUDA arch"):
+            as_target({"kind": "cuda", "arch": arch})
+    for arch in ("sm_70", "sm_90a", "sm_100f", "sm_121"):
+        assert as_target({"kind": "cuda", "arch": arch}).attrs["arch"] == arch
+    with caplog.at_level(logging.WARNING, logger="ios_tvm"):
+        assert as_target({"kind": "cuda", "arch": "sm_130"}).attrs["arch"] == "sm_130"  # a GPU newer than this list
+    assert "sm_130 is newer than those ios_tvm knows" in caplog.text

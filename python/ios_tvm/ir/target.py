@@ -93,12 +93,23 @@ CUDA_ARCHS = (30, 32, 35, 37, 50, 52, 53, 60, 61, 62, 70, 72, 75, 80, 86, 87, 89
 
 
 def _check_arch(target: tvm.target.Target) -> None:
+    """Refuse an ``arch`` no NVIDIA GPU has (``sm_999``, ``sm_1``, ``sm_77``); one newer than every
+    architecture known here (up to compute capability 19.x) passes, with a warning."""
     arch = str(target.attrs.get("arch", ""))
     found = re.fullmatch(r"sm_(\d+)[af]?", arch)
-    if arch and (found is None or int(found.group(1)) not in CUDA_ARCHS):
+    number = int(found.group(1)) if found else None
+    if arch and number is not None and max(CUDA_ARCHS) < number < 200:
+        _warn_new_arch(arch)
+    elif arch and (number is None or number not in CUDA_ARCHS):
         raise TargetError(f"CUDA target with arch {arch!r}: not a CUDA architecture (they are sm_XY, compute "
                           f"capability X.Y: {', '.join(f'sm_{n}' for n in CUDA_ARCHS if n >= 50)}); name your GPU's, "
                           "e.g. sm_90 (H100, H200), sm_89 (L4), sm_80 (A100), sm_70 (V100)")
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_new_arch(arch: str) -> None:  # once per process and architecture
+    logger.warning("ios_tvm: CUDA architecture %s is newer than those ios_tvm knows (up to sm_%d): TVM may not "
+                   "compile for it yet", arch, max(CUDA_ARCHS))
 
 
 def as_target(target: TargetLike) -> tvm.target.Target:
