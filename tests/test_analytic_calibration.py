@@ -103,10 +103,11 @@ def inception_cuda():
 
 def test_gemv_costs_its_roofline_on_the_gpu(inception_cuda):
     """The final fused_matmul_add (2048x1000 fp32 GEMV at batch 1, 8 MB of weights) was 743 us of
-    a 1.59 ms prediction; a memory-bound kernel moving 8 MB costs ~2.7 us at 3 TB/s."""
+    a 1.59 ms prediction; a memory-bound kernel moving 8 MB costs ~1.7 us at the H200's 4.8 TB/s,
+    plus the launch."""
     (gemv,) = [n for n in inception_cuda.nodes if "matmul" in n.kernel]
     assert gemv.bytes > 8e6
-    roofline = gemv.bytes / GPU_H100_CLASS.bandwidth
+    roofline = gemv.bytes / GPU_H100_CLASS.bandwidth + GPU_H100_CLASS.launch_overhead
     t, _ = GPU.kernel_times(inception_cuda, gemv.id)
     assert _within(t / roofline), (t, roofline)
     assert t < 0.01 * Schedule.sequential(inception_cuda, GPU).latency
@@ -125,7 +126,7 @@ def test_schedules_say_who_predicted_and_how_well(small_graphs):
     assert cpu["cost_model"] == "analytic" and cpu["device"].startswith("cpu-")
     assert "2-core x86-64 CPU" in cpu["known_error"] and "within 2x" in cpu["known_error"]
     gpu = ios_tvm.optimize(graph.source, CUDA, graph=graph).meta["prediction"]
-    assert gpu["device"] == "cuda-sm_90" and "H200" in gpu["known_error"]
+    assert gpu["device"] == "H200 SXM (sm_90)" and "H200" in gpu["known_error"]
     custom = ios_tvm.optimize(graph.source, "llvm", graph=graph,
                               cost_model=AnalyticCostModel(DeviceSpec(peak_flops=1e12))).meta["prediction"]
     assert "accuracy unknown" in custom["known_error"]

@@ -137,6 +137,7 @@ def test_e2e_stage_sums_by_cache_state(tmp_path, monkeypatch, tiny_branches):
     assert all(v > 0 for by in real.values() for v in by.values())
 
 
+@pytest.mark.timing  # its tuning step runs to a wall-clock budget on every core: alone, not beside other tests
 def test_gpu_script_dry_run(tmp_path):
     """``benchmarks/on_gpu.sh --dry-run``: the GPU machine's one command, on the CPU (llvm, the
     reduced squeezenet, a 30 s tuning budget): every step ends well and leaves its files."""

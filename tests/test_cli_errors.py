@@ -33,6 +33,18 @@ def _conv_model(shape: list | None) -> bytes:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
 
+def _scalar_model(declared: bool) -> bytes:
+    """``relu(conv(x)) * s`` with ``s`` a scalar input: declared rank 0, or with no shape at all."""
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Mul", ["r", "s"], ["y"])]
+    graph = helper.make_graph(nodes, "scalar", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8]),
+                                                helper.make_tensor_value_info("s", TensorProto.FLOAT,
+                                                                              [] if declared else None)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], [w])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
 def _nonzero_model() -> bytes:
     nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("NonZero", ["r"], ["y"])]
     graph = helper.make_graph(nodes, "nonzero", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
@@ -49,7 +61,9 @@ def files(tmp_path_factory):
     for name, blob in [("notonnx.onnx", b"hello\n"), ("half.onnx", static[: len(static) // 2]), ("empty.onnx", b""),
                        ("static.onnx", static), ("dyn.onnx", _conv_model(["N", 3, 32, 32])),
                        ("noshape.onnx", _conv_model(None)),
-                       ("nonzero.onnx", _nonzero_model()), ("binary.json", bytes(range(256)))]:
+                       ("nonzero.onnx", _nonzero_model()), ("binary.json", bytes(range(256))),
+                       ("scalar.onnx", _scalar_model(True)), ("scalar_noshape.onnx", _scalar_model(False)),
+                       ("model.pb", static), ("notjson.json", b"{stages: [")]:
         (d / name).write_bytes(blob)
         paths[name.split(".")[0]] = d / name
     (d / "folder.onnx").mkdir()
@@ -63,6 +77,13 @@ def files(tmp_path_factory):
     data["stages"][0]["latency_s"] = -0.9850106
     (d / "negative.json").write_text(json.dumps(data))
     paths["negative"] = d / "negative.json"
+    data["stages"][0]["latency_s"] = 1e300
+    (d / "huge.json").write_text(json.dumps(data))
+    paths["huge"] = d / "huge.json"
+    for f in ("database_workload.json", "database_tuning_record.json"):  # a tuning root with sm_80 databases
+        (d / "sm80_root" / "sm_80" / "m").mkdir(parents=True, exist_ok=True)
+        (d / "sm80_root" / "sm_80" / "m" / f).write_text("")
+    paths["sm80_root"] = d / "sm80_root"
     foreign = ios_tvm.optimize(models.get("googlenet", small=True), "llvm")
     foreign.meta["model"] = {"name": "googlenet", "inputs": {"data": [1, 3, 32, 32]}}  # as ios-tvm optimize records
     paths["foreign"] = foreign.save(d / "googlenet.json")
@@ -148,6 +169,37 @@ MISTAKES = [
       "ios-tvm optimize MODEL -o FILE)")),
     (("build", "squeezenet", "--small", "--target", "llvm", "--schedule", "{foreign}"),
      "(made for googlenet, inputs data [1, 3, 32, 32]): this schedule was made for another model"),
+    # issue 22: what a newcomer tripped over
+    (("bench", "squeezenet", "--small", "--batch-size", "1000000000", "--target", "llvm"),
+     "does not fit in the memory of this machine: its tensor data [1000000000, 3, 64, 64] float32 alone takes 44.7 TiB"),
+    (("optimize", "squeezenet", "--small", "--batch-size", "1000000000000", "--target", "llvm"),
+     "lower --batch-size"),
+    (("build", "squeezenet", "--small", "--batch-size", "1000000", "--target", '{{"kind": "cuda", "arch": "sm_89"}}',
+      "-o", "{lib}"), "does not fit in the memory of the L4 (sm_89)"),
+    (("optimize", "{dyn}", "--target", "llvm", "--input-shape", "x=100000000,3,32,32"),
+     "give smaller dimensions with --input-shape"),
+    (("optimize", "squeezenet", "--small", "--target", '{{"kind":"cuda","arch":"sm_999"}}'),
+     "arch 'sm_999': not a CUDA architecture"),
+    (("optimize", "{scalar_noshape}", "--target", "llvm"), "declares no shape, and ios_tvm schedules static shapes: "
+                                                           "give them, e.g. --input-shape s=D0,D1,... (or s= for a scalar)"),
+    (("optimize", "{scalar}", "--target", "llvm", "--input-shape", "s=1"),
+     "has 1 dimension; input s of"),
+    (("optimize", "{static}", "--target", "llvm", "--input-shape", "x=1,3,a"), "(e.g. data=1,3,224,224; NAME= for a scalar)"),
+    (("show", "{huge}"), "latency_s of stage 0 is 1e+300 s; no stage of a model runs for more than 3600 s"),
+    (("show", "{notjson}"), "notjson.json: corrupt schedule file: not JSON"),
+    (("show", "{negative}"), "negative.json: corrupt schedule: latency_s"),
+    (("show", "{cuda_sched}", "--png", "{static}/g.png"), "--png {static}/g.png: {static} is a file, not a folder"),
+    (("optimize", "squeezenet", "--small", "--target", "llvm", "-o", "{static}/s.json"), "is a file, not a folder"),
+    (("optimize", "{model}", "--target", "llvm"), "model.pb is a file, not a zoo model, and ios_tvm reads model files in "
+                                               "ONNX format, named *.onnx: if it is an ONNX model, name it model.onnx"),
+    (("build", "{dir}/nothere/m.pt", "--target", "llvm"), "is neither a zoo model"),
+    (("tune", "{model}", "--target", "llvm"), "model.pb is a file, not a zoo model"),
+    (("models", "resnet"), "unknown model 'resnet'"),
+    (("models", "{static}"), "goes straight to optimize"),
+    (("optimize", "squeezenet", "--small", "--target", "llvm", "--database", "{sm80_root}"),
+     "holds tuning databases for sm_80, none for this target's generic"),
+    (("build", "squeezenet", "--small", "--target", "llvm", "--database", "{sm80_root}/sm_80"),
+     "holds tuning databases for sm_80, none for this target's generic"),
 ]
 
 
@@ -155,7 +207,7 @@ MISTAKES = [
 def test_mistakes_are_one_error_line(files, capfd, args, match):
     args = [a.format(**files) for a in args]
     rc, out, err = run_cli(capfd, *args)
-    assert_one_error(rc, err, match)
+    assert_one_error(rc, err, match.format(**files))
     assert out == ""
     assert not any(w in err for w in ("building", "timing")), "refused after work it could have skipped"
     if "-o" in args and args[args.index("-o") + 1] == str(files["dir"]):

@@ -42,7 +42,7 @@ def test_formula():
 def test_target_specs_and_names():
     cpu = DeviceSpec.for_target({"kind": "llvm", "num-cores": 4})
     assert cpu.name == "cpu-4core" and cpu.lanes == 1 and not cpu.concurrent  # untuned kernels: one thread
-    assert DeviceSpec.for_target({"kind": "cuda", "arch": "sm_90"}).name == "cuda-sm_90"
+    assert DeviceSpec.for_target({"kind": "cuda", "arch": "sm_90"}).name == "H200 SXM (sm_90)"
     assert isinstance(get_cost_model(None, "llvm"), AnalyticCostModel)
     with pytest.raises(ValueError, match="unknown cost model"):
         get_cost_model("magic", "llvm")

@@ -171,8 +171,8 @@ def test_random_edits_are_refused_or_valid(made):
 @pytest.mark.parametrize("edit, match", [
     (lambda d: d["stages"][0].update(latency_s=-0.9851), "latency_s of stage 0 is -0.9851"),
     (lambda d: d["stages"][0].update(latency_s="1e-3"), "latency_s of stage 0 should be a number"),
-    (lambda d: d["stages"][0]["groups"][0].__setitem__(0, 1.0), "a node id should be a int"),
-    (lambda d: d["stages"][0]["groups"][0].__setitem__(0, True), "a node id should be a int"),
+    (lambda d: d["stages"][0]["groups"][0].__setitem__(0, 1.0), "a node id should be an int"),
+    (lambda d: d["stages"][0]["groups"][0].__setitem__(0, True), "a node id should be an int"),
     (lambda d: d.update(version=True), "version True"),
     (lambda d: d.update(meta=[["target", "llvm"]]), "meta"),
     (lambda d: d["meta"].update(target=5), "names no target kind"),

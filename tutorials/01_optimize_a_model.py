@@ -1,7 +1,8 @@
 """Tutorial 1: find an IOS schedule for a model, look at it, save it.
 
 Runs on any machine in a few seconds (no GPU needed): the analytic cost model predicts stage
-latencies for an H100-class GPU. Run it with ``python tutorials/01_optimize_a_model.py``.
+latencies from the datasheet of the GPU the target names (sm_90: an H200; add ``"model": "h100"``
+for an H100). Run it with ``python tutorials/01_optimize_a_model.py``.
 """
 
 import tempfile

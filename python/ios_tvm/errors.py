@@ -17,6 +17,9 @@ InvalidArgumentError          an argument or option value ios_tvm cannot use (a 
 TargetError                   not a TVM target, or a target kind ios_tvm has no runtime for
 InputFileError                a file that is not what it should be (not ONNX, truncated)
 MissingFileError              a file or directory that does not exist (also FileNotFoundError)
+OutputFileError               a file ios_tvm was asked to write that cannot be written (a read-only
+                              folder or file system, an immutable file; also OSError), or that
+                              another process wrote while the command ran
 DatabaseError                 a tuning database directory that does not exist, holds none, or is corrupt
 MissingDependencyError        an optional package that is not installed (also ImportError)
 UnsupportedModelError         a model ios_tvm cannot schedule (dynamic shapes, control flow)
@@ -59,6 +62,10 @@ class InputFileError(IosTvmError, ValueError):
 
 class MissingFileError(InputFileError, FileNotFoundError):
     """A file or directory the call names does not exist."""
+
+
+class OutputFileError(IosTvmError, OSError):
+    """A file ios_tvm was asked to write cannot be written (what was there is left as it was)."""
 
 
 class DatabaseError(IosTvmError, ValueError):
@@ -127,7 +134,7 @@ def _typed_across_ffi() -> None:
         tvm_ffi.register_error(f"ios_tvm.{cls.__name__}", cls)
 
 
-_ERRORS = (IosTvmError, InvalidArgumentError, TargetError, InputFileError, MissingFileError, DatabaseError,
-           MissingDependencyError, UnsupportedModelError, ScheduleMismatchError, ScheduleFormatError,
+_ERRORS = (IosTvmError, InvalidArgumentError, TargetError, InputFileError, MissingFileError, OutputFileError,
+           DatabaseError, MissingDependencyError, UnsupportedModelError, ScheduleMismatchError, ScheduleFormatError,
            DeviceNotFoundError, MemoryPlanError, PipelineError, CUDAGraphError, TuningError, PrecisionError)
 _typed_across_ffi()

@@ -1,181 +1,40 @@
 """The ``ios-tvm`` commands: each ``cmd_*`` takes the parsed arguments and returns the exit status
 (mistakes raise :class:`~ios_tvm.errors.IosTvmError`, which :func:`ios_tvm.cli.main.main` turns into
-one line)."""
+one line). The steps they share live in :mod:`ios_tvm.cli.steps`."""
 
 from __future__ import annotations
 
 import argparse
-import os
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import (
-    CUDAGraphError,
-    DatabaseError,
-    InvalidArgumentError,
-    MissingDependencyError,
-    ScheduleMismatchError,
-    TargetError,
+from ..core.files import write_atomically
+from ..errors import InvalidArgumentError, MissingDependencyError, OutputFileError, ScheduleMismatchError
+from .loading import check_zoo_name
+from .output import Output
+from .progress import say
+from .report import end_to_end_report, made_for, plural, search_report, spread_text, target_name
+from .steps import (
+    build_model,
+    check_database,
+    database_of,
+    load_for,
+    measure_end_to_end,
+    min_sample_ms,
+    prepare_streams,
+    runs_per_sample,
+    sampling,
+    search,
+    target_of,
 )
-from .loading import describe_model, load_model, model_inputs, model_meta
-from .progress import STATE, say
-from .report import explain, made_for, search_report, target_name
-
-
-# -- what the options say ------------------------------------------------------------------------
-def check_output(path: str | None, default: str) -> Path:
-    """Where ``-o`` writes, checked before any work is done: not a directory, and writable."""
-    out = Path(path or default)
-    if out.is_dir():
-        raise InvalidArgumentError(f"-o {out} is a directory: give a file name, e.g. -o {out / default}")
-    parent = out.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise InvalidArgumentError(f"-o {out}: cannot write in {parent}")
-    return out
-
-
-def target_of(args: argparse.Namespace) -> Any:
-    """``--target``: ``auto`` (this machine), a name, a tag or JSON; checked to be one ios_tvm
-    builds for."""
-    from ..ir.target import device_type_of, resolve_target
-
-    target = resolve_target(args.target)
-    device_type_of(target)  # TargetError for kinds without a runtime (opencl, c, ...)
-    if getattr(args, "cuda_graph", False) and target.kind.name != "cuda":
-        raise CUDAGraphError(f"--cuda-graph replays CUDA kernels and needs a CUDA target, not {target.kind.name!r}: "
-                             "drop --cuda-graph or give --target cuda")
-    if getattr(args, "kernels", None) not in (None, "tvm") and target.kind.name != "cuda":
-        raise TargetError(f"--kernels {args.kernels} runs cuDNN / cuBLASLt kernels and needs a CUDA target, not "
-                          f"{target.kind.name!r}: drop --kernels or give --target cuda")
-    return target
-
-
-def database_of(args: argparse.Namespace) -> Any:
-    """``--database``: a directory, ``auto``, or ``None`` for ``none``."""
-    return None if str(args.database).lower() == "none" else args.database
-
-
-def check_database(args: argparse.Namespace, target: Any) -> None:
-    """A ``--database`` directory must hold a database (reads never create one); ``--variants``
-    needs one."""
-    from ..compiler.databases import resolve_database
-
-    db = resolve_database(database_of(args), target)
-    if getattr(args, "variants", 0) and db is None:
-        raise DatabaseError("--variants K picks among the kernel schedules of a tuning database, and there is "
-                            f"none{' for this target' if database_of(args) else ''}: tune first (ios_tvm.tune) and "
-                            "pass --database DIR")
-
-
-# -- the steps the commands share ------------------------------------------------------------------
-def search(args: argparse.Namespace, end_to_end: bool | None = None) -> tuple[Any, float, Any]:
-    """Load the model and search its schedule: ``(schedule, seconds, model)``."""
-    from ..cost import default_cost_model_name
-    from ..driver import SearchConfig, optimize, select_variants
-
-    target = target_of(args)
-    check_database(args, target)
-    config = SearchConfig(args.max_group_size, args.max_num_groups, args.max_block_size, args.strategy)
-    say(f"loading {describe_model(args)}")
-    mod = load_model(args)
-    cost = args.cost_model or default_cost_model_name(target)
-    STATE.measuring = cost == "measure"
-    say(f"lowering it for {target_name(target)} and searching its stages ({cost} cost model"
-        f"{': each candidate stage is timed on the device' if STATE.measuring else ''})",
-        "measuring stage costs" if STATE.measuring else "searching stages")
-    t0 = time.perf_counter()
-    sched = optimize(mod, target, search=config, cost_model=cost, database=database_of(args),
-                             cuda_graph=args.cuda_graph, end_to_end=end_to_end, kernels=args.kernels or "tvm",
-                             tf32=args.tf32)
-    if getattr(args, "variants", 0):
-        say(f"trying the {args.variants} best kernel schedules of each concurrent stage's kernels (measured)")
-        sched = select_variants(mod, target, sched, database=database_of(args), top_k=args.variants)
-    sched.meta["model"] = model_meta(args, mod)
-    sched.meta["precision"] = {**sched.meta.get("precision", {}), "converted": args.converted}  # --dtype converted it
-    return sched, time.perf_counter() - t0, mod
-
-
-def prepare_streams(sched: Any) -> None:
-    """Let this process's runtime run the schedule's widest stage (demo, bench)."""
-    from .. import runtime
-
-    if sched is not None and sched.max_streams > runtime.pool_size():
-        runtime.set_pool_size(sched.max_streams)
-
-
-def build_model(mod: Any, target: Any, sched: Any, args: argparse.Namespace, label: str,
-                num_kernels: int | None = None) -> Any:
-    """Build ``mod`` with ``sched``, saying so."""
-    from ..compiler.databases import resolve_database
-    from ..compiler.pipeline import build
-
-    kernels = f"{num_kernels} kernels" if num_kernels else "the kernels"
-    tuned = resolve_database(database_of(args), target) is not None
-    say(f"building the {label} model for {target_name(target)} (TVM compiles {kernels}, "
-        f"{'with the tuning database' if tuned else 'untuned'})")
-    return build(mod, target, sched, database=database_of(args), cuda_graph=args.cuda_graph,
-                 kernels=args.kernels, tf32=args.tf32 or None)
-
-
-def runs_per_sample(target: Any) -> int:
-    """Runs averaged into one timing sample: 20 on a GPU (a run is short), 1 on a CPU."""
-    return 20 if target.kind.name == "cuda" else 1
-
-
-def time_model(ex: Any, dev: Any, inputs: list, target: Any, repeat: int, label: str,
-               expect_s: float | None) -> float:
-    """Median end-to-end seconds of ``repeat`` samples, saying how long it should take."""
-    from ..runtime.profiling import median, time_vm
-
-    number = runs_per_sample(target)
-    hint = f", about {expect_s * number * (repeat + 1):.0f} s predicted" if expect_s and expect_s * number * repeat > 2 else ""
-    say(f"timing the {label} model ({repeat} x {number} runs{hint})")
-    return median(time_vm(ex, dev, inputs, number=number, repeat=repeat))
-
-
-def measure_end_to_end(sched: Any, mod: Any, args: argparse.Namespace) -> str:
-    """Build the sequential and the IOS model, check they agree, time both end to end."""
-    import tvm
-    from tvm import relax
-
-    from ..ir.precision import model_dtype, output_tolerance
-    from ..ir.target import device_of
-
-    target = target_of(args)
-    dev = device_of(target)
-    if not dev.exist:
-        return f"(not run: {dev} is not present on this machine)"
-    prepare_streams(sched)
-    inputs = model_inputs(mod)
-    seq_ex = build_model(mod, target, None, args, "sequential", sched.num_nodes)
-    ios_ex = build_model(mod, target, sched, args, "IOS-scheduled", sched.num_nodes)
-    say("running both once to check their outputs agree")
-    outs = []
-    for ex in (seq_ex, ios_ex):
-        out = relax.VirtualMachine(ex, dev)["main"](*[tvm.runtime.tensor(x, dev) for x in inputs])
-        outs.append(out.numpy())
-    rtol, atol = output_tolerance(model_dtype(mod))
-    np.testing.assert_allclose(outs[1], outs[0], rtol=rtol, atol=atol)
-    base = sched.meta["baselines_s"]
-    seq = time_model(seq_ex, dev, inputs, target, args.repeat, "sequential", base["sequential"])
-    ios = time_model(ios_ex, dev, inputs, target, args.repeat, "IOS-scheduled", sched.latency)
-    return "\n".join([
-        f"measured end to end on {dev} (median of {args.repeat}; outputs equal):",
-        f"  sequential {seq * 1e3:9.4f} ms   1.00x",
-        f"  IOS        {ios * 1e3:9.4f} ms   {seq / ios:.2f}x",
-        *explain(sched, seq, target),
-    ])
 
 
 # -- the commands --------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     sched, elapsed, mod = search(args)
-    print(sched.to_text(max_stages=args.stages))
+    print(sched.to_text(max_stages=args.stages, more=f" (--stages {len(sched.stages)} shows them all)"))
     print()
     print(search_report(sched, elapsed), flush=True)
     if not args.no_run:
@@ -187,15 +46,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:
-    out = check_output(args.output, f"{Path(args.model).name.removesuffix('.onnx')}.schedule.json")
+    out = Output.check(args.output, f"{Path(args.model).name.removesuffix('.onnx')}.schedule.json")
     sched, elapsed, _ = search(args)
-    sched.save(out)
+    sched.save(out.ready())
     print(search_report(sched, elapsed))
-    print(f"\nschedule written to {out}")
+    print(f"\nschedule written to {out.path}")
     return 0
 
 
-def check_figure_path(path: str) -> Path:
+def check_figure_path(path: str) -> Output:
     """``--png``: matplotlib installed, an extension it draws, a place it can write."""
     try:
         import matplotlib  # noqa: F401
@@ -209,7 +68,7 @@ def check_figure_path(path: str) -> Path:
     if out.suffix.lstrip(".").lower() not in formats:
         raise InvalidArgumentError(f"--png {path}: name the picture with one of the extensions "
                                    f"{', '.join('.' + f for f in sorted(formats))} (it picks the format)")
-    return check_output(path, "schedule.png")
+    return Output.check(path, "schedule.png", "--png")
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -217,11 +76,22 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     png = check_figure_path(args.png) if args.png else None
     sched = Schedule.load(args.schedule)
-    print(sched.to_text(max_stages=None if args.all else 40))
+    print(sched.to_text(max_stages=None if args.all else 40, more=" (--all shows them)"))
+    if isinstance(sched.meta.get("end_to_end"), dict):
+        try:
+            lines = end_to_end_report(sched.meta)
+        except (KeyError, TypeError, ValueError, ZeroDivisionError, AttributeError):
+            lines = []  # an end-to-end record this version does not read: the stages above are what matters
+        print("\n".join(["", *lines]) if lines else "", end="\n" if lines else "")
     if png is not None:
         from ..viz import gantt
 
-        print(f"Gantt chart written to {gantt(sched, png)}")
+        path = png.ready()
+        try:
+            gantt(sched, path)
+        except OSError as err:
+            raise OutputFileError(f"--png {path}: cannot write it ({err.strerror or err}); write it elsewhere") from None
+        print(f"Gantt chart written to {path}")
     return 0
 
 
@@ -231,11 +101,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     from ..ir.graph import extract_graph
     from ..ir.precision import check_schedule_dtype
 
-    out = check_output(args.output, f"{Path(args.model).name.removesuffix('.onnx')}.so")
+    out = Output.check(args.output, f"{Path(args.model).name.removesuffix('.onnx')}.so")
     target = target_of(args)
     check_database(args, target)
-    say(f"loading {describe_model(args)}")
-    mod = load_model(args)
+    mod = load_for(args, target)
     sched = graph = None
     if args.schedule:
         say(f"lowering it for {target_name(target)} to check the schedule")
@@ -254,11 +123,11 @@ def cmd_build(args: argparse.Namespace) -> int:
                 f"ios_tvm.runtime.set_pool_size({sched.max_streams}) before building and before running it)")
     ex = build_model(mod, target, sched, args, "sequential" if sched is None else "IOS-scheduled",
                      None if graph is None else len(graph.nodes))
-    say(f"writing {out}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    ex.export_library(str(out))
+    path = out.ready()
+    say(f"writing {path}")
+    write_atomically(path, ex.export_library, executable=True)
     what = "sequential (no schedule)" if sched is None else sched.summary()
-    print(f"{out}: {what}; load it with tvm.runtime.load_module and relax.VirtualMachine "
+    print(f"{path}: {what}; load it with tvm.runtime.load_module and relax.VirtualMachine "
           "(import ios_tvm first: the library calls its runtime)")
     return 0
 
@@ -268,12 +137,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     very timer :func:`ios_tvm.optimize`'s end-to-end check uses (:mod:`ios_tvm.driver.guard`)."""
     from ..compiler.pipeline import planned_memory
     from ..core.schedule import Schedule
-    from ..driver.guard import (
-        EndToEndConfig,
-        end_to_end_timer,
-        pick_fastest,
-        record_prediction,
-    )
+    from ..driver.guard import EndToEndConfig, choose, end_to_end_timer, record_prediction, same_within_noise
     from ..ir.graph import extract_graph
     from ..ir.target import require_device
 
@@ -295,60 +159,138 @@ def cmd_bench(args: argparse.Namespace) -> int:
     predicted = {"sequential": base_pred["sequential"], "greedy": base_pred["greedy"], "ios": sched.latency}
     number = runs_per_sample(target)
     timer = end_to_end_timer(mod, target, database=database_of(args), cuda_graph=args.cuda_graph,
-                             config=EndToEndConfig(number=number, repeat=args.repeat))
+                             config=EndToEndConfig(number=number, repeat=args.repeat,
+                                                   min_repeat_ms=min_sample_ms(target)))
     memory: dict[str, int] = {}
 
-    def time_of(label: str, s: Any) -> float:
+    def time_of(label: str, s: Any) -> list[float]:
         prepare_streams(s)
         say(f"building the {label} model for {target_name(target)}, checking its output and timing it "
-            f"({args.repeat} x {number} runs)")
-        seconds = timer(label, s)
+            f"({sampling(target, args.repeat)})", f"building and timing the {label} model")
+        samples = timer(label, s)
         memory[label] = planned_memory(mod, target, s, database=database_of(args), cuda_graph=args.cuda_graph)
-        return seconds
+        return samples
 
-    chosen, times = pick_fastest(schedules, time_of)
+    chosen, timings = choose(schedules, time_of)
+    times = {label: t.median for label, t in timings.items()}
     record_prediction(graph.fingerprint, {**sched.meta, "end_to_end": {
-        "times_s": times, "predicted_s": predicted, "chosen": chosen}})
-    base = times["sequential"]
+        "times_s": times, "spread_s": {label: t.spread for label, t in timings.items()}, "predicted_s": predicted,
+        "chosen": chosen}})
+    base = timings["sequential"]
     how = "one CUDA graph each" if args.cuda_graph else "kernel launches"
-    print(f"{args.model} on {dev} ({how}; median of {args.repeat}; outputs equal):")
-    print(f"  {'':10} {'measured':>12} {'speed-up':>9} {'predicted':>12} {'measured/predicted':>19} "
+    print(f"{args.model} on {dev} ({how}; median of {args.repeat}, ± the spread of the samples; outputs equal):")
+    print(f"  {'':10} {'measured':>12} {'noise':>6} {'speed-up':>9} {'predicted':>12} {'measured/predicted':>19} "
           f"{'activation memory':>18}")
-    for label, t in times.items():
+    ties = []
+    for label, t in timings.items():
         pred = predicted[label]
-        ratio = f"{t / pred:18.2f}x" if pred else f"{'-':>19}"
-        print(f"  {label:10} {t * 1e3:9.4f} ms {base / t:8.2f}x {pred * 1e3 if pred else 0:9.4f} ms {ratio} "
-              f"{memory[label] / 2**20:9.2f} MiB {memory[label] / memory['sequential']:5.2f}x")
+        ratio = f"{t.median / pred:18.2f}x" if pred else f"{'-':>19}"
+        tie = label != "sequential" and args.repeat > 1 and same_within_noise(t, base)
+        ties += [label] if tie else []
+        vs_seq = f"{memory[label] / memory['sequential']:5.2f}x" if memory["sequential"] else f"{'-':>6}"
+        print(f"  {label:10} {t.median * 1e3:9.4f} ms {spread_text(t.spread, t.median):>6} "
+              f"{base.median / t.median:7.2f}x{'~' if tie else ' '} {pred * 1e3 if pred else 0:9.4f} ms {ratio} "
+              f"{memory[label] / 2**20:9.2f} MiB {vs_seq}")
+    if ties:
+        print(f"  ~ within the noise of sequential ({' and '.join(ties)}): the difference is smaller than the "
+              "spread of the samples, no real speed-up or slow-down (--repeat N for more samples)")
+    if args.repeat == 1:
+        print("  one sample each: the noise is not known (--repeat N, N > 1, measures it)")
+    print(f"  fastest beyond the noise: {chosen} (ties go to the simpler schedule, as ios_tvm.optimize's end-to-end "
+          "check decides)")
     print(f"  predicted by the {sched.meta['cost_model']} cost model; predicted vs measured kept in "
           "predictions.jsonl in the cache directory")
     return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    """The zoo: each model's input, weights and kernels (TVM's fused kernels, which IOS schedules;
+    counting them lowers every model, a few seconds)."""
     from .. import models
+    from ..ir.graph import extract_graph
 
-    for name in models.names():
-        print(name)
+    names = args.names or models.names()
+    for name in names:
+        if name.lower().endswith(".onnx"):
+            raise InvalidArgumentError(f"ios-tvm models lists the zoo; an ONNX file ({name}) goes straight to "
+                                       "optimize, build, bench or demo --model")
+        check_zoo_name(name)
+        models.image_size_of(name)  # an unknown name: the zoo's own error
+    size = "the reduced versions, --small" if args.small else "the paper's sizes"
+    say(f"lowering the zoo models ({size}) with TVM's fusion to count their kernels", "counting kernels")
+    print(f"{'model':16} {'input (N,C,H,W)':>16} {'weights':>12} {'kernels':>8}")
+    for name in names:
+        mod = models.get(name, small=args.small)
+        params = mod["main"].params
+        shape = "x".join(str(int(d)) for d in params[0].ty.shape.values)
+        weights = sum(int(np.prod([int(d) for d in p.ty.shape.values])) for p in params[1:])
+        kernels = len(extract_graph(mod, "llvm").nodes)
+        print(f"{name:16} {shape:>16} {weights / 1e6:10.1f} M {kernels:8d}", flush=True)
+    print("kernels: TVM's fused kernels, one launch each (what IOS puts into stages); weights: parameters; any "
+          "model takes --batch-size, --image-size and --small")
     return 0
 
 
+def tune_inputs(args: argparse.Namespace, target: Any) -> dict[str, Any]:
+    """``tune``'s models, loaded as builds load them, by name (an ONNX file's name is its file's
+    stem), each checked to fit the target's device."""
+    from .. import models
+    from ..cost.gpus import device_memory
+    from ..ir.footprint import check_fits
+    from ..ir.precision import convert
+    from ..tuning.tuner import load_zoo_model
+    from .loading import input_shapes, load_onnx
+
+    for name in args.models:
+        if not name.lower().endswith(".onnx"):
+            check_zoo_name(name)
+            models.image_size_of(name)  # an unknown name: the zoo's own error, before any loading
+    named: dict[str, Any] = {}
+    for name in args.models:
+        if name.lower().endswith(".onnx"):
+            key = Path(name).name[: -len(".onnx")]
+            mod = load_onnx(name, input_shapes(args))
+            mod = convert(mod, args.dtype) if args.dtype != "float32" else mod
+        else:
+            key = name
+            mod = load_zoo_model(name, small=args.small, batch_size=args.batch_size, dtype=args.dtype)
+        if key in named:
+            raise InvalidArgumentError(f"two models named {key} (their databases would share a directory): rename "
+                                       "one of the files")
+        check_fits(mod, *device_memory(target), "give smaller dimensions with --input-shape"
+                   if name.lower().endswith(".onnx") else "lower --batch-size")
+        named[key] = mod
+    return named
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
-    """Tune zoo models' kernels into ``OUT/<arch>/<model>/`` with one budget; progress per batch."""
+    """Tune models' kernels (zoo names or ``.onnx`` files) into ``OUT/<arch>/<model>/`` with one
+    budget; progress per batch."""
     from ..compiler.databases import count_records
+    from ..ir.target import arch_of
     from ..tuning import tune_models
+    from ..tuning.tuner import require_tuning_device
 
     strategy: Any = "evolutionary"
     if args.population is not None:
         from tvm.s_tir import meta_schedule as ms
 
         strategy = ms.search_strategy.EvolutionarySearch(population_size=args.population)
+    target = target_of(args)
+    require_tuning_device(target)
+    say(f"loading {', '.join(args.models)}", "loading the models")
+    named = tune_inputs(args, target)
+    say(f"tuning them for {target_name(target)} into {Path(args.out) / arch_of(target)}/<model>/ (progress on stdout)",
+        "tuning (what was measured is on disk)")
     report = tune_models(
-        args.models, target_of(args), args.out, time_budget_s=args.time_budget,
+        named, target, args.out, time_budget_s=args.time_budget,
         max_trials_per_task=args.trials_per_task, num_trials_per_iter=args.trials_per_batch, retune=args.retune,
-        small=args.small, batch_size=args.batch_size, dtype=args.dtype, build_timeout_s=args.build_timeout,
+        build_timeout_s=args.build_timeout,
         keep=args.keep or None,
         search_strategy=strategy, progress=lambda line: print(line, flush=True))
     print(report.summary())
     for model, path in report.databases.items():
-        print(f"{model}: {path} ({count_records(path)} records)")
+        print(f"{model}: {path} ({plural(count_records(path), 'record')})")
+    print(f"builds and searches use them with --database {args.out} (every model's records for the target's "
+          "architecture, together)")
     return 0

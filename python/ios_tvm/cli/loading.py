@@ -21,15 +21,16 @@ from ..errors import (
 
 
 def parse_shape(item: str) -> tuple[str, list[int]]:
-    """``NAME=D0,D1,...`` of ``--input-shape``."""
+    """``NAME=D0,D1,...`` of ``--input-shape`` (``NAME=``: a scalar, rank 0)."""
     name, eq, dims = item.partition("=")
     try:
-        shape = [int(d) for d in dims.split(",")]
+        shape = [int(d) for d in dims.split(",")] if dims.strip() else []
     except ValueError:
-        shape = []
-    if not eq or not name.strip() or not shape:
-        raise InvalidArgumentError(f"--input-shape wants NAME=D0,D1,... (e.g. data=1,3,224,224), got {item!r}")
-    if min(shape) < 1:
+        shape = None
+    if not eq or not name.strip() or shape is None:
+        raise InvalidArgumentError(f"--input-shape wants NAME=D0,D1,... (e.g. data=1,3,224,224; NAME= for a scalar), "
+                                   f"got {item!r}")
+    if shape and min(shape) < 1:
         raise InvalidArgumentError(f"--input-shape {item}: every dimension must be >= 1")
     return name.strip(), shape
 
@@ -49,10 +50,28 @@ def is_onnx(args: argparse.Namespace) -> bool:
 
 
 # -- the model ----------------------------------------------------------------------------------
+def check_zoo_name(name: str) -> None:
+    """A model that is not an ``.onnx`` file must be a zoo model; a file by another name is
+    said to be one, not an unknown model."""
+    from .. import models
+
+    if name in models.names():
+        return
+    path = Path(name)
+    if path.is_file():
+        raise InputFileError(f"{name} is a file, not a zoo model, and ios_tvm reads model files in ONNX format, named "
+                             f"*.onnx: if it is an ONNX model, name it {path.with_suffix('.onnx').name}; else export "
+                             "it to ONNX (e.g. torch.onnx.export) or build it in Relax and use the Python API")
+    if path.suffix or len(path.parts) > 1:
+        raise MissingFileError(f"{name} is neither a zoo model ({', '.join(models.names())}) nor an existing file; "
+                               "ONNX files are named *.onnx")
+
+
 def zoo_kwargs(args: argparse.Namespace) -> dict:
     """``models.get`` keyword arguments from --batch-size / --image-size / --small / --input-shape."""
     from .. import models
 
+    check_zoo_name(args.model)
     shapes = input_shapes(args)
     kwargs: dict = {"batch_size": 1 if args.batch_size is None else args.batch_size}
     if args.small:
@@ -119,8 +138,11 @@ def load_given(args: argparse.Namespace):
     return models.bind_params(mod, models.random_params(mod))
 
 
-def onnx_dims(value_info: Any) -> list[int | str | None]:
-    """Declared dimensions of an ONNX graph input: ints, names of symbolic ones, ``None`` unknown."""
+def onnx_dims(value_info: Any) -> list[int | str | None] | None:
+    """Declared dimensions of an ONNX graph input: ints, names of symbolic ones, ``None`` unknown
+    (``[]``: a scalar; ``None``: no shape declared at all)."""
+    if not value_info.type.tensor_type.HasField("shape"):
+        return None
     dims: list[int | str | None] = []
     for d in value_info.type.tensor_type.shape.dim:
         if d.HasField("dim_value") and d.dim_value > 0:
@@ -157,7 +179,9 @@ def load_onnx(path: str, shapes: dict[str, list[int]]):
     initializers = {t.name for t in model.graph.initializer}
     inputs = {vi.name: onnx_dims(vi) for vi in model.graph.input if vi.name not in initializers}
 
-    def show(dims: list) -> str:
+    def show(dims: list | None) -> str:
+        if dims is None:
+            return "(no shape)"
         return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
 
     for name, shape in shapes.items():
@@ -165,17 +189,20 @@ def load_onnx(path: str, shapes: dict[str, list[int]]):
             listed = "; ".join(f"{n} {show(d)}" for n, d in inputs.items())
             raise InvalidArgumentError(f"--input-shape names {name}, which is not an input of {path} (its inputs: {listed})")
         declared = inputs[name]
-        if declared and len(declared) != len(shape):
-            raise InvalidArgumentError(f"--input-shape {name}={','.join(map(str, shape))} has {len(shape)} dimensions; "
-                                       f"input {name} of {path} has {len(declared)}: {show(declared)}")
-        for i, (want, have) in enumerate(zip(shape, declared)):
+        if declared is not None and len(declared) != len(shape):
+            scalar = f" (a scalar: --input-shape {name}=)" if not declared else ""
+            raise InvalidArgumentError(f"--input-shape {name}={','.join(map(str, shape))} has {len(shape)} "
+                                       f"dimension{'s' if len(shape) != 1 else ''}; input {name} of {path} has "
+                                       f"{len(declared)}: {show(declared)}{scalar}")
+        for i, (want, have) in enumerate(zip(shape, declared or [])):
             if isinstance(have, int) and have != want:
                 raise InvalidArgumentError(f"--input-shape {name}={','.join(map(str, shape))}: dimension {i} of input "
                                            f"{name} is fixed to {have} by {path}")
     for name, declared in inputs.items():
-        if name not in shapes and (not declared or any(not isinstance(d, int) for d in declared)):
-            example = ",".join(str(d) if isinstance(d, int) else "1" for d in declared) or "D0,D1,..."
+        if name not in shapes and (declared is None or any(not isinstance(d, int) for d in declared)):
+            example = ",".join(str(d) if isinstance(d, int) else "1" for d in declared or []) or "D0,D1,..."
             what = f"has dynamic dimensions {show(declared)}" if declared else "declares no shape"
+            example += f" (or {name}= for a scalar)" if declared is None else ""
             raise InvalidArgumentError(f"input {name} of {path} {what}, and ios_tvm schedules static shapes: give "
                                        f"them, e.g. --input-shape {name}={example}")
     try:

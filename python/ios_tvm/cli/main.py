@@ -11,7 +11,8 @@
 
 How it fails: a mistake of the user (an ``ios_tvm.errors.IosTvmError``, or a bad option that
 argparse finds) is one ``ios-tvm: error: ...`` line and exit status 2; Ctrl-C is one line and
-exit status 130 (a measured search keeps what it measured, so the same command resumes); anything
+exit status 130 (a measured search keeps what it measured, so the same command resumes); a reader
+that closes the output early (``| head``) ends the command quietly with status 141; anything
 else is a bug, shown with its traceback and one line asking to report it (exit status 1). While it
 works, each step it waits on is announced on stderr with the seconds since the start
 (:mod:`ios_tvm.cli.progress`).
@@ -19,7 +20,9 @@ works, each step it waits on is announced on stderr with the seconds since the s
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import signal
 import sys
 import threading
@@ -74,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return interrupted()
+    except BrokenPipeError:  # the reader of our output went away (`ios-tvm show s.json | head -3`)
+        return _reader_gone()
     except IosTvmError as err:
         if STATE.interrupted:
             return interrupted()
@@ -91,6 +96,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.propagate = old_propagate
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
+
+
+def _reader_gone() -> int:
+    """Stdout's reader closed the pipe: stop quietly, as a command killed by SIGPIPE does (exit
+    status 141), pointing stdout at /dev/null so the interpreter's last flush does not fail too."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):  # no file descriptor (tests)
+        pass
+    return 128 + signal.SIGPIPE
 
 
 def _is_main_thread() -> bool:

@@ -8,6 +8,11 @@ from typing import Any
 from ..core.schedule import Schedule, target_kind_arch
 
 
+def plural(n: int, word: str) -> str:
+    """``"1 merge stage"``, ``"3 merge stages"``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def target_name(target: Any) -> str:
     """``cuda sm_90`` or ``llvm``: a target (or a schedule's record of one) as people say it."""
     kind, arch = target_kind_arch(target)
@@ -26,35 +31,53 @@ def search_report(sched: Schedule, elapsed: float) -> str:
     is_measured = sched.measured
     lines = [
         f"model {meta['model']['name']}{precision_text(meta)}  target {target_name(meta['target'])}",
-        f"graph: {sched.num_nodes} kernels, {stats['blocks']} blocks; search: {stats['states']} states, "
-        f"{stats['transitions']} transitions, {stats['stages']} candidate stages, {elapsed:.2f} s in all",
+        f"graph: {plural(sched.num_nodes, 'kernel')}, {plural(stats['blocks'], 'block')}; search: "
+        f"{plural(stats['states'], 'state')}, {plural(stats['transitions'], 'transition')}, "
+        f"{plural(stats['stages'], 'candidate stage')}, {elapsed:.2f} s in all",
         "",
         f"{'measured stage' if is_measured else 'predicted'} latency ({meta['cost_model']} cost model"
         f"{', ' + prediction['device'] if prediction.get('device') else ''}):",
         f"  sequential {base['sequential'] * 1e3:9.4f} ms   1.00x",
         f"  greedy     {base['greedy'] * 1e3:9.4f} ms   {base['sequential'] / base['greedy']:.2f}x",
         f"  IOS        {ios * 1e3:9.4f} ms   {base['sequential'] / ios:.2f}x"
-        f"   ({len(sched.merges)} merge stages, strategy {meta['search']['strategy']})",
+        f"   ({plural(len(sched.merges), 'merge stage')}, strategy {meta['search']['strategy']})",
     ]
     if prediction.get("known_error"):
         lines.append(f"  how far to trust it: {prediction['known_error']}")
     if "end_to_end" in meta:  # the guard built and timed the candidates
-        e2e = meta["end_to_end"]
-        lines += ["", f"measured end to end ({'CUDA graph' if timed_as_graph(meta) else 'kernel launches'}), "
-                      "against the stage costs' prediction:"]
-        for label in ("sequential", "greedy", "ios"):
-            t, pred = e2e["times_s"][label], e2e["predicted_s"].get(label)
-            vs = f"   predicted {pred * 1e3:9.4f} ms ({t / pred:.2f}x)" if pred else ""
-            lines.append(f"  {label:10} {t * 1e3:9.4f} ms{vs}{'   <- kept' if label == e2e['chosen'] else ''}")
-        if e2e["chosen"] != "ios":
-            lines.append(f"  IOS ran {e2e['ios_slower_by'] * 100:.1f}% slower than {e2e['chosen']}, so the "
-                         f"{e2e['chosen']} schedule is written instead")
+        lines += ["", *end_to_end_report(meta)]
     if "variants" in meta:
         v = meta["variants"]
         lines.append(f"  kernel variants: {v['call_sites']} call sites of {v['stages_tried']} concurrent stages "
                      f"run a runner-up schedule ({v['measurements']} measurements, "
                      f"{v['measured_gain_s'] * 1e6:.1f} us faster)")
     return "\n".join(lines)
+
+
+def spread_text(spread: float | None, median: float) -> str:
+    """``±3.1%``: the spread of a timing's samples around its median (blank when not recorded)."""
+    return f"±{spread / median * 100:4.1f}%" if spread is not None and median > 0 else ""
+
+
+def end_to_end_report(meta: dict) -> list[str]:
+    """What the end-to-end check measured (with each time's noise), which schedule it kept and why."""
+    e2e = meta["end_to_end"]
+    spreads = e2e.get("spread_s") or {}
+    runs = f", median of {e2e['samples']}" if e2e.get("samples") else ""
+    lines = [f"measured end to end ({'CUDA graph' if timed_as_graph(meta) else 'kernel launches'}{runs}, ± the "
+             "spread of the samples), against the stage costs' prediction:"]
+    for label in ("sequential", "greedy", "ios"):
+        t, pred = e2e["times_s"][label], e2e["predicted_s"].get(label)
+        vs = f"   predicted {pred * 1e3:9.4f} ms ({t / pred:.2f}x)" if pred else ""
+        noise = spread_text(spreads.get(label), t)
+        lines.append(f"  {label:10} {t * 1e3:9.4f} ms {noise:>6}{vs}{'   <- kept' if label == e2e['chosen'] else ''}")
+    chosen, lost = e2e["chosen"], e2e["ios_slower_by"]
+    if chosen != "ios" and lost < 0:
+        lines.append(f"  IOS ran {-lost * 100:.1f}% faster than {chosen}, within the measurement noise (the "
+                     f"spread of the samples): no real difference, so the simpler {chosen} schedule is written")
+    elif chosen != "ios":
+        lines.append(f"  IOS ran {lost * 100:.1f}% slower than {chosen}, so the {chosen} schedule is written instead")
+    return lines
 
 
 def precision_text(meta: dict) -> str:

@@ -140,9 +140,9 @@ def open_database(database: str | os.PathLike | ms.Database, *, create: bool = T
             where = "no directory" if not path.exists() else ("no " + " and ".join(missing) + " in")
             raise DatabaseError(
                 f"no tuning database at {path} ({where} {path}): tune into it first (Python: "
-                f"ios_tvm.tune(mod, target, {str(path)!r}); command line: ios-tvm tune MODEL --out DIR), or use "
-                "database 'auto' (the one shipped for the target, if any) or 'none' (untuned kernels); "
-                "CLI: --database DIR|auto|none")
+                f"ios_tvm.tune(mod, target, {str(path)!r}); command line: ios-tvm tune MODEL --out DIR, then "
+                "--database DIR), or use database 'auto' (the one shipped for the target, if any) or 'none' "
+                "(untuned kernels); CLI: --database DIR|auto|none")
     repair_database(path)
     try:
         return ms.database.JSONDatabase(work_dir=str(path), allow_missing=create)
@@ -156,28 +156,73 @@ def has_database(path: str | os.PathLike) -> bool:
     return (Path(path) / RECORD_FILE).is_file()
 
 
-def shipped_database(target: str | dict | tvm.target.Target) -> ms.Database | None:
-    """Union of the databases shipped for ``target``'s architecture, or ``None``."""
-    dirs = []
-    for root in SHIPPED_DIRS:
-        arch_dir = root / arch_of(target)
-        if arch_dir.is_dir():
-            dirs = sorted(p.parent for p in arch_dir.glob(f"*/{RECORD_FILE}"))
-            break
-    if not dirs:
-        return None
+def model_databases(arch_dir: str | os.PathLike) -> list[Path]:
+    """The per-model databases in an architecture's directory (``arch_dir/<model>/``)."""
+    return sorted(p.parent for p in Path(arch_dir).glob(f"*/{RECORD_FILE}"))
+
+
+def _union(dirs: list[Path]) -> ms.Database:
     dbs = [open_database(d, create=False) for d in dirs]
     return dbs[0] if len(dbs) == 1 else ms.database.UnionDatabase(*dbs)
 
 
+def shipped_database(target: str | dict | tvm.target.Target) -> ms.Database | None:
+    """Union of the databases shipped for ``target``'s architecture, or ``None``."""
+    for root in SHIPPED_DIRS:
+        arch_dir = root / arch_of(target)
+        if arch_dir.is_dir():
+            dirs = model_databases(arch_dir)
+            return _union(dirs) if dirs else None
+    return None
+
+
+def tuning_root_database(path: str | os.PathLike, target: str | dict | tvm.target.Target) -> ms.Database | None:
+    """The databases ``ios_tvm.tune_models`` / ``ios-tvm tune --out ROOT`` wrote for ``target``,
+    given ``ROOT`` (all of ``ROOT/<arch>/<model>/``, as one union) or ``ROOT/<arch>``; ``None``
+    when ``path`` is not such a directory.
+
+    Raises
+    ------
+    DatabaseError
+        ``path`` holds tuning databases, but for other architectures only (it names them).
+    """
+    path = Path(path)
+    arch = arch_of(target)
+    if model_databases(path / arch):  # ROOT
+        return _union(model_databases(path / arch))
+    own = model_databases(path)  # ROOT/<arch>, or a folder of model databases
+    if own and (path.name == arch or not _looks_like_arch(path.name)):
+        return _union(own)
+    others = sorted({p.parent.parent.name for p in path.glob(f"*/*/{RECORD_FILE}")} | ({path.name} if own else set()))
+    if others:
+        root = path.parent if own else path
+        raise DatabaseError(f"{path} holds tuning databases for {', '.join(others)}, none for this target's {arch}: "
+                            f"tune for it (ios-tvm tune MODEL --target TARGET --out {root}) or build for the "
+                            "architecture they were tuned for")
+    return None
+
+
+def _looks_like_arch(name: str) -> bool:
+    """Whether a directory name is an architecture's (``sm_90``, ``generic``, an LLVM ``mcpu``
+    cannot be told from a model's name: only the first two are recognized)."""
+    return name.startswith("sm_") or name == "generic"
+
+
 def resolve_database(database: DatabaseLike, target: str | dict | tvm.target.Target) -> ms.Database | None:
     """``database=`` of builds: ``"auto"`` -> the shipped one for the target (if any),
-    ``None`` -> untuned (dlight defaults), else a directory holding a database (never created
-    here: :class:`~ios_tvm.errors.DatabaseError` when there is none) or a ``ms.Database``."""
+    ``None`` -> untuned (dlight defaults), else a ``ms.Database`` or a directory: one database
+    (``ios_tvm.tune``'s ``work_dir``), or the root ``ios_tvm.tune_models`` / ``ios-tvm tune --out``
+    wrote (its ``<arch>/<model>/`` databases of the target's architecture, together), or that
+    root's ``<arch>`` directory. Never created here: :class:`~ios_tvm.errors.DatabaseError` when
+    the directory holds none."""
     if database is None:
         return None
     if isinstance(database, str) and database == "auto":
         return shipped_database(target)
+    if isinstance(database, (str, os.PathLike)) and not has_database(database) and Path(database).is_dir():
+        found = tuning_root_database(database, target)
+        if found is not None:
+            return found
     return open_database(database, create=False)
 
 

@@ -12,7 +12,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,10 +20,12 @@ from ..errors import (
     InputFileError,
     InvalidArgumentError,
     MissingFileError,
+    OutputFileError,
     ScheduleFormatError,
     ScheduleMismatchError,
 )
 from . import search
+from .files import write_atomically
 
 logger = logging.getLogger("ios_tvm")
 
@@ -32,6 +33,8 @@ FORMAT = "ios_tvm.schedule"
 FORMAT_VERSION = 2  #: written when a schedule has kernel variants; version 1 (none) otherwise
 READ_VERSIONS = (1, 2)
 STAGE_KINDS = ("concurrent", "merge")
+#: the longest stage latency a schedule file may hold (an hour): anything longer is corrupt
+MAX_STAGE_S = 3600.0
 
 #: what to do with a schedule that does not fit, for API and command-line users alike
 RECREATE = ("re-create it for this model (Python: ios_tvm.optimize(mod, target); command line: "
@@ -341,27 +344,27 @@ class Schedule:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically (a temporary file renamed over ``path``; missing parent directories
-        are created).
+        are created), with the permissions the umask gives (a file replaced keeps its own).
 
         Raises
         ------
         InvalidArgumentError
             ``path`` is a directory.
+        OutputFileError
+            ``path`` cannot be written (a read-only folder or file system, an immutable file);
+            a file already there is left as it was.
         """
         path = Path(path)
         if path.is_dir():
             raise InvalidArgumentError(f"{path} is a directory; give the schedule a file name, e.g. "
                                        f"{path / 'model.schedule.json'}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
-            with os.fdopen(fd, "w") as f:
-                f.write(self.to_json())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OutputFileError(f"cannot create the folder {path.parent} for {path.name} "
+                                  f"({err.strerror or err}): write the schedule elsewhere") from None
+        text = self.to_json()
+        return write_atomically(path, lambda tmp: Path(tmp).write_text(text))
 
     @classmethod
     def load(cls, path: str | os.PathLike, graph: Any = None, target: Any = None) -> "Schedule":
@@ -388,13 +391,16 @@ class Schedule:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise ScheduleFormatError(f"corrupt schedule file {path}: not text (a schedule is JSON)") from None
-        return cls.from_json(text, graph, target)
+        try:
+            return cls.from_json(text, graph, target)
+        except (ScheduleFormatError, ScheduleMismatchError) as err:  # say which file
+            raise type(err)(f"{path}: {err}") from None
 
     # -- display -----------------------------------------------------------------------------
     def summary(self) -> str:
         """One line: stages, kernels, streams, latency and who predicted it, and the target."""
         lat = self.latency
-        parts = [f"{len(self.stages)} stages over {self.num_nodes} kernels",
+        parts = [f"{len(self.stages)} stage{'s' if len(self.stages) != 1 else ''} over {self.num_nodes} kernels",
                  f"up to {self.max_streams} concurrent stream{'s' if self.max_streams != 1 else ''}"]
         if lat is not None:
             what = "measured" if self.measured else "predicted"
@@ -403,10 +409,15 @@ class Schedule:
         if made_for is not None:
             kind, arch = target_kind_arch(made_for)
             parts.append(f"for {kind}{f' {arch}' if arch else ''}")
+        strategy = self.meta.get("strategy")
+        if isinstance(self.meta.get("end_to_end"), dict) and strategy in ("sequential", "greedy"):
+            parts.insert(0, f"the {strategy} schedule (kept instead of the IOS schedule by the end-to-end check)")
         return ", ".join(parts)
 
-    def to_text(self, max_stages: int | None = None) -> str:
-        """A terminal view: one line per stage, groups as ``[kernel -> kernel] | [...]``."""
+    def to_text(self, max_stages: int | None = None, more: str = "") -> str:
+        """A terminal view: one line per stage, groups as ``[kernel -> kernel] | [...]``; past
+        ``max_stages``, a line saying how many more there are, followed by ``more`` (how to see
+        them, e.g. ``" (--all shows them)"``)."""
         lines = [self.summary()]
         shown = self.stages if max_stages is None else self.stages[:max_stages]
         width = len(str(len(self.stages)))
@@ -421,7 +432,8 @@ class Schedule:
                     f"{self.kernels[v]}#{self.variants[v]['rank']}" for v in st.nodes if v in self.variants) + ")"
             lines.append(f"  stage {i:>{width}}  {lat}{groups}")
         if max_stages is not None and len(self.stages) > max_stages:
-            lines.append(f"  ... {len(self.stages) - max_stages} more stages")
+            rest = len(self.stages) - max_stages
+            lines.append(f"  ... {rest} more stage{'s' if rest != 1 else ''}{more}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -437,9 +449,13 @@ def _no_constant(name: str) -> Any:
     raise _Corrupt(f"{name} is not a number a schedule can hold")
 
 
+def _a(word: str) -> str:
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
+
+
 def _typed(value: Any, kind: type, what: str) -> Any:
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise _Corrupt(f"{what} should be a {kind.__name__}, got {type(value).__name__} {_short(value)}")
+        raise _Corrupt(f"{what} should be {_a(kind.__name__)}, got {type(value).__name__} {_short(value)}")
     return value
 
 
@@ -470,6 +486,9 @@ def _parse_stage(i: int, data: Any) -> Stage:
             raise _Corrupt(f"latency_s of {what} should be a number or null, got {_short(latency)}")
         if not math.isfinite(latency) or latency < 0:
             raise _Corrupt(f"latency_s of {what} is {latency!r}; a latency is a finite number of seconds >= 0")
+        if latency > MAX_STAGE_S:
+            raise _Corrupt(f"latency_s of {what} is {latency:.3g} s; no stage of a model runs for more than "
+                           f"{MAX_STAGE_S:.0f} s (an hour)")
         latency = float(latency)
     return Stage(groups, kind, latency)
 

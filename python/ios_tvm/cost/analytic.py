@@ -53,33 +53,34 @@ Both presets model the kernels a default build runs: TVM's own schedules, no tun
   (predicted 0.91-0.98x), SqueezeNet's 1x1 + 3x3 merges 0.51-0.53x (predicted 0.48-0.53x). On
   this CPU merging does not pay, and the model no longer picks merges there (the uncalibrated one
   did).
-* GPU (:data:`GPU_H100_CLASS`, every ``cuda`` target): an H200 (``../shared/evidence/
-  gpu_e2e_h200_inception_v3_2026-11-27.json``, the team's first GPU run, untuned kernels,
-  batch 1) measured full-size Inception-v3 at 7.61 ms as the sum of its sequential stages
-  (8.76 ms end to end) and its greedy schedule at 5.86 ms end to end (1.48x over sequential).
-  Peak and bandwidth are an H100's FP32 figures (50 TFLOP/s without tensor cores, 3 TB/s); TVM's
-  default convolution schedule (one thread per output, the reduction in a loop) reaches
-  ``eta_conv = 0.145`` of that peak, fitted to the 7.61 ms (the model gives 7.6 ms; the uncalibrated
-  model gave 2.2 ms, of which 0.74 ms for the final 2048x1000 GEMV that moves 8 MB: now 4.7 us,
-  1.7x its 2.7 us roofline: matmul-like kernels now count as filling the device, and the launch
-  overhead is 2 us, was 3). The greedy schedule is predicted 1.7x faster than sequential
-  (measured end to end: 1.48x), and the analytic IOS schedule at 4.14 ms (the IOS schedule
-  searched with measured costs summed to 4.58 ms). Only these totals were measured on a GPU:
-  per-kernel GPU predictions are unvalidated, and on an H200 (4.8 TB/s) memory-bound kernels run
-  faster than predicted.
+* GPU (:data:`GPU_SPECS`, every ``cuda`` target; :mod:`ios_tvm.cost.gpus` picks the GPU a
+  target means): each GPU's peak FP32 and dense FP16 tensor-core rates, bandwidth, SM count
+  (``U`` = SMs x resident threads per SM), L2 and memory are its vendor's published figures.
+  What they do not say, how fast TVM's untuned kernels run, was fitted on an H200
+  (``../shared/evidence/gpu_e2e_h200_inception_v3_2026-11-27.json``, the team's first GPU run,
+  untuned kernels, batch 1): full-size Inception-v3 measured 7.61 ms as the sum of its sequential
+  stages (8.76 ms end to end) and its greedy schedule 5.86 ms end to end (1.48x over
+  sequential). TVM's default convolution schedule (one thread per output, the reduction in a
+  loop) reaches ``eta_conv = 0.107`` of the H200's 67 TFLOP/s FP32 peak, fitted to the 7.61 ms
+  (the model gives 7.64 ms; the uncalibrated model gave 2.2 ms, of which 0.74 ms for the final
+  2048x1000 GEMV that moves 8 MB, now a few microseconds: matmul-like kernels count as filling
+  the device; the launch overhead is 2 us). The greedy schedule is predicted 1.7x faster than
+  sequential (measured end to end: 1.48x). Only these totals were measured on a GPU: per-kernel
+  GPU predictions are unvalidated, and the other GPUs reuse the H200's efficiency and overheads
+  (an assumption until one of them is measured): their predictions differ from the H200's as
+  their datasheets do.
 
 Half precision (:mod:`ios_tvm.ir.precision`): bytes come from the real dtypes, so memory-bound kernels
-take half the time. Convolutions and matmuls on float16 data run at ``dtype_peaks["float16"]`` =
-740 TFLOP/s on the GPU preset: 14.8x its FP32 peak, the ratio of NVIDIA's H100 datasheet figures for
-dense FP16 tensor-core and FP32 (989.4 / 66.9 TFLOP/s for the SXM card, 756 / 51.2 for PCIe), with
-the same efficiency ``eta`` as the FP32 kernels: an assumption, not measured (no GPU has run a half
+take half the time. Convolutions and matmuls on float16 data run at ``dtype_peaks["float16"]``,
+the GPU's dense FP16 tensor-core rate (H200 and H100 SXM: 989.5 TFLOP/s, 14.8x FP32), with the
+same efficiency ``eta`` as the FP32 kernels: an assumption, not measured (no GPU has run a half
 model of ios_tvm yet). It is what kernels tuned with MetaSchedule's tensor-core rules
 (``ios_tvm.tune`` of the converted model; :data:`ios_tvm.ir.precision.TENSOR_CORE_INTRINSICS`) aim at.
 Two cases run slower than that: TVM's *untuned* half convolutions (dlight's fallback schedule runs
-them on CUDA cores, at about the FP32 rate), and every bfloat16 kernel, which the preset leaves at
-the FP32 peak because TVM 0.27's MetaSchedule has no bfloat16 tensor-core intrinsics (the H100's
-bf16 tensor cores are as fast as its fp16 ones). The CPU preset has no half peak: LLVM computes
-half precision in float32 registers.
+them on CUDA cores, at about the FP32 rate), and every bfloat16 kernel, which the presets leave at
+the FP32 peak because TVM 0.27's MetaSchedule has no bfloat16 tensor-core intrinsics (the bf16
+tensor cores are as fast as the fp16 ones). The CPU preset has no half peak: LLVM computes half
+precision in float32 registers.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ import tvm
 
 from ..ir.graph import OpGraph, tensor_bytes
 from ..ir.target import as_target
+from .gpus import DATASHEETS, GpuDatasheet, target_datasheet
 from .model import CostModel
 
 KERNEL_CLASSES = ("conv", "matmul", "pool", "other")
@@ -112,9 +114,8 @@ def kernel_class(kernel: str) -> str:
 
 @dataclass(frozen=True)
 class DeviceSpec:
-    """Roofline numbers of a device (defaults: :data:`GPU_H100_CLASS`, an H100-class GPU running
-    TVM's untuned kernels in FP32 on CUDA cores, and float16 convolutions and matmuls on its
-    tensor cores).
+    """Roofline numbers of a device (defaults: :data:`GPU_H200`, an H200 running TVM's untuned
+    kernels in FP32 on CUDA cores, and float16 convolutions and matmuls on its tensor cores).
 
     Attributes
     ----------
@@ -139,61 +140,91 @@ class DeviceSpec:
         dtype (the dtype of their first input), instead of ``peak_flops``.
     tensor_core_classes
         Kernel classes ``dtype_peaks`` applies to.
+    l2_bytes, memory_bytes
+        The GPU's L2 cache and memory (0: not known; CPUs).
     """
 
-    name: str = "generic-gpu"
-    peak_flops: float = 50e12
-    bandwidth: float = 3.0e12
+    name: str = "h200"
+    peak_flops: float = 67e12
+    bandwidth: float = 4.8e12
     lanes: int = 132 * 2048
     launch_overhead: float = 2e-6
     join_overhead: float = 2e-6
-    efficiency: tuple[tuple[str, float], ...] = (("conv", 0.145),)
+    efficiency: tuple[tuple[str, float], ...] = (("conv", 0.107),)
     full_occupancy: tuple[str, ...] = ("matmul",)
     cache_bytes: float = 0.0
     cache_slowdown: float = 0.0
     concurrent: bool = True
-    dtype_peaks: tuple[tuple[str, float], ...] = (("float16", 740e12),)
+    dtype_peaks: tuple[tuple[str, float], ...] = (("float16", 989.5e12),)
     tensor_core_classes: tuple[str, ...] = ("conv", "matmul")
+    l2_bytes: float = 50 * 2**20
+    memory_bytes: float = 141e9
 
     @staticmethod
     def for_target(target: str | dict | tvm.target.Target) -> "DeviceSpec":
-        """The calibrated preset for a TVM target: CUDA -> :data:`GPU_H100_CLASS`, CPU ->
-        :data:`CPU_UNTUNED` (named after its ``num-cores``; untuned kernels use one)."""
+        """The preset for a TVM target: CPU -> :data:`CPU_UNTUNED` (named after its
+        ``num-cores``; untuned kernels use one); CUDA -> the :data:`GPU_SPECS` entry of the GPU
+        the target means (:func:`ios_tvm.cost.gpus.target_datasheet`: the target's ``model``, this
+        machine's GPU of the target's architecture, or the architecture's GPU), named
+        ``"H200 SXM (sm_90)"``."""
         tgt = as_target(target)
         if tgt.kind.name == "llvm":
             cores = int(tgt.attrs["num-cores"]) if "num-cores" in tgt.attrs else (os.cpu_count() or 1)
             return dataclasses.replace(CPU_UNTUNED, name=f"cpu-{cores}core")
-        return dataclasses.replace(GPU_H100_CLASS, name=f"{tgt.kind.name}-{tgt.attrs.get('arch', 'gpu')}")
+        sheet, how, arch = target_datasheet(tgt)
+        label = f"{sheet.name} ({arch})" if how != "unknown" else f"{arch}: no datasheet, {sheet.name} figures"
+        return dataclasses.replace(GPU_SPECS[sheet.key], name=label)
 
 
-#: An H100-class GPU running TVM's untuned (dlight default) kernels; see the module docstring.
-GPU_H100_CLASS = DeviceSpec(name="h100-class")
+def gpu_spec(sheet: GpuDatasheet) -> DeviceSpec:
+    """A GPU's roofline: its datasheet's rates, SMs and sizes, with the efficiency and overheads
+    of TVM's untuned kernels fitted on the H200 (module docstring)."""
+    return DeviceSpec(name=sheet.key, peak_flops=sheet.fp32_flops, bandwidth=sheet.bandwidth,
+                      lanes=sheet.sms * sheet.threads_per_sm, dtype_peaks=(("float16", sheet.fp16_flops),),
+                      l2_bytes=sheet.l2_bytes, memory_bytes=sheet.memory_bytes)
+
+
+#: Every GPU of :mod:`ios_tvm.cost.gpus`, by key (``"h200"``, ``"a100"``, ...).
+GPU_SPECS = {sheet.key: gpu_spec(sheet) for sheet in DATASHEETS}
+
+#: The H200 running TVM's untuned (dlight default) kernels: the GPU the model is fitted on.
+GPU_H200 = GPU_SPECS["h200"]
+#: The GPU preset's earlier name.
+GPU_H100_CLASS = GPU_H200
 
 #: A CPU running TVM's untuned (single-threaded) kernels, fitted on the project's 2-core x86-64
 #: machine; see the module docstring.
 CPU_UNTUNED = DeviceSpec(
     name="cpu", peak_flops=95.9e9, bandwidth=94.0e9, lanes=1, launch_overhead=0.2e-6, join_overhead=0.05e-6,
     efficiency=(("conv", 0.312), ("matmul", 0.418), ("other", 0.556)), full_occupancy=(),
-    cache_bytes=33.1e3, cache_slowdown=7.84, concurrent=False, dtype_peaks=())
+    cache_bytes=33.1e3, cache_slowdown=7.84, concurrent=False, dtype_peaks=(), l2_bytes=0.0, memory_bytes=0.0)
 
 #: What each preset is known to get right, for schedule meta and the CLI.
 KNOWN_ERROR = {
     "cpu": "calibrated on untuned TVM kernels of 8 zoo models on a 2-core x86-64 CPU: model totals within 2x "
            "of measured, 94% of kernels within 2x; tuned kernels run faster (2.5x for SqueezeNet-small after 8 "
            "trials per task)",
-    "h100-class": "calibrated on untuned TVM kernels of Inception-v3 on an H200 (batch 1): sequential total "
-                  "within 1% of the measured 7.61 ms, greedy speed-up 1.7x predicted vs 1.48x measured end to "
-                  "end; per-kernel GPU latencies not yet validated",
+    "h200": "calibrated on untuned TVM kernels of Inception-v3 on an H200 (batch 1): sequential total "
+            "within 1% of the measured 7.61 ms, greedy speed-up 1.7x predicted vs 1.48x measured end to "
+            "end; per-kernel GPU latencies not yet validated",
+    **{sheet.key: f"the {sheet.name}'s datasheet figures with the efficiency of untuned TVM kernels fitted on an "
+                  f"H200 (Inception-v3, batch 1, within 1% there); not yet measured on a {sheet.name}"
+       for sheet in DATASHEETS if sheet.key != "h200"},
 }
 
 #: Added to the known error of a half-precision model's prediction (``schedule.meta["prediction"]``).
 HALF_KNOWN_ERROR = {
     "cpu": "half precision not calibrated on CPU (its bytes halve; LLVM computes it in float32 registers)",
-    "h100-class": "half precision not yet measured on a GPU: float16 convolutions and matmuls are predicted at "
-                  "the tensor cores' peak (740 TFLOP/s, 14.8x FP32, datasheet ratio) with FP32's fitted "
-                  "efficiency, as tuned kernels (MetaSchedule's tensor-core rules) aim at; untuned float16 "
-                  "kernels and bfloat16 kernels (no tensor-core schedules in TVM 0.27) run on CUDA cores",
+    **{sheet.key: f"half precision not yet measured on a GPU: float16 convolutions and matmuls are predicted at "
+                  f"the tensor cores' dense peak ({sheet.fp16_flops / 1e12:.0f} TFLOPS, "
+                  f"{sheet.fp16_flops / sheet.fp32_flops:.1f}x FP32, datasheet) with FP32's fitted efficiency, as "
+                  "tuned kernels (MetaSchedule's tensor-core rules) aim at; untuned float16 kernels and bfloat16 "
+                  "kernels (no tensor-core schedules in TVM 0.27) run on CUDA cores"
+       for sheet in DATASHEETS},
 }
+
+#: Presets :attr:`AnalyticCostModel.known_error` knows (compared without their names).
+PRESETS = (CPU_UNTUNED, *GPU_SPECS.values())
 
 
 def kernel_dtype(inputs: tuple[tuple[tuple[int, ...], str], ...], outputs: tuple = ()) -> str:
@@ -238,7 +269,7 @@ class AnalyticCostModel(CostModel):
         return {"cost_model": self.name, "device": self.device.name, "known_error": self.known_error_for(dtype)}
 
     def _preset(self) -> str | None:
-        for preset in (GPU_H100_CLASS, CPU_UNTUNED):
+        for preset in PRESETS:
             if dataclasses.replace(self.device, name=preset.name) == preset:
                 return preset.name
         return None

@@ -50,7 +50,11 @@ LONG_MEASUREMENT_S = 600.0
 
 
 def format_duration(seconds: float) -> str:
-    """``"45 s"``, ``"12 min"``, ``"3 h 36 min"``."""
+    """``"0.3 s"``, ``"45 s"``, ``"12 min"``, ``"3 h 36 min"`` (never ``"0 s"``)."""
+    if seconds < 0.1:
+        return "under 0.1 s"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
     if seconds < 60:
         return f"{seconds:.0f} s"
     minutes = int(round(seconds / 60))
@@ -319,8 +323,9 @@ class MeasuredCostModel(CostModel):
             logger.info("ios_tvm: all %d distinct candidate stages are in the stage cache", cached)
             return
         seconds = self.estimate_seconds(graph, todo)
+        about = "about " if seconds >= 0.1 else ""
         what = (f"ios_tvm: measuring {len(todo)} distinct candidate stages ({cached} more are in the stage cache; "
-                f"each runs {self.config.warmup + self.config.repeat} times) takes about {format_duration(seconds)} "
+                f"each runs {self.config.warmup + self.config.repeat} times) takes {about}{format_duration(seconds)} "
                 "(analytic estimate) plus building the model once")
         if seconds < LONG_MEASUREMENT_S:
             logger.info("%s", what)

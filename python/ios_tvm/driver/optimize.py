@@ -17,7 +17,9 @@ from ..core.dag import Dag
 from ..core.schedule import Schedule
 from ..core.search import SearchStats, candidate_stages, dynamic_program
 from ..cost import CostModel, get_cost_model
+from ..cost.gpus import device_memory
 from ..errors import InvalidArgumentError
+from ..ir.footprint import check_fits
 from ..ir.graph import OpGraph, extract_graph
 from ..ir.merge_plan import node_merges
 from ..ir.precision import convert, model_dtype
@@ -201,7 +203,8 @@ def optimize(
     ------
     InvalidArgumentError
         Bad search settings (also ``search`` together with ``max_group_size`` /
-        ``max_num_groups``) or an unknown cost model name.
+        ``max_num_groups``), an unknown cost model name, or a model whose largest tensor alone
+        outgrows the memory of the target's device (:func:`ios_tvm.ir.footprint.check_fits`).
     DatabaseError
         ``database`` names a directory that holds no tuning database.
     UnsupportedModelError
@@ -219,6 +222,7 @@ def optimize(
         precision = {"dtype": model_dtype(mod), "converted": False}
     config = search_config(search, max_group_size, max_num_groups)
     tgt = as_target(target)
+    check_fits(mod, *device_memory(tgt), "schedule it with a smaller batch size or input shape")
     if isinstance(database, (str, os.PathLike)) and str(database) != "auto":
         resolve_database(database, tgt)  # a mistyped database is an error even where the costs do not read it
     t0 = time.perf_counter()

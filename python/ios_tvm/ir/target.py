@@ -20,6 +20,7 @@ import functools
 import json
 import logging
 import os
+import re
 from typing import Any, Union
 
 import tvm
@@ -87,6 +88,30 @@ def _complete_cuda(target: tvm.target.Target) -> tvm.target.Target:
     return tvm.target.Target(config)
 
 
+#: CUDA compute capabilities NVIDIA has shipped (``sm_XY``; ``a`` / ``f`` suffixed variants too)
+CUDA_ARCHS = (30, 32, 35, 37, 50, 52, 53, 60, 61, 62, 70, 72, 75, 80, 86, 87, 89, 90, 100, 101, 103, 110, 120, 121)
+
+
+def _check_arch(target: tvm.target.Target) -> None:
+    """Refuse an ``arch`` no NVIDIA GPU has (``sm_999``, ``sm_1``, ``sm_77``); one newer than every
+    architecture known here (up to compute capability 19.x) passes, with a warning."""
+    arch = str(target.attrs.get("arch", ""))
+    found = re.fullmatch(r"sm_(\d+)[af]?", arch)
+    number = int(found.group(1)) if found else None
+    if arch and number is not None and max(CUDA_ARCHS) < number < 200:
+        _warn_new_arch(arch)
+    elif arch and (number is None or number not in CUDA_ARCHS):
+        raise TargetError(f"CUDA target with arch {arch!r}: not a CUDA architecture (they are sm_XY, compute "
+                          f"capability X.Y: {', '.join(f'sm_{n}' for n in CUDA_ARCHS if n >= 50)}); name your GPU's, "
+                          "e.g. sm_90 (H100, H200), sm_89 (L4), sm_80 (A100), sm_70 (V100)")
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_new_arch(arch: str) -> None:  # once per process and architecture
+    logger.warning("ios_tvm: CUDA architecture %s is newer than those ios_tvm knows (up to sm_%d): TVM may not "
+                   "compile for it yet", arch, max(CUDA_ARCHS))
+
+
 def as_target(target: TargetLike) -> tvm.target.Target:
     """A ``tvm.target.Target`` from a target, a target string (``"llvm"``, ``"cuda"``, a tag), a
     JSON dict (``{"kind": "cuda", "arch": "sm_90"}``) or its JSON text; CUDA targets completed
@@ -95,11 +120,12 @@ def as_target(target: TargetLike) -> tvm.target.Target:
     Raises
     ------
     TargetError
-        Not a target TVM knows (a ``ValueError``).
+        Not a target TVM knows (a ``ValueError``), or a CUDA architecture NVIDIA never made.
     """
     tgt = _parse(target)
     if tgt.kind.name != "cuda":
         return tgt
+    _check_arch(tgt)
     if not _names_arch(target) and not has_gpu():
         _warn_default_arch(str(tgt.attrs.get("arch", "")))
     return _complete_cuda(tgt)
@@ -177,6 +203,19 @@ def require_device(target: TargetLike, device_id: int = 0, purpose: str = "this"
 def has_gpu(device_id: int = 0) -> bool:
     """Whether the CUDA driver sees GPU ``device_id``."""
     return _device_limits(device_id) is not None
+
+
+@functools.lru_cache(maxsize=8)
+def gpu_name(device_id: int = 0) -> tuple[str, str] | None:
+    """``(arch, name)`` of CUDA GPU ``device_id`` as the driver names it (``("sm_90", "NVIDIA
+    H200")``), or ``None`` without one."""
+    present = _device_limits(device_id)
+    if present is None:
+        return None
+    try:
+        return present[0], str(tvm.cuda(device_id).device_name)
+    except Exception:  # noqa: BLE001 - a driver that does not say: the architecture still does
+        return present[0], ""
 
 
 def compute_capability(device_id: int = 0) -> str | None:

@@ -11,6 +11,7 @@ import shutil
 import statistics
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -66,17 +67,42 @@ def device_lock_depth() -> int:
         return int(_lock_state["depth"]) if _lock_state["fd"] is not None else 0
 
 
+#: a run at least this long is timed by Python, one run at a time (Ctrl-C acts between runs)
+LONG_RUN_S = 0.05
+
+
 def time_vm(executable: Any, device: Any, inputs: Sequence[Any], *, number: int = 20, repeat: int = 5,
             min_repeat_ms: int = 0) -> list[float]:
-    """Seconds per run of ``main`` (``repeat`` samples, each the mean of ``number`` runs), with
-    TVM's ``time_evaluator`` (it synchronizes the device around each sample), holding the device
-    (:func:`exclusive_device`)."""
+    """Seconds per run of ``main`` (``repeat`` samples, each the mean of ``number`` runs), holding
+    the device (:func:`exclusive_device`).
+
+    A first run warms up (and is timed): when it took :data:`LONG_RUN_S` or more, every run is
+    timed from Python (the device synchronized after each), so that Ctrl-C acts within one run;
+    shorter runs go through TVM's ``time_evaluator`` (which synchronizes the device around each
+    sample), where the timer's own overhead would matter. ``min_repeat_ms``: a sample runs at
+    least that long (more runs per sample than ``number`` where needed), which steadies the
+    samples of short runs.
+    """
     vm = relax.VirtualMachine(executable, device)
     args = [tvm.runtime.tensor(x, device) if not isinstance(x, tvm.runtime.Tensor) else x for x in inputs]
     vm.set_input("main", *args)
-    timer = vm.time_evaluator("invoke_stateful", device, number=number, repeat=repeat,
-                              min_repeat_ms=min_repeat_ms)
     with exclusive_device():
+        t0 = time.perf_counter()
+        vm.invoke_stateful("main")
+        device.sync()
+        first = time.perf_counter() - t0
+        if first >= LONG_RUN_S:
+            runs = max(number, int(-(-min_repeat_ms / 1e3 // first)))
+            samples = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                for _ in range(runs):
+                    vm.invoke_stateful("main")
+                    device.sync()
+                samples.append((time.perf_counter() - t0) / runs)
+            return samples
+        timer = vm.time_evaluator("invoke_stateful", device, number=number, repeat=repeat,
+                                  min_repeat_ms=min_repeat_ms)
         return [float(x) for x in timer("main").results]
 
 

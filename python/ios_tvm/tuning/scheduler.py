@@ -7,9 +7,10 @@ call count and recent gains. Here:
 * :class:`~ios_tvm.tuning.allocator.TrialAllocator` (pure Python) decides who gets the next batch
   (its rule: :mod:`ios_tvm.tuning.allocator`).
 * :class:`BudgetScheduler`, a MetaSchedule ``PyTaskScheduler``, asks the allocator and ends the
-  run (returns -1) when one more batch would end further past the deadline than stopping now
-  ends before it: stopping costs the join of the batch under way, another batch a cycle more
-  (both the median of the last three). A run ends within about half a cycle of its deadline.
+  run (returns -1) when one more batch would end past the deadline: stopping costs the join of
+  the batch under way, another batch a cycle more (both the median of the last three). A run
+  ends before its deadline, within about a cycle of it (the first batch, whose length nothing
+  tells yet, excepted).
 * :class:`RecordSink`, a measure callback, sees every measured batch: it feeds the allocator,
   writes each valid record to every database holding the task's workload and reports progress.
 
@@ -200,10 +201,10 @@ class BudgetScheduler(PyTaskScheduler):
             self.stopped_by = "interrupt"
             return -1
         # stopping now ends after joining the batch under way (a join); one more batch ends a cycle
-        # later: take the batch when that lands nearer the deadline
+        # later: take it only when that still ends by the deadline (a budget is not exceeded)
         if self.deadline is not None:
             end_if_stopped = time.monotonic() + self._recent(self.joins)
-            if end_if_stopped + 0.5 * self._recent(self.cycles) > self.deadline:
+            if end_if_stopped + self._recent(self.cycles) > self.deadline:
                 self.stopped_by = "time"
                 return -1
         live = [self.order[i] for i, t in enumerate(tasks) if not t.is_terminated]

@@ -231,6 +231,16 @@ def _check_budget(time_budget_s: float | None, max_trials_per_task: int | None, 
     return max_trials_per_task
 
 
+def require_tuning_device(target: Any) -> None:
+    """Tuning with the local runner measures every candidate on the target's device: refuse up
+    front (:class:`~ios_tvm.errors.DeviceNotFoundError`, saying what to do) when it is absent."""
+    tgt = tuning_target(target)
+    require_device(tgt, 0, f"tuning for {tgt.kind.name} (MetaSchedule measures every candidate on the device)",
+                   instead="give ios_tvm.tune a runner that reaches one "
+                           "(runner=tvm.s_tir.meta_schedule.runner.RPCRunner(...))",
+                   there=" (there `ios-tvm tune MODEL --target auto` describes it)")
+
+
 def _tune(entries: Sequence[_Entry], target: Any, *, work_dir: Path, sources: Sequence[Path],
           time_budget_s: float | None, max_trials_global: int | None, max_trials_per_task: int | None,
           num_trials_per_iter: int, retune: bool, seed: int | None, runner: Any, builder: Any,
@@ -242,10 +252,7 @@ def _tune(entries: Sequence[_Entry], target: Any, *, work_dir: Path, sources: Se
     say = progress or logger.info
     tgt = tuning_target(target)
     if isinstance(runner, str) and runner == "local":  # without the device every candidate would fail to run
-        require_device(tgt, 0, f"tuning for {tgt.kind.name} (MetaSchedule measures every candidate on the device)",
-                       instead="give ios_tvm.tune a runner that reaches one "
-                               "(runner=tvm.s_tir.meta_schedule.runner.RPCRunner(...))",
-                       there=" (there `ios-tvm tune MODEL --target auto` describes it)")
+        require_tuning_device(tgt)
     infos = _collect_tasks(entries, tgt)
     source_dbs = [db for info in infos for db in info.databases]
     source_dbs = [db for i, db in enumerate(source_dbs) if all(db is not d for d in source_dbs[:i])]
@@ -279,17 +286,31 @@ def _tune(entries: Sequence[_Entry], target: Any, *, work_dir: Path, sources: Se
         if own_builder:  # its workers start (import TVM) while the search prepares the tasks
             builder = default_builder(build_timeout_s, _build_config(entries, tgt))
         loggers = _task_loggers(work_dir, [t.name for t in todo])
+        result = None
         try:
+            say(f"preparing the search of {len(todo)} tasks (MetaSchedule's design spaces; the first time in a "
+                f"process this imports TVM's schedule rules, while the build workers start) "
+                f"({time.monotonic() - start:.1f} s)")
             contexts = _contexts(infos, tgt, loggers, seed, strategy)
-            result = run_tasks(infos, contexts, tgt, deadline=deadline, start=start,
-                               max_trials_global=max_trials_global, num_trials_per_iter=num_trials_per_iter,
-                               builder=builder, runner=runner, database=seed_db, cost_model=cost_model,
-                               report=say, allocator=alloc)
+            if deadline is not None and time.monotonic() >= deadline:  # preparing took the whole budget
+                say(f"the preparation took the whole time budget: nothing tuned ({time.monotonic() - start:.1f} s; "
+                    "a larger --time-budget / time_budget_s leaves time for batches)")
+            else:
+                say(f"tuning in batches of {num_trials_per_iter} candidates (each searched, built on every core, then "
+                    f"measured; a line per batch{'' if deadline is None else '; none started that would end after the budget'}) "
+                    f"({time.monotonic() - start:.1f} s)")
+                result = run_tasks(infos, contexts, tgt, deadline=deadline, start=start,
+                                   max_trials_global=max_trials_global, num_trials_per_iter=num_trials_per_iter,
+                                   builder=builder, runner=runner, database=seed_db, cost_model=cost_model,
+                                   report=say, allocator=alloc)
         finally:
             _close_loggers(loggers)
             if own_builder:
                 builder.shutdown()
-        trials, best, stopped_by, written = result.trials, result.best_s, result.stopped_by, result.written
+        if result is None:
+            stopped_by = "time"
+        else:
+            trials, best, stopped_by, written = result.trials, result.best_s, result.stopped_by, result.written
         for info, out in zip(infos, alloc.exhausted):
             for db in info.databases if out else ():
                 mark_exhausted(Path(db.path_tuning_record).parent, {info.key: info.name})
