@@ -15,6 +15,7 @@ from ..compiler.databases import DatabaseLike, resolve_database
 from ..core import blocks as blocks_mod
 from ..core.dag import Dag
 from ..core.schedule import Schedule
+from ..core.plan import PlanCache
 from ..core.search import SearchStats, candidate_stages, dynamic_program
 from ..cost import CostModel, get_cost_model
 from ..errors import InvalidArgumentError
@@ -115,17 +116,23 @@ def search_graph(graph: OpGraph, cost_model: CostModel, config: SearchConfig = S
         index = {v: i for i, v in enumerate(block)}
         local_merges = [sum(1 << index[v] for v in m) for m in merge_sets if all(v in index for v in m)]
         dags.append((block, Dag.from_edges(n, local_edges), local_merges))
+    plans = PlanCache()  # identical blocks enumerate their states once
     # lazily: a model that needs no preparation never pays for the enumeration
     cost_model.prepare(graph, (tuple(tuple(block[i] for i in g) for g in groups)
-                               for block, dag, _ in dags for groups in candidate_stages(dag, r, s)))
+                               for block, dag, local_merges in dags
+                               for groups in candidate_stages(dag, r, s, plans, local_merges)))
     for bi, (block, dag, local_merges) in enumerate(dags):
         def latency(groups, block=block):
             return cost_model.stage_latency(graph, tuple(tuple(block[i] for i in g) for g in groups))
 
+        def latencies_of(table, block=block):
+            return cost_model.stage_latencies(graph, table.relabel(block))
+
         def merge_latency(nodes, block=block):
             return cost_model.merge_latency(graph, tuple(block[i] for i in nodes))
 
-        result = dynamic_program(dag, latency, r, s, local_merges, merge_latency if local_merges else None)
+        result = dynamic_program(dag, latency, r, s, local_merges, merge_latency if local_merges else None,
+                                 stage_latencies=latencies_of, plans=plans)
         for stage in result.stages:
             stages.append([[block[i] for i in g] for g in stage])
         latencies.extend(result.latencies)
