@@ -263,3 +263,14 @@ def test_report_shows_which_cache_state_predicts_the_run(tmp_path):
     assert "| inception_v3 | ios_both | 1.40x | 1.02x |" in p.stdout
     f.write_text(json.dumps({"provenance": {}, "models": {"squeezenet": {"sequential_s": [1e-3]}}}))
     assert "flushed" not in _run(str(ROOT / "benchmarks/report.py"), str(f), cwd=tmp_path).stdout  # none measured
+
+
+def test_search_cost_checks_the_fast_search_against_the_direct_one(tmp_path):
+    out = tmp_path / "search.json"
+    p = _run(str(ROOT / "benchmarks/search_cost.py"), "--models", "squeezenet", "--onnx", "--reference",
+             "--json", str(out), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["identical"] is True and row["states"] == 70 and row["stages"] == 71
+    assert 0 < row["distinct_stages"] <= row["stages"] and row["measure_estimate_s"] > 0
+    assert len(row["load_avg_1min"]) == 2
