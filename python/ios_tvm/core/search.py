@@ -16,7 +16,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..errors import MemoryBudgetError
 from .dag import Dag
+from .memory import BlockMemory
 from .plan import Groups, Plan, PlanCache, StageTable
 
 StageLatency = Callable[[Groups], float]
@@ -50,10 +52,18 @@ class DPResult:
     latencies: list[float]
     stats: SearchStats = field(default_factory=SearchStats)
     kinds: list[str] = field(default_factory=list)  #: "concurrent" or "merge" per stage
+    #: bytes each stage needs in the search's memory model (:mod:`ios_tvm.core.memory`), when
+    #: the search was given tensor sizes
+    memory: list[int] = field(default_factory=list)
 
     @property
     def latency(self) -> float:
         return float(sum(self.latencies))
+
+    @property
+    def peak(self) -> int:
+        """The largest :attr:`memory` of a stage (0 without tensor sizes)."""
+        return max(self.memory, default=0)
 
 
 def _check_limits(max_group_size: int, max_num_groups: int) -> None:
@@ -96,23 +106,51 @@ def stage_costs(table: StageTable, stage_latency: StageLatency,
     return lat
 
 
-def solve_plan(plan: Plan, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(best, choice)`` per state of ``plan`` under stage latencies ``lat``: the least summed
-    latency of a stage sequence that runs the state, and the transition (index into
+def solve_plan(plan: Plan, lat: np.ndarray, need: np.ndarray | None = None,
+               budget: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(best, choice, peak)`` per state of ``plan`` under stage latencies ``lat``: the least
+    summed latency of a stage sequence that runs the state, and the transition (index into
     ``plan.rest`` / ``plan.stage``) of its last stage; ties go to the first transition in the
-    plan's order. States of one size are solved together (each depends on smaller ones only)."""
+    plan's order. States of one size are solved together (each depends on smaller ones only).
+
+    With ``need`` (bytes per transition) and a ``budget``, only transitions needing at most the
+    budget are taken (``best`` is ``inf`` where none fits), ties in latency go to the lower
+    ``peak`` (the largest need along the sequence), then to the first transition."""
     best = np.zeros(len(plan.states), dtype=np.float64)
     choice = np.full(len(plan.states), -1, dtype=np.int64)
+    peak = None if need is None else np.zeros(len(plan.states), dtype=np.int64)
     for k in range(1, len(plan.levels) - 1):
         a, b = int(plan.levels[k]), int(plan.levels[k + 1])
         t0, t1 = int(plan.ptr[a]), int(plan.ptr[b])
-        cost = best[plan.rest[t0:t1]] + lat[plan.stage[t0:t1]]
+        rest = plan.rest[t0:t1]
+        cost = best[rest] + lat[plan.stage[t0:t1]]
         starts = plan.ptr[a:b] - t0
+        counts = np.diff(plan.ptr[a:b + 1])
+        if peak is not None:
+            reach = np.maximum(peak[rest], need[t0:t1])
+            if budget is not None:
+                cost = np.where(need[t0:t1] <= budget, cost, np.inf)
         low = np.minimum.reduceat(cost, starts)
-        ties = cost == np.repeat(low, np.diff(plan.ptr[a:b + 1]))
+        ties = cost == np.repeat(low, counts)
+        if peak is not None:
+            least = np.minimum.reduceat(np.where(ties, reach, np.iinfo(np.int64).max), starts)
+            ties &= reach == np.repeat(least, counts)
+            peak[a:b] = least
         best[a:b] = low
         choice[a:b] = np.minimum.reduceat(np.where(ties, np.arange(t0, t1), t1), starts)
-    return best, choice
+    return best, choice, peak
+
+
+def least_peak(plan: Plan, need: np.ndarray) -> int:
+    """The smallest peak (largest need along a stage sequence) any schedule of the plan's DAG
+    reaches: the least budget under which it has a schedule."""
+    peak = np.zeros(len(plan.states), dtype=np.int64)
+    for k in range(1, len(plan.levels) - 1):
+        a, b = int(plan.levels[k]), int(plan.levels[k + 1])
+        t0, t1 = int(plan.ptr[a]), int(plan.ptr[b])
+        reach = np.maximum(peak[plan.rest[t0:t1]], need[t0:t1])
+        peak[a:b] = np.minimum.reduceat(reach, plan.ptr[a:b] - t0)
+    return int(peak[-1])
 
 
 def dynamic_program(
@@ -125,6 +163,8 @@ def dynamic_program(
     *,
     stage_latencies: BatchLatency | None = None,
     plans: PlanCache | None = None,
+    memory: BlockMemory | None = None,
+    memory_budget: int | None = None,
 ) -> DPResult:
     """Run the IOS dynamic program on ``dag``: ``cost(S) = min_E cost(S \\ E) + latency(E)``.
 
@@ -141,6 +181,16 @@ def dynamic_program(
     :class:`~ios_tvm.core.plan.StageTable` (one latency per row) instead of ``stage_latency``
     per stage. ``plans`` shares the enumeration of states between calls (identical blocks, a
     search run again); by default each call enumerates its own.
+
+    ``memory`` (tensor sizes, :class:`~ios_tvm.core.memory.BlockMemory`) makes the result say
+    what each stage needs (:attr:`DPResult.memory`); with ``memory_budget`` (bytes) too, the
+    search keeps to schedules whose every stage needs at most that: the fastest of them, and
+    among equally fast ones the one with the lowest peak (then the first found).
+
+    Raises
+    ------
+    MemoryBudgetError
+        No schedule fits ``memory_budget``; its ``least`` is the smallest budget one fits.
     """
     _check_limits(max_group_size, max_num_groups)
     if merges and merge_latency is None:
@@ -148,10 +198,21 @@ def dynamic_program(
     plan = (plans or PlanCache()).get(dag, max_group_size, max_num_groups, merges)
     table = plan.stages
     lat = stage_costs(table, stage_latency, merge_latency, stage_latencies)
-    _, choice = solve_plan(plan, lat)
+    need = None
+    if memory is not None:
+        need = memory.live(plan.states)[plan.rest] + memory.stage_bytes(table)[plan.stage]
+    elif memory_budget is not None:
+        raise ValueError("a memory budget needs the tensor sizes (memory=BlockMemory(...))")
+    # without a budget, the stages are today's (memory only reported): ties stay first-found
+    best, choice, _ = solve_plan(plan, lat, None if memory_budget is None else need, memory_budget)
+    if memory_budget is not None and not np.isfinite(best[-1]):
+        least = least_peak(plan, need)
+        raise MemoryBudgetError(f"no schedule fits {memory_budget} bytes of activations (in the search's memory "
+                                f"model); the least any schedule needs is {least} bytes", least)
     stages: StageList = []
     lats: list[float] = []
     kinds: list[str] = []
+    needs: list[int] = []
     state = len(plan.states) - 1
     while state > 0:
         t = int(choice[state])
@@ -159,12 +220,15 @@ def dynamic_program(
         stages.append([list(g) for g in table.groups(k)])
         kinds.append("merge" if table.merge[k] else "concurrent")
         lats.append(float(lat[k]))
+        if need is not None:
+            needs.append(int(need[t]))
         state = int(plan.rest[t])
     stages.reverse()
     lats.reverse()
     kinds.reverse()
+    needs.reverse()
     stats = SearchStats(nodes=dag.n, states=len(plan.states), transitions=plan.transitions, stages=len(table))
-    return DPResult(stages, lats, stats, kinds)
+    return DPResult(stages, lats, stats, kinds, needs)
 
 
 def solve(
