@@ -65,3 +65,35 @@ def gantt(schedule: Any, path: str | os.PathLike, title: str | None = None, max_
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+def memory_plot(points: list[dict[str, Any]], path: str | os.PathLike, title: str | None = None) -> Path:
+    """Latency against planned activation memory for the points of
+    :func:`ios_tvm.driver.budget.memory_sweep` (each labelled with its budget), the sequential
+    schedule's memory as a line; to ``path`` (PNG, SVG or PDF by extension)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise MissingDependencyError(MATPLOTLIB_MISSING) from None
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    xs = [p["planned_bytes"] / 2**20 for p in points]
+    ys = [p["latency_s"] * 1e3 for p in points]
+    ax.plot(xs, ys, "o-", color="tab:blue")
+    for x, y, p in zip(xs, ys, points):
+        ax.annotate(p["budget"] or "unbounded", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.axvline(points[0]["sequential_bytes"] / 2**20, color="grey", linewidth=0.8, linestyle="--",
+               label="sequential schedule's memory")
+    ax.set_xlabel("planned activation memory (MiB)")
+    ax.set_ylabel("predicted latency (ms)")
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

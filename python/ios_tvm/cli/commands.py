@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import CUDAGraphError, DatabaseError, InvalidArgumentError, MissingDependencyError, ScheduleMismatchError
 from .loading import describe_model, load_model, model_inputs, model_meta
 from .progress import STATE, say
-from .report import explain, made_for, search_report, target_name
+from .report import explain, made_for, memory_line, search_report, target_name
 
 
 # -- what the options say ------------------------------------------------------------------------
@@ -70,7 +70,8 @@ def search(args: argparse.Namespace, end_to_end: bool | None = None) -> tuple[An
 
     target = target_of(args)
     check_database(args, target)
-    config = SearchConfig(args.max_group_size, args.max_num_groups, args.max_block_size, args.strategy)
+    config = SearchConfig(args.max_group_size, args.max_num_groups, args.max_block_size, args.strategy,
+                          getattr(args, "memory_budget", None))
     say(f"loading {describe_model(args)}")
     mod = load_model(args)
     cost = args.cost_model or default_cost_model_name(target)
@@ -206,6 +207,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     png = check_figure_path(args.png) if args.png else None
     sched = Schedule.load(args.schedule)
     print(sched.to_text(max_stages=None if args.all else 40))
+    if "memory" in sched.meta:
+        print(memory_line(sched.meta["memory"]))
     if png is not None:
         from ..viz import gantt
 
@@ -300,6 +303,48 @@ def cmd_bench(args: argparse.Namespace) -> int:
               f"{memory[label] / 2**20:9.2f} MiB {memory[label] / memory['sequential']:5.2f}x")
     print(f"  predicted by the {sched.meta['cost_model']} cost model; predicted vs measured kept in "
           "predictions.jsonl in the cache directory")
+    if "memory" in sched.meta:
+        print(f"  {memory_line(sched.meta['memory'])}")
+    return 0
+
+
+def cmd_memory(args: argparse.Namespace) -> int:
+    """The latency / memory trade-off of a model: the search under each budget, its plan."""
+    from ..driver import SearchConfig
+    from ..core.memory import format_bytes
+    from ..driver.budget import DEFAULT_SWEEP
+    from ..driver.sweep import memory_sweep
+
+    png = check_figure_path(args.png) if args.png else None
+    out = check_output(args.json, "memory.json") if args.json else None
+    target = target_of(args)
+    check_database(args, target)
+    say(f"loading {describe_model(args)}")
+    mod = load_model(args)
+    budgets = list(args.budgets) + [None] if args.budgets else list(DEFAULT_SWEEP)
+    config = SearchConfig(args.max_group_size, args.max_num_groups, args.max_block_size, args.strategy)
+    say(f"lowering it for {target_name(target)} and searching it under {len(budgets)} memory budgets "
+        "(TVM plans each result's memory)", "searching under memory budgets")
+    points = memory_sweep(mod, target, budgets, search=config, cost_model=args.cost_model or "analytic",
+                          database=database_of(args), cuda_graph=args.cuda_graph)
+    seq = points[0]["sequential_bytes"]
+    print(f"{args.model} on {target_name(target)} ({points[0]['cost_model']} cost model; memory: activations TVM plans, "
+          f"sequential {format_bytes(seq)}):")
+    print(f"  {'budget':>10} {'latency':>12} {'vs unbounded':>13} {'planned':>12} {'vs sequential':>14}  chosen")
+    free = next(p for p in points if p["budget"] is None)["latency_s"]
+    for p in points:
+        name = "unbounded" if p["budget"] is None else p["budget"]
+        print(f"  {name:>10} {p['latency_s'] * 1e3:9.4f} ms {p['latency_s'] / free:12.3f}x "
+              f"{format_bytes(p['planned_bytes']):>12} {p['planned_bytes'] / seq:13.3f}x  {p['chosen']}")
+    if out is not None:
+        import json
+
+        out.write_text(json.dumps({"model": args.model, "target": str(target), "points": points}, indent=1))
+        print(f"points written to {out}")
+    if png is not None:
+        from ..viz import memory_plot
+
+        print(f"plot written to {memory_plot(points, png, title=f'{args.model}, {target_name(target)}')}")
     return 0
 
 

@@ -33,6 +33,14 @@ from .plan import StageTable
 MERGE_FACTOR = 2
 
 
+def format_bytes(n: int) -> str:
+    """``"41.42 MiB"``."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} B"
+
+
 @dataclass(frozen=True)
 class BlockMemory:
     """Tensor sizes as one block's search needs them (local node ids).
@@ -151,3 +159,71 @@ def schedule_peak(num_nodes: int, edges: Sequence[tuple[int, int]], out_bytes: S
             if not read_by_any[v] and v not in kept:  # read by nobody: freed at once
                 live -= int(out_bytes[v])
     return max(needs, default=0), needs
+
+
+#: TVM's static planner reuses a free block of storage for a tensor within this factor of its size
+MATCH_RANGE = 16
+
+
+def replay_plan(num_nodes: int, edges: Sequence[tuple[int, int]], tensors: Sequence[Sequence[tuple[int, str]]],
+                outputs: Sequence[int], stages: Sequence[Sequence[Sequence[int]]], keep_alive: bool = True) -> int:
+    """Bytes of storage TVM's static memory planner gives a build of this schedule, replayed
+    here without TVM: the rules of ``StaticPlanBlockMemory`` (``src/relax/transform/
+    static_plan_block_memory.cc``, TVM 0.27), applied to the binding order the lowering makes.
+
+    Kernels run stage by stage, group by group; each allocates its outputs (``tensors[v]``:
+    ``(bytes, dtype)`` per output), then releases the storage of every argument it used last
+    (a multi-group stage's join, the keep-alive, uses every tensor of the stage). A request
+    takes the smallest free block of its dtype at least as large and at most
+    :data:`MATCH_RANGE` times larger, else the largest smaller one within that factor (which
+    grows to fit), else new storage; the plan is the sum of the blocks. The model's outputs are
+    not planned (they leave the function). Exact for kernels with one output each and no merge
+    stages; ``ios_tvm.planned_memory`` is the real thing.
+    """
+    import bisect
+
+    preds: list[list[int]] = [[] for _ in range(num_nodes)]
+    for u, v in sorted(set(edges)):
+        preds[v].append(u)
+    uses = [0] * num_nodes
+    calls: list[tuple[int, ...]] = []  # the arguments of each call, in order; kernel calls first name their node
+    kernel_of: list[int] = []
+    for stage in stages:
+        for group in stage:
+            for v in group:
+                calls.append(tuple(preds[v]) + (v,))
+                kernel_of.append(v)
+        if len(stage) > 1 and keep_alive:
+            touched = dict.fromkeys(u for group in stage for v in group for u in preds[v] + [v])
+            calls.append(tuple(touched))
+            kernel_of.append(-1)
+    for args in calls:
+        for u in args:
+            uses[u] += 1
+    unplanned = set(outputs)
+    free: dict[str, list[tuple[int, int]]] = {}  # dtype -> sorted (bytes, block id)
+    size: list[int] = []
+    holds: dict[int, list[tuple[str, int]]] = {}
+
+    def request(nbytes: int, dtype: str) -> int:
+        pool = free.setdefault(dtype, [])
+        mid = bisect.bisect_left(pool, (nbytes, -1))
+        if mid < len(pool) and pool[mid][0] <= nbytes * MATCH_RANGE:
+            return pool.pop(mid)[1]
+        low = bisect.bisect_left(pool, (nbytes // MATCH_RANGE, -1))
+        if mid > low:
+            block = pool.pop(mid - 1)[1]
+            size[block] = nbytes
+            return block
+        size.append(nbytes)
+        return len(size) - 1
+
+    for args, v in zip(calls, kernel_of):
+        if v >= 0 and v not in unplanned:
+            holds[v] = [(dtype, request(nbytes, dtype)) for nbytes, dtype in tensors[v]]
+        for u in args:
+            uses[u] -= 1
+            if uses[u] == 0:
+                for dtype, block in holds.pop(u, []):
+                    bisect.insort(free[dtype], (size[block], block))
+    return sum(size)

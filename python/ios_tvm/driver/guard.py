@@ -103,13 +103,17 @@ def end_to_end_timer(mod: tvm.IRModule, target: TargetLike, *, database: Databas
 
 
 def keep_fastest(schedule: Schedule, graph: OpGraph, cost_model: CostModel, max_num_groups: int,
-                 time_of: Callable[[str, Schedule | None], float]) -> Schedule:
+                 time_of: Callable[[str, Schedule | None], float],
+                 fits: Callable[[str, Schedule], bool] | None = None) -> Schedule:
     """The fastest end to end of the sequential, greedy and IOS (``schedule``) schedules, with
     the search's ``meta`` and ``meta["end_to_end"]``: ``times_s`` per candidate, ``chosen``, and
-    ``ios_slower_by`` (IOS's time over the best one's, minus 1; 0 when IOS won)."""
+    ``ios_slower_by`` (IOS's time over the best one's, minus 1; 0 when IOS won). ``fits(label,
+    schedule)``: whether a candidate may be chosen (a memory budget); the others are not run."""
     candidates = {"sequential": Schedule.sequential(graph, cost_model),
                   "greedy": Schedule.greedy(graph, cost_model, max_num_groups),
                   "ios": schedule}
+    if fits is not None:
+        candidates = {label: c for label, c in candidates.items() if label == "ios" or fits(label, c)}
     best, times = pick_fastest(candidates, time_of)
     chosen = candidates[best]
     lost = times["ios"] / times[best] - 1.0
