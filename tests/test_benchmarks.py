@@ -23,7 +23,9 @@ def test_e2e_dry_run_and_report(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     data = json.loads(out.read_text())
     row = data["models"]["squeezenet"]
-    assert {"sequential_s", "greedy_s", "ios_concurrent_s", "ios_merge_s", "ios_both_s"} <= set(row)
+    assert {"sequential_s", "greedy_s", "ios_concurrent_s", "ios_merge_s", "ios_both_s", "ios_both_budget_s"} <= set(row)
+    assert row["planned_memory_bytes"]["ios_both_budget"] <= row["memory_budget"]["budget_bytes"]
+    assert row["memory_budget"]["budget"] == "1.25x" and "planned memory vs sequential: sequential 1.00x" in p.stdout
     assert data["provenance"]["tvm"] and data["provenance"]["machine"]
     png = tmp_path / "speedups.png"
     results = sorted((ROOT / "benchmarks/results").glob("*.json"))
@@ -273,4 +275,5 @@ def test_search_cost_checks_the_fast_search_against_the_direct_one(tmp_path):
     (row,) = json.loads(out.read_text())["rows"]
     assert row["identical"] is True and row["states"] == 70 and row["stages"] == 71
     assert 0 < row["distinct_stages"] <= row["stages"] and row["measure_estimate_s"] > 0
-    assert len(row["load_avg_1min"]) == 2
+    assert len(row["load_avg_1min"]) == 2 and row["budgeted_search_s"] > 0
+    assert row["budgeted_predicted_ms"] >= row["predicted_ms"]

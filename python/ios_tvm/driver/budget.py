@@ -13,8 +13,9 @@ peak. The real plan is the judge, in :func:`fit`:
 2. the unbounded schedule: if its plan fits, it is the answer;
 3. the search under :data:`MAX_ATTEMPTS` internal budgets (model bytes) from that least peak up
    to the unbounded schedule's (a grid: TVM's plan is not monotone in the model's peak);
-4. from the fastest schedules that still did not fit, :func:`grow`: the sequential schedule, and
-   their concurrent stages added one by one, most latency saved first, while the plan fits;
+4. from the two fastest schedules that still did not fit, and the one planning least, :func:`grow`: the sequential
+   schedule, and their concurrent stages added one by one (most latency saved first, or fewest
+   bytes written first), while the plan fits;
 5. the fastest schedule whose plan fits is checked with TVM's own plan (``ios_tvm.planned_memory``);
    if none fits, the sequential schedule when it does, else :class:`MemoryBudgetError` with the
    smallest plan seen.
@@ -161,18 +162,23 @@ def _stage_dag_order(stages: Stages, edges: Sequence[tuple[int, int]]) -> Stages
 
 
 def grow(target: Candidate, limit: int, replay: Callable[[Stages], int], latency: Callable[[list[list[int]]], float],
-         edges: Sequence[tuple[int, int]]) -> Candidate | None:
+         edges: Sequence[tuple[int, int]], smallest_first: bool = False,
+         sizes: Sequence[int] = ()) -> Candidate | None:
     """From the sequential schedule toward ``target``: its concurrent stages, most latency saved
-    first, each kept when the replayed plan still fits ``limit`` (the other kernels run one by
-    one; stages in :func:`_stage_dag_order`). ``None`` when the sequential schedule itself does
-    not fit. Any subset of a valid schedule's stages, the rest run kernel by kernel in their
-    order, is a valid schedule."""
+    first (``smallest_first``: those writing the fewest bytes, ``sizes`` per kernel, first), each
+    kept when the replayed plan still fits ``limit`` (the other kernels run one by one; stages in
+    :func:`_stage_dag_order`), over :data:`GROW_PASSES` passes. ``None`` when the sequential
+    schedule itself does not fit. Any subset of a valid schedule's stages, the rest run kernel by
+    kernel in their order, is a valid schedule."""
     singles = {v: [[v]] for st in target.stages for g in st for v in g}
     gain = []
     for st, lat, kind in zip(target.stages, target.latencies, target.kinds):
         if sum(map(len, st)) > 1:
             gain.append((sum(latency([[v]]) for g in st for v in g) - lat, [list(g) for g in st], lat, kind))
-    gain.sort(key=lambda x: -x[0])
+    if smallest_first:
+        gain.sort(key=lambda x: sum(sizes[v] for g in x[1] for v in g))
+    else:
+        gain.sort(key=lambda x: -x[0])
     kept: dict[int, tuple[list[list[int]], float, str]] = {}  # first kernel -> stage
 
     def schedule() -> tuple[Stages, list[float], list[str]]:
@@ -285,11 +291,13 @@ def fit(search: Any, budget: MemoryBudget, plan: Callable[[Schedule | None], int
                 return replay_plan(n, edges, tensors, outputs, stages)
 
             over = sorted((c for c in found if exact(c) and c.planned > limit), key=lambda c: c.latency)
-            for target in over[:GROWN_FROM]:
-                grown = grow(target, limit, replay, latency, edges)
-                if grown is not None:
-                    found.append(grown)
-                    meta["candidates"].append(grown.as_dict())
+            starts = over[:GROWN_FROM] + sorted(over[GROWN_FROM:], key=lambda c: c.planned)[:1]  # and the leanest
+            for target in starts:
+                for smallest_first in (False, True):
+                    grown = grow(target, limit, replay, latency, edges, smallest_first, sizes)
+                    if grown is not None:
+                        found.append(grown)
+                        meta["candidates"].append(grown.as_dict())
     meta["search_s"] = round(time.perf_counter() - t_search, 3)
     for c in sorted((c for c in found if c.planned <= limit), key=lambda c: (c.latency, c.planned)):
         real = tvm_plan(c)  # the judge
