@@ -165,11 +165,11 @@ def schedule_peak(num_nodes: int, edges: Sequence[tuple[int, int]], out_bytes: S
 MATCH_RANGE = 16
 
 
-def replay_plan(num_nodes: int, edges: Sequence[tuple[int, int]], tensors: Sequence[Sequence[tuple[int, str]]],
-                outputs: Sequence[int], stages: Sequence[Sequence[Sequence[int]]], keep_alive: bool = True) -> int:
-    """Bytes of storage TVM's static memory planner gives a build of this schedule, replayed
-    here without TVM: the rules of ``StaticPlanBlockMemory`` (``src/relax/transform/
-    static_plan_block_memory.cc``, TVM 0.27), applied to the binding order the lowering makes.
+class PlanReplay:
+    """Bytes of storage TVM's static memory planner gives a build of a schedule, replayed here
+    without TVM: the rules of ``StaticPlanBlockMemory`` (``src/relax/transform/
+    static_plan_block_memory.cc``, TVM 0.27) applied to the binding order the lowering makes.
+    Made once per graph, called per schedule (milliseconds on the full-size zoo).
 
     Kernels run stage by stage, group by group; each allocates its outputs (``tensors[v]``:
     ``(bytes, dtype)`` per output), then releases the storage of every argument it used last
@@ -178,52 +178,69 @@ def replay_plan(num_nodes: int, edges: Sequence[tuple[int, int]], tensors: Seque
     :data:`MATCH_RANGE` times larger, else the largest smaller one within that factor (which
     grows to fit), else new storage; the plan is the sum of the blocks. The model's outputs are
     not planned (they leave the function). Exact for kernels with one output each and no merge
-    stages; ``ios_tvm.planned_memory`` is the real thing.
+    stages (checked against ``ios_tvm.planned_memory`` on the zoo); that is the real thing.
     """
-    import bisect
 
-    preds: list[list[int]] = [[] for _ in range(num_nodes)]
-    for u, v in sorted(set(edges)):
-        preds[v].append(u)
-    uses = [0] * num_nodes
-    calls: list[tuple[int, ...]] = []  # the arguments of each call, in order; kernel calls first name their node
-    kernel_of: list[int] = []
-    for stage in stages:
-        for group in stage:
-            for v in group:
-                calls.append(tuple(preds[v]) + (v,))
-                kernel_of.append(v)
-        if len(stage) > 1 and keep_alive:
-            touched = dict.fromkeys(u for group in stage for v in group for u in preds[v] + [v])
-            calls.append(tuple(touched))
-            kernel_of.append(-1)
-    for args in calls:
-        for u in args:
-            uses[u] += 1
-    unplanned = set(outputs)
-    free: dict[str, list[tuple[int, int]]] = {}  # dtype -> sorted (bytes, block id)
-    size: list[int] = []
-    holds: dict[int, list[tuple[str, int]]] = {}
+    def __init__(self, num_nodes: int, edges: Sequence[tuple[int, int]],
+                 tensors: Sequence[Sequence[tuple[int, str]]], outputs: Sequence[int]) -> None:
+        self.preds: list[list[int]] = [[] for _ in range(num_nodes)]
+        self.base_uses = [1] * num_nodes  # its own call, and one per reader
+        for u, v in sorted(set(edges)):
+            self.preds[v].append(u)
+            self.base_uses[u] += 1
+        self.tensors = [list(t) for t in tensors]
+        self.unplanned = set(outputs)
 
-    def request(nbytes: int, dtype: str) -> int:
-        pool = free.setdefault(dtype, [])
-        mid = bisect.bisect_left(pool, (nbytes, -1))
-        if mid < len(pool) and pool[mid][0] <= nbytes * MATCH_RANGE:
-            return pool.pop(mid)[1]
-        low = bisect.bisect_left(pool, (nbytes // MATCH_RANGE, -1))
-        if mid > low:
-            block = pool.pop(mid - 1)[1]
-            size[block] = nbytes
-            return block
-        size.append(nbytes)
-        return len(size) - 1
+    def __call__(self, stages: Sequence[Sequence[Sequence[int]]], keep_alive: bool = True) -> int:
+        import bisect
 
-    for args, v in zip(calls, kernel_of):
-        if v >= 0 and v not in unplanned:
-            holds[v] = [(dtype, request(nbytes, dtype)) for nbytes, dtype in tensors[v]]
-        for u in args:
+        preds, tensors, unplanned = self.preds, self.tensors, self.unplanned
+        uses = list(self.base_uses)
+        joins: list[list[int] | None] = []
+        for stage in stages:
+            touched = None
+            if len(stage) > 1 and keep_alive:
+                touched = list(dict.fromkeys(u for group in stage for v in group for u in preds[v] + [v]))
+                for u in touched:
+                    uses[u] += 1
+            joins.append(touched)
+        free: dict[str, list[tuple[int, int]]] = {}  # dtype -> sorted (bytes, block id)
+        size: list[int] = []
+        holds: dict[int, list[tuple[str, int]]] = {}
+
+        def request(nbytes: int, dtype: str) -> int:
+            pool = free.setdefault(dtype, [])
+            mid = bisect.bisect_left(pool, (nbytes, -1))
+            if mid < len(pool) and pool[mid][0] <= nbytes * MATCH_RANGE:
+                return pool.pop(mid)[1]
+            low = bisect.bisect_left(pool, (nbytes // MATCH_RANGE, -1))
+            if mid > low:
+                block = pool.pop(mid - 1)[1]
+                size[block] = nbytes
+                return block
+            size.append(nbytes)
+            return len(size) - 1
+
+        def used(u: int) -> None:
             uses[u] -= 1
             if uses[u] == 0:
-                for dtype, block in holds.pop(u, []):
+                for dtype, block in holds.pop(u, ()):
                     bisect.insort(free[dtype], (size[block], block))
-    return sum(size)
+
+        for stage, touched in zip(stages, joins):
+            for group in stage:
+                for v in group:
+                    if v not in unplanned:
+                        holds[v] = [(dtype, request(nbytes, dtype)) for nbytes, dtype in tensors[v]]
+                    for u in preds[v]:
+                        used(u)
+                    used(v)
+            for u in touched or ():
+                used(u)
+        return sum(size)
+
+
+def replay_plan(num_nodes: int, edges: Sequence[tuple[int, int]], tensors: Sequence[Sequence[tuple[int, str]]],
+                outputs: Sequence[int], stages: Sequence[Sequence[Sequence[int]]], keep_alive: bool = True) -> int:
+    """:class:`PlanReplay` of one schedule."""
+    return PlanReplay(num_nodes, edges, tensors, outputs)(stages, keep_alive)

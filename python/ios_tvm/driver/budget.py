@@ -13,14 +13,14 @@ peak. The real plan is the judge, in :func:`fit`:
 2. the unbounded schedule: if its plan fits, it is the answer;
 3. the search under :data:`MAX_ATTEMPTS` internal budgets (model bytes) from that least peak up
    to the unbounded schedule's (a grid: TVM's plan is not monotone in the model's peak);
-4. from the two fastest schedules that still did not fit, and the one planning least, :func:`grow`: the sequential
+4. from the fastest schedule that still did not fit, and the one planning least, :func:`grow`: the sequential
    schedule, and their concurrent stages added one by one (most latency saved first, or fewest
    bytes written first), while the plan fits;
 5. the fastest schedule whose plan fits is checked with TVM's own plan (``ios_tvm.planned_memory``);
    if none fits, the sequential schedule when it does, else :class:`MemoryBudgetError` with the
    smallest plan seen.
 
-Steps 3 and 4 judge plans by replaying TVM's planner (:func:`~ios_tvm.core.memory.replay_plan`,
+Steps 3 and 4 judge plans by replaying TVM's planner (:class:`~ios_tvm.core.memory.PlanReplay`,
 milliseconds) where that is exact (no merge stages, one output per kernel); otherwise by TVM's
 plan (seconds each: fewer attempts, no growing). A schedule returned under a budget always fits
 it: TVM planned it with the same ``cuda_graph``, merges and keep-alives as its build.
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import heapq
 from typing import Any, Callable, Sequence
 
-from ..core.memory import format_bytes, replay_plan, schedule_peak
+from ..core.memory import PlanReplay, format_bytes, schedule_peak
 from ..core.schedule import Schedule
 from ..errors import MemoryBudgetError
 from ..ir.activations import output_bytes, output_nodes
@@ -45,14 +45,14 @@ from ..ir.graph import tensor_bytes
 logger = logging.getLogger("ios_tvm")
 
 #: searches under internal budgets, when plans are replayed (cheap) / made by TVM (seconds each)
-MAX_ATTEMPTS = 8
+MAX_ATTEMPTS = 4
 MAX_TVM_ATTEMPTS = 3
 #: the budgets of :func:`memory_sweep` by default (``None``: unbounded)
 DEFAULT_SWEEP = ("1.0x", "1.1x", "1.25x", "1.5x", None)
 #: schedules (the fastest that did not fit) :func:`grow` starts from
-GROWN_FROM = 2
+GROWN_FROM = 1
 #: passes of :func:`grow` over the stages it may add
-GROW_PASSES = 3
+GROW_PASSES = 2
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -171,10 +171,11 @@ def grow(target: Candidate, limit: int, replay: Callable[[Stages], int], latency
     schedule itself does not fit. Any subset of a valid schedule's stages, the rest run kernel by
     kernel in their order, is a valid schedule."""
     singles = {v: [[v]] for st in target.stages for g in st for v in g}
+    alone = {v: latency([[v]]) for v in singles}
     gain = []
     for st, lat, kind in zip(target.stages, target.latencies, target.kinds):
         if sum(map(len, st)) > 1:
-            gain.append((sum(latency([[v]]) for g in st for v in g) - lat, [list(g) for g in st], lat, kind))
+            gain.append((sum(alone[v] for g in st for v in g) - lat, [list(g) for g in st], lat, kind))
     if smallest_first:
         gain.sort(key=lambda x: sum(sizes[v] for g in x[1] for v in g))
     else:
@@ -188,7 +189,7 @@ def grow(target: Candidate, limit: int, replay: Callable[[Stages], int], latency
         units += [singles[v] for v in sorted(singles) if v not in covered]
         order = _stage_dag_order(units, edges)
         info = {id(st): (lat, kind) for st, lat, kind in kept.values()}
-        return (order, [info[id(st)][0] if id(st) in info else latency(st) for st in order],
+        return (order, [info[id(st)][0] if id(st) in info else alone[st[0][0]] for st in order],
                 [info[id(st)][1] if id(st) in info else "concurrent" for st in order])
 
     stages, lats, kinds = schedule()
@@ -229,7 +230,7 @@ def fit(search: Any, budget: MemoryBudget, plan: Callable[[Schedule | None], int
     make
         Makes a :class:`Schedule` from what ``search.solve`` returns.
     replayable
-        Whether the build plans as :func:`~ios_tvm.core.memory.replay_plan` replays; schedules
+        Whether the build plans as :class:`~ios_tvm.core.memory.PlanReplay` replays; schedules
         with merge stages, and graphs with kernels of several outputs, are planned by TVM
         whatever this says. Either way the result is checked with ``plan``.
 
@@ -243,6 +244,7 @@ def fit(search: Any, budget: MemoryBudget, plan: Callable[[Schedule | None], int
     n, edges = len(graph.nodes), graph.edges
     tensors = [[(tensor_bytes(s, d), d) for s, d in node.outputs] for node in graph.nodes]
     sizes, outputs = output_bytes(graph), output_nodes(graph)
+    replay = PlanReplay(n, edges, tensors, outputs)
     replayable = replayable and all(len(t) == 1 for t in tensors)
     t0 = time.perf_counter()
     seq_planned = plan(None)
@@ -266,7 +268,7 @@ def fit(search: Any, budget: MemoryBudget, plan: Callable[[Schedule | None], int
     def judged(found: tuple, how: str, internal: int | None) -> Candidate:
         stages, lats, _, _, kinds = found
         c = Candidate([[list(g) for g in st] for st in stages], list(lats), list(kinds), 0, how, internal)
-        c.planned = replay_plan(n, edges, tensors, outputs, c.stages) if exact(c) else tvm_plan(c)
+        c.planned = replay(c.stages) if exact(c) else tvm_plan(c)
         meta["candidates"].append(c.as_dict())
         return c
 
@@ -286,9 +288,6 @@ def fit(search: Any, budget: MemoryBudget, plan: Callable[[Schedule | None], int
         if replayable:
             def latency(stage: list[list[int]]) -> float:
                 return float(search.cost_model.stage_latency(graph, tuple(tuple(g) for g in stage)))
-
-            def replay(stages: Stages) -> int:
-                return replay_plan(n, edges, tensors, outputs, stages)
 
             over = sorted((c for c in found if exact(c) and c.planned > limit), key=lambda c: c.latency)
             starts = over[:GROWN_FROM] + sorted(over[GROWN_FROM:], key=lambda c: c.planned)[:1]  # and the leanest
