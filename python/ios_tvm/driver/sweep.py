@@ -59,8 +59,9 @@ def memory_sweep(mod: Any, target: Any, budgets: Sequence[int | float | str | No
         t = time.perf_counter()
         if b is None:
             sched = make(searcher.solve())
+            search_s = round(time.perf_counter() - t, 3)
             meta = {"budget_bytes": None, "planned_bytes": plan(sched), "sequential_bytes": plan(None),
-                    "chosen": "unbounded", "search_s": round(time.perf_counter() - t, 3),
+                    "chosen": "unbounded", "search_s": search_s,
                     "model_peak_bytes": schedule_peak(len(graph.nodes), graph.edges, sizes, outputs,
                                                       [[list(g) for g in st.groups] for st in sched.stages],
                                                       [st.kind for st in sched.stages])[0]}
