@@ -14,11 +14,13 @@ does not. A :class:`Plan` is that second part, for one DAG and one ``(r, s, merg
 * the *stages*: each distinct ending once, in a :class:`StageTable` (its groups as node slots) that
   a cost model can cost in one call (:meth:`ios_tvm.cost.CostModel.stage_latencies`).
 
-Endings are enumerated from bit masks: the groups of a state (:func:`state_groups`, the same sets
-and order as :func:`ios_tvm.core.stages.groups`), for each group the mask of later groups it may
-run beside (disjoint and not adjacent), and a depth-first walk over those masks. Identical blocks
-(the repeated cells of NASNet and Inception) share one plan through a :class:`PlanCache`.
-Masks are ``int64`` up to 62 nodes, Python integers (``object`` arrays) beyond.
+Endings are enumerated from bit masks (:class:`~ios_tvm.core.stages.Walker`): the groups of a
+state, for each the mask of later groups it may run beside (disjoint and not adjacent), and a
+depth-first walk over those masks, once per distinct such *pattern* (:class:`~ios_tvm.core.stages.
+Patterns`; NASNet's 17,381 states share 1,356); each state's endings then come out of its pattern
+and its groups in NumPy. Identical blocks (the repeated cells of NASNet and Inception) share one
+plan through a :class:`PlanCache`. Masks are ``int64`` up to 62 nodes, Python integers
+(``object`` arrays) beyond.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .dag import Dag
+from .stages import Patterns, Walker
 
 Groups = tuple[tuple[int, ...], ...]
 """A stage as the cost function sees it: groups of node ids, each in topological order."""
@@ -153,119 +156,6 @@ def ideals(dag: Dag) -> list[list[int]]:
     return out
 
 
-class _Walker:
-    """Enumerates the endings of states of one DAG, with caches shared across its states."""
-
-    def __init__(self, dag: Dag, max_group_size: int, max_num_groups: int) -> None:
-        self.dag = dag
-        self.r = max_group_size
-        self.s = max_num_groups
-        self._bits: dict[int, tuple[int, ...]] = {}
-        self._around: dict[int, int] = {}  # group -> its neighbours outside it
-        self._reach: dict[int, tuple[int, ...]] = {}  # group -> nodes of it and its neighbours
-        self._down: dict[int, tuple[int, ...]] = {}  # candidate mask -> its indices, decreasing
-
-    def bits(self, mask: int) -> tuple[int, ...]:
-        out = self._bits.get(mask)
-        if out is None:
-            found = []
-            x = mask
-            while x:
-                low = x & -x
-                found.append(low.bit_length() - 1)
-                x ^= low
-            out = self._bits[mask] = tuple(found)
-        return out
-
-    def _neighbours(self, g: int) -> int:
-        around = self._around.get(g)
-        if around is None:
-            adj = self.dag.adj
-            around = 0
-            for v in self.bits(g):
-                around |= adj[v]
-            around = self._around[g] = around & ~g
-        return around
-
-    def state_groups(self, state: int) -> list[int]:
-        """:func:`ios_tvm.core.stages.groups` of ``state``: same sets, same order."""
-        desc, r = self.dag.desc, self.r
-        closure: dict[int, int] = {}
-        for v in self.bits(state):
-            c = (1 << v) | (desc[v] & state)
-            if c.bit_count() <= r:
-                closure[v] = c
-        seen: set[int] = set()
-        order: list[int] = []
-        stack = sorted(set(closure.values()), reverse=True)
-        while stack:
-            g = stack.pop()
-            if g in seen:
-                continue
-            seen.add(g)
-            order.append(g)
-            if g.bit_count() == r:
-                continue
-            for u in self.bits(self._neighbours(g)):
-                c = closure.get(u)
-                if c is None:
-                    continue
-                h = g | c
-                if h not in seen and h.bit_count() <= r:
-                    stack.append(h)
-        return order
-
-    def pattern(self, state: int) -> tuple[list[int], tuple[int, ...]]:
-        """``(groups, later)`` of ``state``: its groups (:meth:`state_groups`) and, per group
-        ``i``, the mask of the groups ``j > i`` that may share a stage with it (disjoint, not
-        adjacent). The endings depend on the state only through ``later``."""
-        closed = self.state_groups(state)
-        m = len(closed)
-        member = [0] * self.dag.n  # node -> mask of the groups (by index) holding it
-        for i, g in enumerate(closed):
-            bit = 1 << i
-            for v in self.bits(g):
-                member[v] |= bit
-        full = (1 << m) - 1
-        later = []
-        for i, g in enumerate(closed):
-            reach = self._reach.get(g)
-            if reach is None:
-                reach = self._reach[g] = self.bits(g | self._neighbours(g))
-            conflict = 0
-            for v in reach:
-                conflict |= member[v]
-            later.append(full & ~conflict & ~((2 << i) - 1))
-        return closed, tuple(later)
-
-    def combinations(self, later: tuple[int, ...]) -> tuple[list[int], list[int]]:
-        """The endings of a state whose groups relate as ``later`` says, in the order of
-        :func:`ios_tvm.core.stages.endings`, as ``(parent, last)``: ending ``k`` is ending
-        ``parent[k]`` (``-1``: none) plus group ``last[k]``.
-
-        Depth first: a prefix yields its extensions by decreasing group index, then extends
-        them, smallest index first."""
-        parent: list[int] = []
-        last: list[int] = []
-        down = self._down
-        s = self.s
-        stack = [((1 << len(later)) - 1, -1, 1)]
-        while stack:
-            cand, p, depth = stack.pop()
-            js = down.get(cand)
-            if js is None:
-                js = down[cand] = self.bits(cand)[::-1]
-            base = len(last)
-            parent.extend([p] * len(js))
-            last.extend(js)
-            if depth < s:
-                for i, j in enumerate(js):
-                    c = cand & later[j]
-                    if c:
-                        stack.append((c, base + i, depth + 1))
-        return parent, last
-
-
 def _exclusive_cumsum(counts: np.ndarray) -> np.ndarray:
     out = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=out[1:])
@@ -331,26 +221,6 @@ def _table(dag: Dag, group_masks: np.ndarray, masks: np.ndarray, merge_masks: np
                       num_groups.astype(np.int32))
 
 
-class Patterns:
-    """Endings in index space (:meth:`_Walker.combinations`) by group relation ``later`` and
-    ``s``: states of any DAG whose groups relate alike share them."""
-
-    def __init__(self) -> None:
-        self._known: dict[tuple[tuple[int, ...], int], tuple[np.ndarray, np.ndarray]] = {}
-
-    def __len__(self) -> int:
-        return len(self._known)
-
-    def get(self, later: tuple[int, ...], walker: "_Walker") -> tuple[np.ndarray, np.ndarray]:
-        """``(parent, last)`` of the pattern, enumerated on first use."""
-        key = (later, walker.s)
-        got = self._known.get(key)
-        if got is None:
-            parent, last = walker.combinations(later)
-            got = self._known[key] = (np.array(parent, dtype=np.int64), np.array(last, dtype=np.int64))
-        return got
-
-
 def _prefixes(at: np.ndarray, base: np.ndarray, parent: np.ndarray, last: np.ndarray,
               groups: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """For endings at pattern entries ``at`` of states whose groups start at ``base`` in
@@ -392,7 +262,7 @@ def build_plan(dag: Dag, max_group_size: int = 3, max_num_groups: int = 8, merge
     merges = tuple(dict.fromkeys(merges))
     merge_info = _merge_info(dag, merges)
     dtype = mask_dtype(dag.n)
-    walker = _Walker(dag, max_group_size, max_num_groups)
+    walker = Walker(dag, max_group_size, max_num_groups)
     by_size = ideals(dag)
     states: list[int] = [s for level in by_size for s in level]
     levels = _exclusive_cumsum(np.array([len(level) for level in by_size], dtype=np.int64))
