@@ -48,7 +48,7 @@ class SearchConfig:
         ``s``: most concurrent streams in a stage (IOS default 8).
     max_block_size
         Blocks between cut points with more kernels than this are split (``None``: never). The
-        DP's work grows exponentially with block width; 16 keeps full NASNet-A under 10 s.
+        DP's work grows exponentially with block width; 16 keeps full NASNet-A at about 2 s.
     strategy
         ``"concurrent"`` (stages of concurrent groups), ``"merge"`` (single kernels, or
         convolutions on the same input merged into one kernel), or ``"both"`` (default), as in
