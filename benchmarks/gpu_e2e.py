@@ -23,7 +23,9 @@ for the target, else untuned). ``--variants K`` adds ``ios_variants``: the IOS-B
 schedules also run as one CUDA graph each (``*_cuda_graph``; IOS searched with its stages timed
 as graphs when costs are measured). Each row records its prediction (``predicted_s``: the cost
 model's sum of stage latencies, ``measured_over_predicted``) and the activation memory its
-build plans (``planned_memory_bytes``, ``memory_vs_sequential``). With measured costs, the
+build plans (``planned_memory_bytes``, ``memory_vs_sequential``, printed beside the speed-ups);
+``ios_both_budget`` is IOS-Both searched under ``--memory-budget`` (default ``1.25x`` the sequential
+schedule's planned memory; ``memory_budget``: what the search did). With measured costs, the
 sequential and IOS-Both schedules' stages are timed again with the cache hot and flushed
 (``stage_sum_s``, ``measured_over_stage_sum``): which state predicts the run. Identical kernels of
 the builds compile once (``ios_tvm.cuda_cache``).
@@ -261,6 +263,16 @@ def run_model(name: str, dtype: str, args: argparse.Namespace, target: Any, dev:
                 "search": ios.meta["stats"], "search_time_s": ios.meta["time_s"]})
     predicted.update(sequential=ios.meta["baselines_s"]["sequential"], ios_both=ios.latency, greedy=greedy.latency)
     run_rows({"sequential": None, "ios_both": ios, "greedy": greedy})
+    # 1b. IOS-Both under a memory budget: the price of concurrency when memory is bounded
+    def budgeted() -> None:
+        sched = ios_tvm.optimize(mod, target, cost_model=cost, graph=graph, database=db, end_to_end=False,
+                                 search=ios_tvm.SearchConfig(strategy="both", memory_budget=args.memory_budget))
+        row["memory_budget"] = {k: v for k, v in sched.meta["memory"].items() if k != "candidates"}
+        predicted["ios_both_budget"] = sched.latency
+        run_rows({"ios_both_budget": sched})
+
+    if args.memory_budget.lower() != "none":
+        phase("memory_budget_phase", budgeted)
     if dtype == "float32":
         reference[name] = ref["out"]
     elif name in reference:  # how far the half model is from float32 (relative error of the output's norm)
@@ -365,6 +377,8 @@ def main() -> int:
                          "apply) and 'auto' (per call the faster alone, measured): rows '<row>_<mode>' and "
                          "'<row>_<mode>_cuda_graph' for sequential, greedy and IOS-Both (CUDA targets)")
     ap.add_argument("--tf32", action="store_true", help="vendor kernels in TF32 for float32 models")
+    ap.add_argument("--memory-budget", default="1.25x", metavar="SIZE",
+                    help="also run IOS-Both searched under this memory budget (ios_both_budget; 'none': not)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     target = resolve_target(args.target)
@@ -399,7 +413,9 @@ def main() -> int:
                 print(f"{key}: FAILED: {row['error']}", flush=True)
             else:
                 summary = ", ".join(f"{k} {v:.2f}x" for k, v in row["speedup_vs_sequential"].items())
-                print(f"{key}: sequential {median(row['sequential_s']) * 1e3:.3f} ms; {summary}", flush=True)
+                memory = ", ".join(f"{k} {v:.2f}x" for k, v in row.get("memory_vs_sequential", {}).items())
+                print(f"{key}: sequential {median(row['sequential_s']) * 1e3:.3f} ms; {summary}; planned memory vs "
+                      f"sequential: {memory}", flush=True)
             for label, why in row.get("failed", {}).items():
                 ok = False
                 print(f"{key}: row {label} FAILED: {why}", flush=True)

@@ -1,4 +1,4 @@
-"""Render benchmark results (JSON from gpu_e2e.py, tuning.py, search_cost.py,
+"""Render benchmark results (JSON from gpu_e2e.py, tuning.py, search_cost.py, memory_sweep.py,
 calibrate_analytic.py) as Markdown tables and, optionally, a speed-up chart.
 
     python benchmarks/report.py benchmarks/results/*.json [--plot speedups.png]
@@ -102,13 +102,30 @@ def render_tuning(data: dict[str, Any], name: str) -> str:
 
 
 def render_search(data: dict[str, Any], name: str) -> str:
-    rows = ["| model | kernels | blocks | states | transitions | stages | search (s) |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| model | kernels | blocks | states | transitions | stages | distinct stages | measuring (est.) "
+            "| search (s) | under a budget (s) | direct search (s) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in data["rows"]:
+        distinct = f"{r['distinct_stages']:,}" if "distinct_stages" in r else "-"
+        estimate = f"{r['measure_estimate_s']:.0f} s" if "measure_estimate_s" in r else "-"
+        direct = f"{r['reference_search_s']:.2f}" if "reference_search_s" in r else "-"
+        budgeted = f"{r['budgeted_search_s']:.2f}" if "budgeted_search_s" in r else "-"
         rows.append(f"| {r['model']} | {r['kernels']} | {r['blocks']} | {r['states']:,} | {r['transitions']:,} | "
-                    f"{r['stages']:,} | {r['search_s']:.2f} |")
+                    f"{r['stages']:,} | {distinct} | {estimate} | {r['search_s']:.2f} | {budgeted} | {direct} |")
     env = data.get("environment", {})
     return f"### Search cost: {name}\n\n{env.get('cpus', '?')} CPUs, TVM {env.get('tvm', '?')}\n\n" + "\n".join(rows) + "\n"
+
+
+def render_memory(data: dict[str, Any], name: str) -> str:
+    """Latency against planned memory under memory budgets (``memory_sweep.py``)."""
+    budgets = [p["budget"] for p in data["rows"][0]["points"]]
+    rows = ["| model | " + " | ".join(b or "unbounded" for b in budgets) + " |", "|---" + "|---:" * len(budgets) + "|"]
+    for r in data["rows"]:
+        cells = [f"{100 * (p['latency_vs_unbounded'] - 1):+.1f}% ({p['memory_vs_sequential']:.2f}x)" for p in r["points"]]
+        rows.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+    env = data.get("environment", {})
+    return (f"### Memory budgets: {name}\n\nlatency lost against unbounded IOS (planned memory against sequential); "
+            f"{env.get('cpus', '?')} CPUs, TVM {env.get('tvm', '?')}\n\n" + "\n".join(rows) + "\n")
 
 
 def render_calibration(data: dict[str, Any], name: str) -> str:
@@ -168,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
             all_speedups.update({f"{m}": s for m, s in speedups.items()})
         elif "results" in data and "trials_per_task" in data:
             out.append(render_tuning(data, name))
+        elif "rows" in data and data["rows"] and "points" in data["rows"][0]:
+            out.append(render_memory(data, name))
         elif "rows" in data:
             out.append(render_search(data, name))
         else:

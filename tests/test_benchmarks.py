@@ -23,7 +23,9 @@ def test_e2e_dry_run_and_report(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     data = json.loads(out.read_text())
     row = data["models"]["squeezenet"]
-    assert {"sequential_s", "greedy_s", "ios_concurrent_s", "ios_merge_s", "ios_both_s"} <= set(row)
+    assert {"sequential_s", "greedy_s", "ios_concurrent_s", "ios_merge_s", "ios_both_s", "ios_both_budget_s"} <= set(row)
+    assert row["planned_memory_bytes"]["ios_both_budget"] <= row["memory_budget"]["budget_bytes"]
+    assert row["memory_budget"]["budget"] == "1.25x" and "planned memory vs sequential: sequential 1.00x" in p.stdout
     assert data["provenance"]["tvm"] and data["provenance"]["machine"]
     png = tmp_path / "speedups.png"
     results = sorted((ROOT / "benchmarks/results").glob("*.json"))
@@ -266,3 +268,15 @@ def test_report_shows_which_cache_state_predicts_the_run(tmp_path):
     assert "| inception_v3 | ios_both | 1.40x | 1.02x |" in p.stdout
     f.write_text(json.dumps({"provenance": {}, "models": {"squeezenet": {"sequential_s": [1e-3]}}}))
     assert "flushed" not in _run(str(ROOT / "benchmarks/report.py"), str(f), cwd=tmp_path).stdout  # none measured
+
+
+def test_search_cost_checks_the_fast_search_against_the_direct_one(tmp_path):
+    out = tmp_path / "search.json"
+    p = _run(str(ROOT / "benchmarks/search_cost.py"), "--models", "squeezenet", "--onnx", "--reference",
+             "--json", str(out), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["identical"] is True and row["states"] == 70 and row["stages"] == 71
+    assert 0 < row["distinct_stages"] <= row["stages"] and row["measure_estimate_s"] > 0
+    assert len(row["load_avg_1min"]) == 2 and row["budgeted_search_s"] > 0
+    assert row["budgeted_predicted_ms"] >= row["predicted_ms"]

@@ -33,6 +33,8 @@ CUDAGraphError                a CUDA graph asked for a target that is not CUDA
 TuningError                   bad tuning input (no models, a budget or trial count out of range)
 PrecisionError                a precision ios_tvm cannot convert to (``float16`` and ``bfloat16``
                               only, from ``float32``), or a model already in another half type
+MemoryBudgetError             a memory budget that is not a size, or that no schedule meets (the
+                              message and ``least`` say the smallest it could meet)
 ============================  ==================================================================
 
 :class:`CUDAGraphWarning` (a warning, not an error) says a build asked for a CUDA graph got less.
@@ -122,6 +124,15 @@ class PrecisionError(IosTvmError, ValueError):
     ``float32``), or a model that is already in another half-precision type."""
 
 
+class MemoryBudgetError(InvalidArgumentError):
+    """A memory budget that is not a size (``1.25x``, ``300MiB``, bytes), or that no schedule
+    meets; ``least``: the smallest budget (bytes) that one met, when known."""
+
+    def __init__(self, message: str, least: int | None = None) -> None:
+        super().__init__(message)
+        self.least = least
+
+
 def _typed_across_ffi() -> None:
     """Register every error above with tvm-ffi under ``ios_tvm.<name>``, so one raised inside a
     pass (which TVM runs from C++) comes back out of ``tvm.compile`` as the same type, not as a
@@ -136,5 +147,6 @@ def _typed_across_ffi() -> None:
 
 _ERRORS = (IosTvmError, InvalidArgumentError, TargetError, InputFileError, MissingFileError, OutputFileError,
            DatabaseError, MissingDependencyError, UnsupportedModelError, ScheduleMismatchError, ScheduleFormatError,
-           DeviceNotFoundError, MemoryPlanError, PipelineError, CUDAGraphError, TuningError, PrecisionError)
+           DeviceNotFoundError, MemoryPlanError, PipelineError, CUDAGraphError, TuningError, PrecisionError,
+           MemoryBudgetError)
 _typed_across_ffi()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .core.schedule import Schedule
 from .errors import MissingDependencyError
@@ -90,3 +90,33 @@ def figure(schedule: Schedule, title: str | None = None, max_stages: int | None 
     ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.005, 0.5), fontsize=7, frameon=False)
     fig.tight_layout()
     return fig
+
+
+def memory_plot(points: list[dict[str, Any]], path: str | os.PathLike, title: str | None = None) -> Path:
+    """Latency against planned activation memory for the points of
+    :func:`ios_tvm.driver.budget.memory_sweep` (each labelled with its budget), the sequential
+    schedule's memory as a line; to ``path`` (PNG, SVG or PDF by extension)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise MissingDependencyError(MATPLOTLIB_MISSING) from None
+
+    fig = Figure(figsize=(5.5, 3.8))
+    ax = fig.subplots()
+    xs = [p["planned_bytes"] / 2**20 for p in points]
+    ys = [p["latency_s"] * 1e3 for p in points]
+    ax.plot(xs, ys, "o-", color="tab:blue")
+    for x, y, p in zip(xs, ys, points):
+        ax.annotate(p["budget"] or "unbounded", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.axvline(points[0]["sequential_bytes"] / 2**20, color="grey", linewidth=0.8, linestyle="--",
+               label="sequential schedule's memory")
+    ax.set_xlabel("planned activation memory (MiB)")
+    ax.set_ylabel("predicted latency (ms)")
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    return out

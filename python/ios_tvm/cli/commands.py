@@ -15,7 +15,7 @@ from ..errors import InvalidArgumentError, MissingDependencyError, OutputFileErr
 from .loading import check_zoo_name
 from .output import Output
 from .progress import say
-from .report import end_to_end_report, made_for, plural, search_report, spread_text, target_name
+from .report import end_to_end_report, made_for, memory_line, plural, search_report, spread_text, target_name
 from .steps import (
     build_model,
     check_database,
@@ -83,6 +83,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         except (KeyError, TypeError, ValueError, ZeroDivisionError, AttributeError):
             lines = []  # an end-to-end record this version does not read: the stages above are what matters
         print("\n".join(["", *lines]) if lines else "", end="\n" if lines else "")
+    if isinstance(sched.meta.get("memory"), dict):
+        print(memory_line(sched.meta["memory"]))
     if png is not None:
         from ..viz import gantt
 
@@ -198,8 +200,51 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print("  one sample each: the noise is not known (--repeat N, N > 1, measures it)")
     print(f"  fastest beyond the noise: {chosen} (ties go to the simpler schedule, as ios_tvm.optimize's end-to-end "
           "check decides)")
+    if "memory" in sched.meta:
+        print(f"  {memory_line(sched.meta['memory'])}")
     print(f"  predicted by the {sched.meta['cost_model']} cost model; predicted vs measured kept in "
           "predictions.jsonl in the cache directory")
+    return 0
+
+
+def cmd_memory(args: argparse.Namespace) -> int:
+    """The latency / memory trade-off of a model: the search under each budget, its plan."""
+    import json
+
+    from ..core.memory import format_bytes
+    from ..driver import SearchConfig
+    from ..driver.budget import DEFAULT_SWEEP
+    from ..driver.sweep import memory_sweep
+
+    png = check_figure_path(args.png) if args.png else None
+    out = Output.check(args.json, "memory.json", "--json") if args.json else None
+    target = target_of(args)
+    check_database(args, target)
+    mod = load_for(args, target)
+    budgets = list(args.budgets) + [None] if args.budgets else list(DEFAULT_SWEEP)
+    config = SearchConfig(args.max_group_size, args.max_num_groups, args.max_block_size, args.strategy)
+    say(f"lowering it for {target_name(target)} and searching it under {len(budgets)} memory budgets "
+        "(TVM plans each result's memory)", "searching under memory budgets")
+    points = memory_sweep(mod, target, budgets, search=config, cost_model=args.cost_model or "analytic",
+                          database=database_of(args), cuda_graph=args.cuda_graph)
+    seq = points[0]["sequential_bytes"]
+    print(f"{args.model} on {target_name(target)} ({points[0]['cost_model']} cost model; memory: activations TVM plans, "
+          f"sequential {format_bytes(seq)}):")
+    print(f"  {'budget':>10} {'latency':>12} {'vs unbounded':>13} {'planned':>12} {'vs sequential':>14}  chosen")
+    free = next(p for p in points if p["budget"] is None)["latency_s"]
+    for p in points:
+        name = "unbounded" if p["budget"] is None else p["budget"]
+        print(f"  {name:>10} {p['latency_s'] * 1e3:9.4f} ms {p['latency_s'] / free:12.3f}x "
+              f"{format_bytes(p['planned_bytes']):>12} {p['planned_bytes'] / seq:13.3f}x  {p['chosen']}")
+    if out is not None:
+        path = out.ready()
+        text = json.dumps({"model": args.model, "target": str(target), "points": points}, indent=1)
+        write_atomically(path, lambda tmp: Path(tmp).write_text(text))
+        print(f"points written to {path}")
+    if png is not None:
+        from ..viz import memory_plot
+
+        print(f"plot written to {memory_plot(points, png.ready(), title=f'{args.model}, {target_name(target)}')}")
     return 0
 
 

@@ -50,6 +50,27 @@ def add_variants_arg(p: argparse.ArgumentParser) -> None:
                         "(measured on the device; needs --database); 0: off (default)")
 
 
+def memory_budget(text: str) -> str:
+    """``--memory-budget``: checked now (one error line), kept as written for the schedule."""
+    from ..driver.budget import MemoryBudget
+    from ..errors import MemoryBudgetError
+
+    try:
+        MemoryBudget.parse(text)
+    except MemoryBudgetError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+memory_budget.__name__ = "memory budget"
+
+
+def add_budget_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--memory-budget", type=memory_budget, default=None, metavar="SIZE",
+                   help="most activation memory the build may plan: a multiple of the sequential schedule's "
+                        "(1.25x), or bytes (300MiB, 2GB, 123456); default: unbounded")
+
+
 def add_model_args(p: argparse.ArgumentParser, default_model: str | None) -> None:
     if default_model is None:
         p.add_argument("model", help="zoo model name (see `ios-tvm models`) or an .onnx file")
@@ -109,11 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_variants_arg(p)
     p.add_argument("--no-run", action="store_true", help="only search; do not build and time the model")
     p.add_argument("--repeat", type=int_at_least(1), default=3, help="end-to-end timing samples (3)")
+    add_budget_arg(p)
     p.set_defaults(func=commands.cmd_demo)
     p = sub.add_parser("optimize", help="search the schedule of a zoo model or an .onnx file and write it as JSON")
     add_model_args(p, None)
     p.add_argument("-o", "--output", help="schedule file (default MODEL.schedule.json)")
     add_variants_arg(p)
+    add_budget_arg(p)
     p.set_defaults(func=commands.cmd_optimize)
     p = sub.add_parser("build", help="compile a model (zoo or .onnx) with a schedule into a shared library")
     add_model_args(p, None)
@@ -125,7 +148,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(p, None)
     p.add_argument("--repeat", type=int_at_least(1), default=5, help="timing samples per schedule (5)")
     add_variants_arg(p)
+    add_budget_arg(p)
     p.set_defaults(func=commands.cmd_bench)
+    p = sub.add_parser("memory", help="search a model (zoo or .onnx) under a few memory budgets and print latency "
+                                      "against planned memory (no device needed)")
+    add_model_args(p, None)
+    p.add_argument("--budgets", nargs="+", type=memory_budget, default=None, metavar="SIZE",
+                   help="budgets to search under (default: 1.0x 1.1x 1.25x 1.5x, and unbounded)")
+    p.add_argument("--png", help="also plot latency against memory to this file (PNG/SVG/PDF; needs matplotlib)")
+    p.add_argument("--json", help="also write the points as JSON here")
+    p.set_defaults(func=commands.cmd_memory)
     p = sub.add_parser("show", help="print a schedule file (and draw it as a Gantt chart)")
     p.add_argument("schedule")
     p.add_argument("--all", action="store_true", help="every stage, not the first 40")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..core.memory import format_bytes
 from ..core.schedule import Schedule, target_kind_arch
 
 
@@ -46,6 +47,8 @@ def search_report(sched: Schedule, elapsed: float) -> str:
         lines.append(f"  how far to trust it: {prediction['known_error']}")
     if "end_to_end" in meta:  # the guard built and timed the candidates
         lines += ["", *end_to_end_report(meta)]
+    if "memory" in meta:
+        lines.append(f"  {memory_line(meta['memory'])}")
     if "variants" in meta:
         v = meta["variants"]
         lines.append(f"  kernel variants: {v['call_sites']} call sites of {v['stages_tried']} concurrent stages "
@@ -78,6 +81,15 @@ def end_to_end_report(meta: dict) -> list[str]:
     elif chosen != "ios":
         lines.append(f"  IOS ran {lost * 100:.1f}% slower than {chosen}, so the {chosen} schedule is written instead")
     return lines
+
+
+def memory_line(memory: dict) -> str:
+    """``memory budget 1.25x (51.78 MiB): planned 49.10 MiB, 95% of it (sequential 41.43 MiB)``."""
+    how = {"unbounded": "the unbounded schedule fits", "sequential": "no concurrent schedule fit: sequential",
+           "repaired": "stages split until it fit"}.get(memory.get("chosen", ""), memory.get("chosen", ""))
+    return (f"memory budget {memory['budget']} ({format_bytes(memory['budget_bytes'])}): planned "
+            f"{format_bytes(memory['planned_bytes'])}, {100 * memory['used']:.0f}% of it (sequential "
+            f"{format_bytes(memory['sequential_bytes'])}; {how})")
 
 
 def precision_text(meta: dict) -> str:

@@ -70,7 +70,8 @@ def search(args: argparse.Namespace, end_to_end: bool | None = None) -> tuple[An
 
     target = target_of(args)
     check_database(args, target)
-    config = SearchConfig(args.max_group_size, args.max_num_groups, args.max_block_size, args.strategy)
+    config = SearchConfig(args.max_group_size, args.max_num_groups, args.max_block_size, args.strategy,
+                          getattr(args, "memory_budget", None))
     mod = load_for(args, target)
     cost = args.cost_model or default_cost_model_name(target)
     STATE.measuring = cost == "measure"

@@ -11,17 +11,18 @@ topological order. Groups of a stage run concurrently, the nodes of a group run 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
-from .dag import Dag, bits
-from .stages import endings
+import numpy as np
 
-Groups = tuple[tuple[int, ...], ...]
-"""A stage as the cost function sees it: groups of node ids, each in topological order."""
+from ..errors import MemoryBudgetError
+from .dag import Dag
+from .memory import BlockMemory
+from .plan import Groups, Plan, PlanCache, StageTable
 
 StageLatency = Callable[[Groups], float]
+BatchLatency = Callable[[StageTable], Sequence[float]]
 StageList = list[list[list[int]]]
 
 
@@ -51,10 +52,18 @@ class DPResult:
     latencies: list[float]
     stats: SearchStats = field(default_factory=SearchStats)
     kinds: list[str] = field(default_factory=list)  #: "concurrent" or "merge" per stage
+    #: bytes each stage needs in the search's memory model (:mod:`ios_tvm.core.memory`), when
+    #: the search was given tensor sizes
+    memory: list[int] = field(default_factory=list)
 
     @property
     def latency(self) -> float:
         return float(sum(self.latencies))
+
+    @property
+    def peak(self) -> int:
+        """The largest :attr:`memory` of a stage (0 without tensor sizes)."""
+        return max(self.memory, default=0)
 
 
 def _check_limits(max_group_size: int, max_num_groups: int) -> None:
@@ -63,9 +72,85 @@ def _check_limits(max_group_size: int, max_num_groups: int) -> None:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
-def _to_groups(dag: Dag, group_masks: Sequence[int]) -> Groups:
-    ordered = sorted(group_masks, key=lambda g: (g & -g))
-    return tuple(dag.ordered(g) for g in ordered)
+def stage_costs(table: StageTable, stage_latency: StageLatency,
+                merge_latency: Callable[[tuple[int, ...]], float] | None = None,
+                stage_latencies: BatchLatency | None = None) -> np.ndarray:
+    """Latency of every stage of ``table``: concurrent stages by ``stage_latencies(table)`` (all
+    at once) when given, else one ``stage_latency(groups)`` call each; merge stages by
+    ``merge_latency(nodes)``.
+
+    Raises
+    ------
+    ValueError
+        A latency that is not finite and >= 0 (named with its stage).
+    """
+    lat = np.empty(len(table), dtype=np.float64)
+    concurrent = np.flatnonzero(~table.merge)
+    if stage_latencies is not None and len(concurrent):
+        got = np.asarray(stage_latencies(table.take(concurrent)), dtype=np.float64)
+        if got.shape != (len(concurrent),):
+            raise ValueError(f"stage_latencies returned {got.shape[0] if got.ndim else 'a scalar'} latencies "
+                             f"for {len(concurrent)} stages")
+        lat[concurrent] = got
+    else:
+        for k in concurrent.tolist():
+            lat[k] = float(stage_latency(table.groups(k)))
+    for k in np.flatnonzero(table.merge).tolist():
+        assert merge_latency is not None
+        lat[k] = float(merge_latency(table.groups(k)[0]))
+    bad = np.flatnonzero(~(lat >= 0.0) | np.isinf(lat))  # also NaN
+    if len(bad):
+        k = int(bad[0])
+        what = ("merge", table.groups(k)[0]) if table.merge[k] else table.groups(k)
+        raise ValueError(f"stage latency {float(lat[k])!r} for {what}; latencies must be finite and >= 0")
+    return lat
+
+
+def solve_plan(plan: Plan, lat: np.ndarray, need: np.ndarray | None = None,
+               budget: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(best, choice, peak)`` per state of ``plan`` under stage latencies ``lat``: the least
+    summed latency of a stage sequence that runs the state, and the transition (index into
+    ``plan.rest`` / ``plan.stage``) of its last stage; ties go to the first transition in the
+    plan's order. States of one size are solved together (each depends on smaller ones only).
+
+    With ``need`` (bytes per transition) and a ``budget``, only transitions needing at most the
+    budget are taken (``best`` is ``inf`` where none fits), ties in latency go to the lower
+    ``peak`` (the largest need along the sequence), then to the first transition."""
+    best = np.zeros(len(plan.states), dtype=np.float64)
+    choice = np.full(len(plan.states), -1, dtype=np.int64)
+    peak = None if need is None else np.zeros(len(plan.states), dtype=np.int64)
+    for k in range(1, len(plan.levels) - 1):
+        a, b = int(plan.levels[k]), int(plan.levels[k + 1])
+        t0, t1 = int(plan.ptr[a]), int(plan.ptr[b])
+        rest = plan.rest[t0:t1]
+        cost = best[rest] + lat[plan.stage[t0:t1]]
+        starts = plan.ptr[a:b] - t0
+        counts = np.diff(plan.ptr[a:b + 1])
+        if peak is not None:
+            reach = np.maximum(peak[rest], need[t0:t1])
+            if budget is not None:
+                cost = np.where(need[t0:t1] <= budget, cost, np.inf)
+        low = np.minimum.reduceat(cost, starts)
+        ties = cost == np.repeat(low, counts)
+        if peak is not None:
+            least = np.minimum.reduceat(np.where(ties, reach, np.iinfo(np.int64).max), starts)
+            ties &= reach == np.repeat(least, counts)
+            peak[a:b] = least
+        best[a:b] = low
+        choice[a:b] = np.minimum.reduceat(np.where(ties, np.arange(t0, t1), t1), starts)
+    return best, choice, peak
+
+
+def least_peak(plan: Plan, need: np.ndarray) -> int:
+    """The smallest peak (largest need along a stage sequence) any schedule of the plan's DAG
+    reaches: the least budget under which it has a schedule."""
+    peak = np.zeros(len(plan.states), dtype=np.int64)
+    for k in range(1, len(plan.levels) - 1):
+        a, b = int(plan.levels[k]), int(plan.levels[k + 1])
+        t0, t1 = int(plan.ptr[a]), int(plan.ptr[b])
+        reach = np.maximum(peak[plan.rest[t0:t1]], need[t0:t1])
+        peak[a:b] = np.minimum.reduceat(reach, plan.ptr[a:b] - t0)
+    return int(peak[-1])
 
 
 def dynamic_program(
@@ -75,93 +160,75 @@ def dynamic_program(
     max_num_groups: int = 8,
     merges: Sequence[int] = (),
     merge_latency: Callable[[tuple[int, ...]], float] | None = None,
+    *,
+    stage_latencies: BatchLatency | None = None,
+    plans: PlanCache | None = None,
+    memory: BlockMemory | None = None,
+    memory_budget: int | None = None,
 ) -> DPResult:
     """Run the IOS dynamic program on ``dag``: ``cost(S) = min_E cost(S \\ E) + latency(E)``.
 
     Exact under ``stage_latency`` (any function of the stage, not necessarily additive). The
     latency of each distinct stage is asked for once. Among stage sequences of equal cost the
-    first one found is kept, so the result is deterministic.
+    first one found is kept, so the result is deterministic (and the one of
+    :func:`ios_tvm.core.reference.reference_dynamic_program`, the direct implementation).
 
     ``merges`` are node sets (masks) that may also run as one *merge* stage (several operators
     become one kernel) whenever the set is an ending of the state; ``merge_latency(nodes)`` costs
     them. Merge stages come back as one group with kind ``"merge"`` in :attr:`DPResult.kinds`.
+
+    ``stage_latencies(table)``, when given, costs all concurrent stages at once from a
+    :class:`~ios_tvm.core.plan.StageTable` (one latency per row) instead of ``stage_latency``
+    per stage. ``plans`` shares the enumeration of states between calls (identical blocks, a
+    search run again); by default each call enumerates its own.
+
+    ``memory`` (tensor sizes, :class:`~ios_tvm.core.memory.BlockMemory`) makes the result say
+    what each stage needs (:attr:`DPResult.memory`); with ``memory_budget`` (bytes) too, the
+    search keeps to schedules whose every stage needs at most that: the fastest of them, and
+    among equally fast ones the one with the lowest peak (then the first found).
+
+    Raises
+    ------
+    MemoryBudgetError
+        No schedule fits ``memory_budget``; its ``least`` is the smallest budget one fits.
     """
     _check_limits(max_group_size, max_num_groups)
     if merges and merge_latency is None:
         raise ValueError("merges need a merge_latency function")
-    # a merge set is an ending of S when it lies in S and no node of S descends from it
-    merge_info = []
-    for m in dict.fromkeys(merges):
-        d = 0
-        for v in bits(m):
-            d |= dag.desc[v]
-        merge_info.append((m, d))
-    # latency per ending: key e for concurrent stages, ~e (negative) for merge stages
-    latency_of: dict[int, float] = {}
-    best_cost: dict[int, float] = {0: 0.0}
-    best_end: dict[int, int] = {}
-    transitions = 0
-
-    def check(lat: float, what: Any) -> float:
-        if not lat >= 0.0 or math.isinf(lat):  # also rejects NaN
-            raise ValueError(f"stage latency {lat!r} for {what}; latencies must be finite and >= 0")
-        return lat
-
-    # Iterative post-order over states (a recursion depth of n could exceed Python's limit).
-    full = dag.full
-    pending: list[tuple[int, list[tuple[int, Any]] | None]] = [(full, None)]
-    while pending:
-        state, ends = pending.pop()
-        if state in best_cost:
-            continue
-        if ends is None:
-            ends = list(endings(dag, state, max_group_size, max_num_groups))
-            ends += [(~m, None) for m, d in merge_info if m & state == m and d & state == 0]
-            missing = [(state & ~(e if e >= 0 else ~e), None) for e, _ in ends
-                       if (state & ~(e if e >= 0 else ~e)) not in best_cost]
-            if missing:
-                pending.append((state, ends))
-                pending.extend(missing)
-                continue
-        best = math.inf
-        arg = 0
-        for e, groups in ends:
-            lat = latency_of.get(e)
-            if lat is None:
-                if e >= 0:
-                    stage = _to_groups(dag, groups)
-                    lat = check(float(stage_latency(stage)), stage)
-                else:
-                    nodes = tuple(bits(~e))
-                    lat = check(float(merge_latency(nodes)), ("merge", nodes))  # type: ignore[misc]
-                latency_of[e] = lat
-            c = best_cost[state & ~(e if e >= 0 else ~e)] + lat
-            if c < best:
-                best, arg = c, e
-        transitions += len(ends)
-        best_cost[state] = best
-        best_end[state] = arg
-
+    plan = (plans or PlanCache()).get(dag, max_group_size, max_num_groups, merges)
+    table = plan.stages
+    lat = stage_costs(table, stage_latency, merge_latency, stage_latencies)
+    need = None
+    if memory is not None:
+        need = memory.live(plan.states)[plan.rest] + memory.stage_bytes(table)[plan.stage]
+    elif memory_budget is not None:
+        raise ValueError("a memory budget needs the tensor sizes (memory=BlockMemory(...))")
+    # without a budget, the stages are today's (memory only reported): ties stay first-found
+    best, choice, _ = solve_plan(plan, lat, None if memory_budget is None else need, memory_budget)
+    if memory_budget is not None and not np.isfinite(best[-1]):
+        least = least_peak(plan, need)
+        raise MemoryBudgetError(f"no schedule fits {memory_budget} bytes of activations (in the search's memory "
+                                f"model); the least any schedule needs is {least} bytes", least)
     stages: StageList = []
     lats: list[float] = []
     kinds: list[str] = []
-    state = full
-    while state:
-        e = best_end[state]
-        if e >= 0:
-            stages.append([list(g) for g in _to_groups(dag, dag.components(e))])
-            kinds.append("concurrent")
-            state &= ~e
-        else:
-            stages.append([list(bits(~e))])
-            kinds.append("merge")
-            state &= e
-        lats.append(latency_of[e])
+    needs: list[int] = []
+    state = len(plan.states) - 1
+    while state > 0:
+        t = int(choice[state])
+        k = int(plan.stage[t])
+        stages.append([list(g) for g in table.groups(k)])
+        kinds.append("merge" if table.merge[k] else "concurrent")
+        lats.append(float(lat[k]))
+        if need is not None:
+            needs.append(int(need[t]))
+        state = int(plan.rest[t])
     stages.reverse()
     lats.reverse()
     kinds.reverse()
-    stats = SearchStats(nodes=dag.n, states=len(best_cost), transitions=transitions, stages=len(latency_of))
-    return DPResult(stages, lats, stats, kinds)
+    needs.reverse()
+    stats = SearchStats(nodes=dag.n, states=len(plan.states), transitions=plan.transitions, stages=len(table))
+    return DPResult(stages, lats, stats, kinds, needs)
 
 
 def solve(
@@ -267,22 +334,14 @@ def check_stages(num_nodes: int, edges: Sequence[tuple[int, int]], stages: Stage
 
 
 
-def candidate_stages(dag: Dag, max_group_size: int = 3, max_num_groups: int = 8) -> list[Groups]:
-    """Every distinct stage :func:`dynamic_program` can ask the latency of, in discovery order.
+def candidate_stages(dag: Dag, max_group_size: int = 3, max_num_groups: int = 8,
+                     plans: PlanCache | None = None, merges: Sequence[int] = ()) -> list[Groups]:
+    """Every distinct concurrent stage :func:`dynamic_program` can ask the latency of (ordered
+    by node set; merge stages, costed by ``merge_latency``, are not among them).
 
-    For cost models that measure in bulk: enumerate first, measure, then solve.
+    For cost models that measure in bulk: enumerate first, measure, then solve (with the same
+    ``plans`` and ``merges``, the search does not enumerate again).
     """
     _check_limits(max_group_size, max_num_groups)
-    seen_states = {dag.full}
-    todo = [dag.full]
-    stages: dict[int, Groups] = {}
-    while todo:
-        state = todo.pop()
-        for e, groups in endings(dag, state, max_group_size, max_num_groups):
-            if e not in stages:
-                stages[e] = _to_groups(dag, groups)
-            rest = state & ~e
-            if rest and rest not in seen_states:
-                seen_states.add(rest)
-                todo.append(rest)
-    return list(stages.values())
+    table = (plans or PlanCache()).get(dag, max_group_size, max_num_groups, merges).stages
+    return [table.groups(k) for k in np.flatnonzero(~table.merge).tolist()]

@@ -87,10 +87,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import weakref
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import tvm
 
+from ..core.plan import StageTable
 from ..ir.graph import OpGraph, tensor_bytes
 from ..ir.target import as_target
 from .gpus import DATASHEETS, GpuDatasheet, target_datasheet
@@ -244,6 +248,7 @@ class AnalyticCostModel(CostModel):
 
     def __init__(self, device: DeviceSpec | None = None) -> None:
         self.device = device or DeviceSpec()
+        self._costs: tuple[Any, ...] | None = None  # (graph ref, its nodes, device, t, w, t list, w list)
 
     @classmethod
     def for_target(cls, target: str | dict | tvm.target.Target) -> "AnalyticCostModel":
@@ -294,21 +299,39 @@ class AnalyticCostModel(CostModel):
         occupancy = 1.0 if cls in d.full_occupancy else min(1.0, max(elements, 1) / d.lanes)
         return d.launch_overhead + work / occupancy, work
 
+    def kernel_costs(self, graph: OpGraph) -> tuple[np.ndarray, np.ndarray]:
+        """``(t, w)``: :meth:`kernel_time` of every node of ``graph`` (arrays by node id), computed
+        once per graph and device spec (the last graph's are kept)."""
+        t, w, _, _ = self._kernel_costs(graph)
+        return t, w
+
+    def _kernel_costs(self, graph: OpGraph) -> tuple[np.ndarray, np.ndarray, list[float], list[float]]:
+        c = self._costs
+        if c is not None and c[0]() is graph and c[1] is graph.nodes and c[2] is self.device:
+            return c[3], c[4], c[5], c[6]
+        pairs = [self.kernel_time(n.kernel, n.flops, n.bytes, n.out_elements, kernel_dtype(n.inputs, n.outputs))
+                 for n in graph.nodes]
+        t_list = [p[0] for p in pairs]
+        w_list = [p[1] for p in pairs]
+        t, w = np.array(t_list, dtype=np.float64), np.array(w_list, dtype=np.float64)
+        self._costs = (weakref.ref(graph), graph.nodes, self.device, t, w, t_list, w_list)
+        return t, w, t_list, w_list
+
     def kernel_times(self, graph: OpGraph, node: int) -> tuple[float, float]:
         """``(t_k, w_k)`` of one node: time alone and full-device work time."""
-        n = graph.nodes[node]
-        return self.kernel_time(n.kernel, n.flops, n.bytes, n.out_elements, kernel_dtype(n.inputs, n.outputs))
+        _, _, t, w = self._kernel_costs(graph)
+        return t[node], w[node]
 
     def stage_latency(self, graph: OpGraph, groups: tuple[tuple[int, ...], ...]) -> float:
+        _, _, t, w = self._kernel_costs(graph)
         slowest = 0.0
         total_time = 0.0
         total_work = 0.0
         for group in groups:
             t_group = 0.0
             for v in group:
-                t, w = self.kernel_times(graph, v)
-                t_group += t
-                total_work += w
+                t_group += t[v]
+                total_work += w[v]
             slowest = max(slowest, t_group)
             total_time += t_group
         d = self.device
@@ -316,6 +339,48 @@ class AnalyticCostModel(CostModel):
         if not d.concurrent:
             return total_time + join
         return max(slowest, d.launch_overhead + total_work) + join
+
+    def stage_latencies(self, graph: OpGraph, stages: StageTable) -> np.ndarray:
+        """:meth:`stage_latency` of every stage at once, from the per-kernel costs
+        (:meth:`kernel_costs`): the same additions in the same order, so the same floats.
+
+        Slot by slot along the rows (stages with more kernels first, so that column ``c`` is
+        a prefix of the rows): a running sum per group restarts where a group starts (its
+        maximum over the row is the slowest group, as the sums only grow), the work adds up
+        across groups."""
+        t, w = self.kernel_costs(graph)
+        k = len(stages)
+        size = (stages.nodes >= 0).sum(axis=1)
+        order = np.argsort(-size, kind="stable")
+        nodes = stages.nodes[order]
+        group = stages.group[order]
+        rows_with = k - np.searchsorted(size[order][::-1], np.arange(nodes.shape[1]), side="right")
+        running = np.zeros(k)
+        slowest = np.zeros(k)
+        total_work = np.zeros(k)
+        total_time = np.zeros(k)  # groups one after another (CPU)
+        for c in range(nodes.shape[1]):
+            m = int(rows_with[c])
+            if m == 0:
+                break
+            kernels = nodes[:m, c]
+            if c:
+                new = group[:m, c] != group[:m, c - 1]
+                total_time[:m] += np.where(new, running[:m], 0.0)
+                running[:m] = np.where(new, 0.0, running[:m])
+            running[:m] += t[kernels]
+            np.maximum(slowest[:m], running[:m], out=slowest[:m])
+            total_work[:m] += w[kernels]
+        total_time += running
+        d = self.device
+        join = d.join_overhead * (stages.num_groups[order] - 1)
+        if d.concurrent:
+            latency = np.maximum(slowest, d.launch_overhead + total_work) + join
+        else:
+            latency = total_time + join
+        out = np.empty(k)
+        out[order] = latency
+        return out
 
     def merge_latency(self, graph: OpGraph, nodes: tuple[int, ...]) -> float:
         """The merged kernel plus the split that hands out its channels (see module doc)."""

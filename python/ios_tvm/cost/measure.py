@@ -145,6 +145,50 @@ def weight_bytes(graph: OpGraph) -> int:
     return total
 
 
+def kernel_keys(graph: OpGraph) -> list[list[Any]]:
+    """What the measured cost model keys each node by, without a device: the kernel (TVM's
+    structural hash of its PrimFunc; a packed function's name), then the shapes and dtypes of
+    its inputs and outputs. A stage's cache key is these per group, in order
+    (:meth:`MeasuredCostModel.stage_key`), so stages of repeated cells share one measurement.
+
+    Raises
+    ------
+    UnsupportedModelError
+        A node the measured model cannot time on its own.
+    """
+    if graph.mod is None:
+        raise ValueError("kernel keys need the graph's lowered module (graph.mod); use extract_graph")
+    hashes: dict[str, int] = {}
+    keys = []
+    for node in graph.nodes:
+        if node.op not in ("relax.call_tir", "relax.call_dps_packed"):
+            raise UnsupportedModelError(f"cannot measure kernel {node.kernel} ({node.op}) on its own yet; "
+                                        "use the analytic cost model (cost_model='analytic')")
+        if node.kernel not in hashes:
+            fn = graph.mod[node.kernel] if node.op == "relax.call_tir" else None
+            hashes[node.kernel] = int(tvm_ffi.structural_hash(fn)) if fn is not None else 0
+        keys.append([node.kernel if hashes[node.kernel] == 0 else hashes[node.kernel], node.inputs, node.outputs])
+    return keys
+
+
+def distinct_stages(keys: Sequence[Any], stages: Iterable[Groups]) -> dict[tuple, Groups]:
+    """The stages of ``stages`` that differ by content (``keys[v]`` of their nodes per group, in
+    order, as :func:`kernel_keys` gives them): ``{content: first stage with it}``. What measuring
+    them all costs; cheap to compute (each node's key is numbered once)."""
+    number: dict[str, int] = {}
+    ids = [number.setdefault(repr(k), len(number)) for k in keys]
+    out: dict[tuple, Groups] = {}
+    for groups in stages:
+        out.setdefault(tuple(tuple(ids[v] for v in g) for g in groups), groups)
+    return out
+
+
+def measure_seconds(latencies: Iterable[float], runs: int, workers: int = 1) -> float:
+    """Predicted seconds to time stages of these latencies ``runs`` times each (warm-up runs
+    included), plus :data:`STAGE_OVERHEAD_S` per stage, spread over ``workers``."""
+    return sum(runs * lat + STAGE_OVERHEAD_S for lat in latencies) / max(1, workers)
+
+
 def resolve_cache_state(requested: str, l2_bytes: int, weights: int) -> tuple[str, int]:
     """``(state, bytes to flush before each sample)`` for ``MeasureConfig.cache_state``
     ``requested`` on a device with ``l2_bytes`` of L2 cache (0: a CPU) and a model with
@@ -227,18 +271,8 @@ class MeasuredCostModel(CostModel):
             return
         if graph.mod is None:
             raise ValueError("measuring needs the graph's lowered module (graph.mod); use extract_graph")
-        hashes: dict[str, int] = {}
-        self._keys = []
+        self._keys = kernel_keys(graph)
         self._loaded = False
-        for node in graph.nodes:
-            if node.op not in ("relax.call_tir", "relax.call_dps_packed"):
-                raise UnsupportedModelError(f"cannot measure kernel {node.kernel} ({node.op}) on its own yet; "
-                                            "use the analytic cost model (cost_model='analytic')")
-            if node.kernel not in hashes:
-                fn = graph.mod[node.kernel] if node.op == "relax.call_tir" else None
-                hashes[node.kernel] = int(tvm_ffi.structural_hash(fn)) if fn is not None else 0
-            self._keys.append([node.kernel if hashes[node.kernel] == 0 else hashes[node.kernel],
-                               node.inputs, node.outputs])
         self.cache_state, flush_bytes = resolve_cache_state(self.config.cache_state, self._l2_bytes(),
                                                             weight_bytes(graph))
         self.timer.flush_before_samples(flush_bytes)
@@ -313,9 +347,8 @@ class MeasuredCostModel(CostModel):
         ``warmup + repeat`` times at the latency the analytic model predicts for the target, plus
         :data:`STAGE_OVERHEAD_S`, spread over the timer's workers."""
         analytic = AnalyticCostModel.for_target(self.target)
-        runs = self.config.warmup + self.config.repeat
-        total = sum(runs * analytic.stage_latency(graph, groups) + STAGE_OVERHEAD_S for groups in stages)
-        return total / max(1, self.timer.workers)
+        return measure_seconds((analytic.stage_latency(graph, groups) for groups in stages),
+                               self.config.warmup + self.config.repeat, self.timer.workers)
 
     def _announce(self, graph: OpGraph, todo: Sequence[Groups], cached: int) -> None:
         """Say, before measuring, how many distinct stages and how long; warn when it is long."""
@@ -342,13 +375,9 @@ class MeasuredCostModel(CostModel):
         assert self.cache is not None
         cache = self.cache
         todo = []
-        seen = set()
         cached = 0
-        for groups in stages:
+        for groups in distinct_stages(self._keys, stages).values():  # hash each content once
             key = self.stage_key(groups)
-            if key in seen:
-                continue
-            seen.add(key)
             if cache.get(key) is None:
                 todo.append((key, groups))
             else:

@@ -3,11 +3,12 @@ that finds cost models by name."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import tvm
 
 from ..compiler.databases import DatabaseLike
+from ..core.plan import StageTable
 from ..core.search import Groups
 from ..errors import InvalidArgumentError
 from ..ir.graph import OpGraph
@@ -50,6 +51,12 @@ class CostModel:
     def stage_latency(self, graph: OpGraph, groups: Groups) -> float:
         """Seconds from the stage's start to its join."""
         raise NotImplementedError(f"{type(self).__name__} does not define stage_latency")
+
+    def stage_latencies(self, graph: OpGraph, stages: StageTable) -> Sequence[float]:
+        """Latency of every stage of ``stages`` (rows of node ids of ``graph``), in row order:
+        what the search asks. Default: :meth:`stage_latency` of each; a model whose stage cost
+        is a formula over its kernels' costs computes them all at once here."""
+        return [self.stage_latency(graph, stages.groups(k)) for k in range(len(stages))]
 
     def prepare(self, graph: OpGraph, stages: Iterable[Groups]) -> None:
         """Called once by the search with every candidate stage (an iterable, produced as it is

@@ -173,16 +173,20 @@ def end_to_end_timer(mod: tvm.IRModule, target: TargetLike, *, database: Databas
 
 
 def keep_fastest(schedule: Schedule, graph: OpGraph, cost_model: CostModel, max_num_groups: int,
-                 time_of: Callable[[str, Schedule | None], float | Sequence[float]]) -> Schedule:
+                 time_of: Callable[[str, Schedule | None], float | Sequence[float]],
+                 fits: Callable[[str, Schedule], bool] | None = None) -> Schedule:
     """The fastest end to end of the sequential, greedy and IOS (``schedule``) schedules, the
     simpler one where they are equal within the noise (:func:`choose`), with the search's
     ``meta`` and ``meta["end_to_end"]``: ``times_s`` (medians) and ``spread_s`` (ranges of the
     samples) per candidate, ``samples`` (per candidate), ``chosen``, ``within_noise`` (whether a
     faster median lost to the noise) and ``ios_slower_by`` (IOS's median over the chosen one's,
-    minus 1: 0 when IOS won, negative when IOS was faster but within the noise)."""
+    minus 1: 0 when IOS won, negative when IOS was faster but within the noise). ``fits(label,
+    schedule)``: whether a candidate may be chosen (a memory budget); the others are not run."""
     candidates = {"sequential": Schedule.sequential(graph, cost_model),
                   "greedy": Schedule.greedy(graph, cost_model, max_num_groups),
                   "ios": schedule}
+    if fits is not None:
+        candidates = {label: c for label, c in candidates.items() if label == "ios" or fits(label, c)}
     for c in candidates.values():  # every candidate runs the kernels the search chose
         c.meta.setdefault("kernels", schedule.meta.get("kernels"))
     best, timings = choose(candidates, time_of)
