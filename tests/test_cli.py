@@ -78,7 +78,8 @@ def test_ctrl_c_during_a_measured_search(tmp_path):
 
 def test_models_lists_the_zoo():
     p = run("models")
-    assert p.stdout.split() == ["googlenet", "inception_v3", "nasnet_a_large", "randwire", "squeezenet"]
+    assert p.stdout.split() == ["bert", "googlenet", "inception_v3", "llama", "moe", "nasnet_a_large", "randwire",
+                                "squeezenet"]
 
 
 def test_optimize_build_run_show_png(tmp_path):

@@ -380,6 +380,10 @@ class MatmulUnit(MergeUnit):
                   units: Sequence[MergeUnit]) -> relax.Var:
         return bb.emit(R.matmul(x, weight, out_dtype=out_dtype(units[0].attrs)))
 
+    @classmethod
+    def bias_shape(cls, channels: int, out_rank: int) -> tuple[int, ...]:
+        return (channels,)  # as linear layers add it
+
 
 #: the kinds of unit, by the Relax op of their head
 UNIT_KINDS: dict[str, type[MergeUnit]] = {k.head_op: k for k in (ConvUnit, MatmulUnit)}
