@@ -295,3 +295,23 @@ def test_imported_blocks_compile_for_sm90_with_merges_and_streams(free_merges):
     assert sched.merges and any(st.kind == "concurrent" and len(st.groups) > 1 for st in sched.stages)
     text = ios_tvm.build(mod, CUDA, sched).as_text()
     assert "ios_merge0_" in text and ios_tvm.runtime.FORK in text
+
+
+def test_zoo_transformers_on_the_command_line(capfd, tmp_path):
+    """``ios-tvm optimize`` takes a transformer's batch and sequence length from --input-shape, and
+    a knob it lacks (--image-size) is one error line that says what to give instead."""
+    import json
+
+    from test_cli_errors import assert_one_error, run_cli
+
+    out = tmp_path / "bert.json"
+    rc, _, err = run_cli(capfd, "optimize", "bert", "--small", "--input-shape", "data=2,8,64", "--target", "llvm",
+                         "-o", out)
+    assert rc == 0, err
+    assert "loading bert (small) (8 tokens, 64 wide, batch 2)" in err
+    meta = json.loads(out.read_text())["meta"]["model"]
+    assert meta["seq_len"] == 8 and meta["batch_size"] == 2 and meta["inputs"]["data"] == [2, 8, 64]
+    rc, out_, err = run_cli(capfd, "optimize", "bert", "--small", "--image-size", "10", "--target", "llvm")
+    assert_one_error(rc, err, "--input-shape data=N,L,64 gives its batch N and sequence length L")
+    rc, out_, err = run_cli(capfd, "optimize", "llama", "--small", "--input-shape", "data=1,8,32", "--target", "llvm")
+    assert_one_error(rc, err, "of shape (N, L, 64)")
