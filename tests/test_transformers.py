@@ -315,3 +315,32 @@ def test_zoo_transformers_on_the_command_line(capfd, tmp_path):
     assert_one_error(rc, err, "--input-shape data=N,L,64 gives its batch N and sequence length L")
     rc, out_, err = run_cli(capfd, "optimize", "llama", "--small", "--input-shape", "data=1,8,32", "--target", "llvm")
     assert_one_error(rc, err, "of shape (N, L, 64)")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["llama", "moe"])
+@pytest.mark.parametrize("dtype", [None, "float16"])
+def test_merged_transformers_on_the_gpu(name, dtype):
+    """On the GPU: the small LLaMA and MoE with their projections merged and other kernels on
+    concurrent streams equal the sequential build (float32: 1e-5; float16: its tolerance), and
+    repeated runs are identical (no race between the streams)."""
+    from ios_tvm.ir.target import local_target
+
+    from test_merge_matmul import _MergeFriendly
+
+    target = local_target()
+    mod, _, data = _bound(name)
+    sched = ios_tvm.optimize(mod, target, cost_model=_MergeFriendly(), dtype=dtype,
+                             search=SearchConfig(max_block_size=12))
+    assert sched.merges and sched.max_streams > 1
+    dev = tvm.cuda(0)
+
+    def run(s, times=1):
+        vm = relax.VirtualMachine(ios_tvm.build(mod, target, s, dtype=dtype), dev)
+        return [vm["main"](tvm.runtime.tensor(data, dev)).numpy() for _ in range(times)]
+
+    want = run(None)[0]
+    outs = run(sched, times=5)
+    np.testing.assert_allclose(outs[0], want, *(output_tolerance(dtype) if dtype else (1e-5, 1e-5)))
+    for again in outs[1:]:
+        np.testing.assert_array_equal(again, outs[0])
