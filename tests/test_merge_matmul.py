@@ -399,3 +399,12 @@ def test_merged_module_of_matmul_units(cases):
     assert ops == ["relax.matmul", "relax.add", "relax.nn.relu", "relax.split"]
     w = mini["main"].body.blocks[0].bindings[0].value.args[1].value.numpy()
     np.testing.assert_array_equal(w, np.concatenate([u.weight for u in units], axis=1))
+
+
+def test_merged_linear_layers_compile_for_sm90(cases):
+    """Every form (2-D and 3-D inputs) merged, in CUDA code for sm_90."""
+    mod, _, _, _ = cases
+    graph = _plan(mod, CUDA)
+    assert [len(f) for f in graph.merges.families] == [len(widths) for *_, widths in CASES.values()]
+    text = ios_tvm.build(mod, CUDA, _merging(graph, graph.merges.families)).as_text()
+    assert all(f"@ios_merge{j}_split " in text for j in range(len(CASES)))
