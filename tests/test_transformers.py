@@ -324,9 +324,9 @@ def test_merged_transformers_on_the_gpu(name, dtype):
     """On the GPU: the small LLaMA and MoE with their projections merged and other kernels on
     concurrent streams equal the sequential build (float32: 1e-5; float16: its tolerance), and
     repeated runs are identical (no race between the streams)."""
-    from ios_tvm.ir.target import local_target
-
     from test_merge_matmul import _MergeFriendly
+
+    from ios_tvm.ir.target import local_target
 
     target = local_target()
     mod, _, data = _bound(name)

@@ -56,8 +56,7 @@ from tvm import relax
 from tvm.relax import op as R
 
 from .graph import call_args
-from .merge_units import (UNIT_KINDS, ConvUnit, MatmulUnit, MergeUnit, Uses, const_array, op_name,
-                          static_shape)
+from .merge_units import UNIT_KINDS, ConvUnit, MatmulUnit, MergeUnit, Uses, const_array, op_name, static_shape
 
 __all__ = ["MergeUnit", "ConvUnit", "MatmulUnit", "find_units", "mergeable", "merged_weights", "NodeMerges",
            "node_merges", "merged_module"]

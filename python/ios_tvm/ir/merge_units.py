@@ -303,8 +303,8 @@ class ConvUnit(MergeUnit):
             dh, dw = kh - u.kernel[0], kw - u.kernel[1]
             if dh % 2 or dw % 2:
                 return None
-            t, l, bo, r = u.padding
-            pads.add((t + dh // 2, l + dw // 2, bo + dh // 2, r + dw // 2))
+            top, left, bottom, right = u.padding
+            pads.add((top + dh // 2, left + dw // 2, bottom + dh // 2, right + dw // 2))
         if len(pads) != 1:
             return None
         return (kh, kw), pads.pop()
