@@ -30,6 +30,13 @@ sequential and IOS-Both schedules' stages are timed again with the cache hot and
 (``stage_sum_s``, ``measured_over_stage_sum``): which state predicts the run. Identical kernels of
 the builds compile once (``ios_tvm.cuda_cache``).
 
+The zoo's transformers (bert, llama, moe; ``--seq-len``, ``--layers`` size them) run the same rows
+and two more peers: PyTorch eager and ``torch.compile`` of their PyTorch twins
+(``benchmarks/torch_zoo.py``, the very weights; the twin's output is checked against TVM's), and
+``tvm_cpm_sequential``: TVM with ``relax.transform.CombineParallelMatmul`` applied (to the model
+with its weights as parameters, then bound) and scheduled sequentially, the peer a TVM user would
+try first (its combined matmuls have no tuning records: they run dlight's schedules).
+
 A run cut short keeps what it timed: the JSON is rewritten after every timing, in phases by
 interest (kernel launches: sequential, IOS-Both, greedy; then the same as CUDA graphs; the stage
 sums; PyTorch; the other IOS strategies), and ``complete`` says whether a model ended. A row
@@ -118,9 +125,39 @@ def torch_peers(name: str, batch: int, size: int, number: int, repeat: int, dtyp
         kwargs.update(aux_logits=False, init_weights=False)
     net = getattr(torchvision.models, TORCHVISION[name])(**kwargs).eval().cuda()
     x = torch.randn(batch, 3, size, size, device="cuda")
-    out = {"torchvision_model": TORCHVISION[name], "torch": torch.__version__, "dtype": dtype,
-           "note": "torchvision's layers (batch norm unfused; squeezenet without bypass)",
-           "tf32_defaults": torch_tf32_settings(), "modes": {}}
+    return time_torch(net, x, number, repeat, dtype, {"torchvision_model": TORCHVISION[name],
+                                                      "note": "torchvision's layers (batch norm unfused; squeezenet "
+                                                              "without bypass)"})
+
+
+def twin_peers(name: str, params: dict, zoo_kwargs: dict, data: np.ndarray, want: np.ndarray, number: int,
+               repeat: int, dtype: str = "float32") -> dict:
+    """:func:`torch_peers` of a zoo transformer: its PyTorch twin (``benchmarks/torch_zoo.py``) with
+    the same weights and input; ``max_abs_error_vs_tvm``: the twin's float32 output against
+    TVM's sequential float32 output ``want`` (the same model computed by other kernels)."""
+    try:
+        import torch
+    except ImportError as err:
+        return {"skipped": f"torch not importable: {err}"}
+    if not torch.cuda.is_available():
+        return {"skipped": "no CUDA for torch"}
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from torch_zoo import torch_twin
+
+    net = torch_twin(name, params, **zoo_kwargs).cuda()
+    x = torch.from_numpy(data).cuda()
+    with torch.no_grad(), torch_fp32_mode(False):
+        error = float(np.abs(net(x).cpu().numpy() - want).max()) if want is not None else None
+    return time_torch(net, x, number, repeat, dtype, {"twin": "benchmarks/torch_zoo.py", "max_abs_error_vs_tvm": error})
+
+
+def time_torch(net: Any, x: Any, number: int, repeat: int, dtype: str, info: dict) -> dict:
+    """Eager and ``torch.compile(mode='reduce-overhead')`` latency of ``net`` on ``x`` (CUDA): in
+    float32 with TF32 off and at PyTorch's defaults, in half precision as ``net.half()`` and under
+    ``torch.autocast`` (see :func:`torch_peers`)."""
+    import torch
+
+    out = {**info, "torch": torch.__version__, "dtype": dtype, "tf32_defaults": torch_tf32_settings(), "modes": {}}
 
     def bench(fn, inp):
         with torch.no_grad():
@@ -202,11 +239,19 @@ def run_model(name: str, dtype: str, args: argparse.Namespace, target: Any, dev:
     t0 = time.perf_counter()
     row = {} if row is None else row
     row.update(dtype=dtype, complete=False)
-    mod = models.get(name, batch_size=args.batch_size, small=args.small)
-    mod = models.bind_params(mod, models.random_params(mod))
+    kwargs = zoo_kwargs(name, args)
+    raw = models.get(name, **kwargs)
+    params = models.random_params(raw)
+    mod = models.bind_params(raw, params)
     data = models.random_input(mod)
+    transformer = name in models.TRANSFORMERS
+    extra: dict[str, Any] = {}  # rows of other modules: TVM with CombineParallelMatmul
+    if transformer:
+        extra["tvm_cpm_sequential"] = models.bind_params(relax.transform.CombineParallelMatmul()(raw), params)
+        row["zoo_kwargs"] = kwargs
     if dtype != "float32":  # the same weights, converted (float32 inputs and outputs stay)
         mod = precision.convert(mod, dtype)
+        extra = {label: precision.convert(m, dtype) for label, m in extra.items()}
     rtol, atol = precision.output_tolerance(dtype)
     graph = ios_tvm.extract_graph(mod, target)
     cost = get_cost_model(args.cost_model, target, db)
@@ -215,17 +260,22 @@ def run_model(name: str, dtype: str, args: argparse.Namespace, target: Any, dev:
     mem: dict[str, int] = row.setdefault("planned_memory_bytes", {})
     ref: dict[str, np.ndarray] = {}
 
+    block = args.max_block_size or (10 if name == "moe" else 16)  # MoE: the DP's widest blocks
+    row["max_block_size"] = block
+
     def search(strategy: str, cost=cost, cuda_graph: bool = False):  # every row is timed below anyway
         return ios_tvm.optimize(mod, target, cost_model=cost, graph=graph, database=db, end_to_end=False,
-                                search=ios_tvm.SearchConfig(strategy=strategy), cuda_graph=cuda_graph)
+                                search=ios_tvm.SearchConfig(strategy=strategy, max_block_size=block),
+                                cuda_graph=cuda_graph)
 
     def run_rows(schedules: dict[str, Schedule | None]) -> None:
         """Build, check against sequential and time each row; a row that fails is recorded."""
         for label, sched in schedules.items():
             graph_mode = label.endswith("_cuda_graph")
+            model = extra.get(label, mod)
             try:
-                ex = ios_tvm.build(mod, target, sched, database=db, cuda_graph=graph_mode)
-                mem[label] = planned_memory(mod, target, sched, database=db, cuda_graph=graph_mode)
+                ex = ios_tvm.build(model, target, sched, database=db, cuda_graph=graph_mode)
+                mem[label] = planned_memory(model, target, sched, database=db, cuda_graph=graph_mode)
                 # outside the device lock: a first run may compile the CUDA source (seconds); one
                 # inference beside another process's timing perturbs at most a sample of its medians
                 out = relax.VirtualMachine(ex, dev)["main"](tvm.runtime.tensor(data, dev)).numpy()
@@ -262,11 +312,12 @@ def run_model(name: str, dtype: str, args: argparse.Namespace, target: Any, dev:
                 "ios_merge_stages": len(ios.merges), "measure": ios.meta.get("measure"),
                 "search": ios.meta["stats"], "search_time_s": ios.meta["time_s"]})
     predicted.update(sequential=ios.meta["baselines_s"]["sequential"], ios_both=ios.latency, greedy=greedy.latency)
-    run_rows({"sequential": None, "ios_both": ios, "greedy": greedy})
+    run_rows({"sequential": None, "ios_both": ios, "greedy": greedy, **{label: None for label in extra}})
     # 1b. IOS-Both under a memory budget: the price of concurrency when memory is bounded
     def budgeted() -> None:
         sched = ios_tvm.optimize(mod, target, cost_model=cost, graph=graph, database=db, end_to_end=False,
-                                 search=ios_tvm.SearchConfig(strategy="both", memory_budget=args.memory_budget))
+                                 search=ios_tvm.SearchConfig(strategy="both", max_block_size=block,
+                                                             memory_budget=args.memory_budget))
         row["memory_budget"] = {k: v for k, v in sched.meta["memory"].items() if k != "candidates"}
         predicted["ios_both_budget"] = sched.latency
         run_rows({"ios_both_budget": sched})
@@ -309,8 +360,11 @@ def run_model(name: str, dtype: str, args: argparse.Namespace, target: Any, dev:
 
     # 4. PyTorch in the same dtype: the bar
     if not args.no_torch and target.kind.name == "cuda":
-        size = int(mod["main"].params[0].ty.shape[2])
-        row["torch"] = torch_peers(name, args.batch_size, size, args.number, args.repeat, dtype)
+        if transformer:
+            row["torch"] = twin_peers(name, params, kwargs, data, reference.get(name), args.number, args.repeat, dtype)
+        else:
+            size = int(mod["main"].params[0].ty.shape[2])
+            row["torch"] = torch_peers(name, args.batch_size, size, args.number, args.repeat, dtype)
         save()
 
     # 5. vendor kernels (cuDNN / cuBLASLt): per mode, sequential / greedy / IOS-Both with the kernels
@@ -356,12 +410,29 @@ def run_model(name: str, dtype: str, args: argparse.Namespace, target: Any, dev:
     return row
 
 
+def zoo_kwargs(name: str, args: argparse.Namespace) -> dict:
+    """``models.get`` keyword arguments of zoo model ``name``: batch and size (``--small``), and
+    for a transformer ``--seq-len`` and ``--layers`` when given."""
+    kwargs: dict[str, Any] = {"batch_size": args.batch_size, "small": args.small}
+    if name in models.TRANSFORMERS:
+        for key, value in (("seq_len", args.seq_len), ("num_layers", args.layers)):
+            if value is not None:
+                kwargs[key] = value
+    return kwargs
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="*", default=models.names())
     ap.add_argument("--target", default="auto")
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--small", action="store_true", help="reduced models (quick dry runs)")
+    ap.add_argument("--seq-len", type=int, default=None, help="tokens of the transformers (default: theirs, 128)")
+    ap.add_argument("--layers", type=int, default=None,
+                    help="layers of the transformers (default: theirs; fewer for a short GPU loan)")
+    ap.add_argument("--max-block-size", type=int, default=None,
+                    help="the search's block size (default 16; moe 10: its 19 matmuls on one input are the DP's "
+                         "widest blocks)")
     ap.add_argument("--cost-model", default=None, help="measure | analytic (default: measure on a GPU)")
     ap.add_argument("--number", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=10)

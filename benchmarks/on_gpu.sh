@@ -5,7 +5,8 @@
 #
 #   benchmarks/on_gpu.sh OUT [BUDGET_S] [TARGET] [MODEL...]
 #       BUDGET_S  seconds of tuning (default 200), TARGET (default auto: this machine's GPU),
-#       MODELS    default: inception_v3 googlenet squeezenet
+#       MODELS    default: inception_v3 googlenet squeezenet; the transformers (bert llama moe) run
+#                 their e2e rows in float16 first, with IOS_TVM_LAYERS layers when set
 #   benchmarks/on_gpu.sh --dry-run OUT [BUDGET_S] [TARGET] [MODEL...]
 #       the same steps on a CPU: llvm, reduced models, a 30 s budget, small batches (default
 #       model: squeezenet); what tests/test_benchmarks.py runs so that this script cannot rot
@@ -26,7 +27,8 @@
 # Bring back OUT: `python benchmarks/bring_home.py OUT` (or the IOS_TVM_PACK file) copies the
 # databases over tuning/<arch>/ and the e2e JSON into benchmarks/results/; commit them.
 #
-# Environment: PYTHON (default python3), IOS_TVM_TOTAL_S (whole run, default 540), IOS_TVM_DTYPES
+# Environment: PYTHON (default python3), IOS_TVM_TOTAL_S (whole run, default 540), IOS_TVM_LAYERS
+# (layers of the transformers' e2e rows, default theirs: 12, 22, 24), IOS_TVM_DTYPES
 # (precisions of the e2e rows and of the tuning, default "float32"; e.g. "float32 float16": half
 # rows tune and run the models converted by ios_tvm.ir.precision.convert), IOS_TVM_PACK (a .tar.gz
 # path outside OUT: OUT packed into it after every step, for a machine that gives back few files;
@@ -171,10 +173,14 @@ done
 #    process at a time time the GPU; all share the time left. One after another (=0): in the order
 #    given, each may use the time left but 60 s for every model after it.
 e2e() {  # e2e MODEL LIMIT_S
-  local db="$OUT/tuning/$ARCH/$1"
+  local db="$OUT/tuning/$ARCH/$1" dtypes=("${DTYPES[@]}") sizes=()
   [ -f "$db/database_tuning_record.json" ] || db=none
+  case "$1" in bert|llama|moe)  # transformers: float16 first (where users run them), their layers as asked
+    dtypes=(float16 $(printf '%s\n' "${DTYPES[@]}" | grep -vx float16))
+    [ -n "${IOS_TVM_LAYERS:-}" ] && sizes=(--layers "$IOS_TVM_LAYERS") ;;
+  esac
   step "e2e_$1" "$2" "$OUT/e2e_$1.log" "$PY" benchmarks/gpu_e2e.py --models "$1" --target "$TARGET" \
-    --database "$db" --dtypes "${DTYPES[@]}" --out "$OUT/e2e_$1.json" "${E2E_ARGS[@]}"
+    --database "$db" --dtypes "${dtypes[@]}" --out "$OUT/e2e_$1.json" "${sizes[@]}" "${E2E_ARGS[@]}"
 }
 if [ "${IOS_TVM_E2E_PARALLEL:-1}" = 1 ]; then
   limit=$(( TOTAL - SECONDS ))

@@ -40,7 +40,9 @@ def test_unsplit_ios_beats_greedy_and_sequential(name, small_graphs):
 @pytest.mark.parametrize("name", models.names())
 def test_full_size_zoo_schedules_validate(name):
     mod = models.get(name)
-    sched = ios_tvm.optimize(mod, CUDA)
+    # a mixture-of-experts layer fans 19 matmuls out of one input: blocks of 16 independent kernels
+    # are the DP's worst case (minutes per layer); 10 takes seconds for the 24 layers
+    sched = ios_tvm.optimize(mod, CUDA, search=SearchConfig(max_block_size=10) if name == "moe" else None)
     graph = ios_tvm.extract_graph(mod, CUDA)
     sched.validate(graph, 3, 8)
     assert sched.meta["stats"]["states"] > 0

@@ -35,6 +35,20 @@ def test_e2e_dry_run_and_report(tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_e2e_dry_run_of_a_transformer(tmp_path):
+    """A transformer's rows (the reduced MoE, one layer of 8 tokens): IOS and its peers, TVM with
+    CombineParallelMatmul among them, every output checked against sequential; the search's
+    block size for the mixture's fan-out, the zoo sizes, recorded. (The PyTorch twins run on a
+    GPU only: tests/test_transformers.py checks them against the zoo.)"""
+    out = tmp_path / "e2e.json"
+    p = _run(str(ROOT / "benchmarks/gpu_e2e.py"), "--target", "llvm", "--small", "--models", "moe", "--layers", "1",
+             "--seq-len", "8", "--number", "1", "--repeat", "2", "--no-torch", "--out", str(out), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    row = json.loads(out.read_text())["models"]["moe"]
+    assert {"sequential_s", "ios_both_s", "greedy_s", "tvm_cpm_sequential_s", "ios_merge_s"} <= set(row)
+    assert row["failed"] == {} and row["max_block_size"] == 10
+    assert row["zoo_kwargs"] == {"batch_size": 1, "small": True, "seq_len": 8, "num_layers": 1}
+
 def _gpu_e2e_module():
     import importlib.util
 

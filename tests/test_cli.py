@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 
+from ios_tvm import models
+
 
 def run(*args, cwd=None, env=None):
     return subprocess.run([sys.executable, "-m", "ios_tvm", *args], capture_output=True, text=True,
@@ -79,8 +81,13 @@ def test_ctrl_c_during_a_measured_search(tmp_path):
 def test_models_lists_the_zoo():
     p = run("models", "squeezenet", "inception_v3")
     assert p.returncode == 0, p.stderr
-    rows = [line.split() for line in p.stdout.splitlines()[1:3]]
+    rows = [line.split()[:5] for line in p.stdout.splitlines()[1:3]]
     assert rows == [["squeezenet", "1x3x224x224", "1.2", "M", "39"], ["inception_v3", "1x3x299x299", "23.8", "M", "120"]]
+    p = run("models", "bert", "llama", "moe", "--small")  # the transformers, on hidden states
+    assert p.returncode == 0, p.stderr
+    rows = [line.split() for line in p.stdout.splitlines()[1:4]]
+    assert [r[0] for r in rows] == ["bert", "llama", "moe"] and all(r[-1] == "wide" and r[-3] == "tokens," for r in rows)
+    assert {"bert", "llama", "moe"} <= set(models.names())
 
 
 def test_optimize_build_run_show_png(tmp_path):

@@ -332,7 +332,9 @@ def test_zoo_model_captured_whole_for_sm_90(name):
     assert sched.max_streams > 1
     ex, captured = _compile_recording(mod, SM90, sched)
     _check_captured_whole(captured, sched)
-    assert _copies(captured) == 0  # the stem alone reads the input, before the first fork
+    # a CNN's stem alone reads the input, before the first fork; a transformer's residual reads it
+    # inside the captured stages (the input is copied once into the graph's static storage)
+    assert _copies(captured) == (1 if name in models.TRANSFORMERS else 0)
     assert "vm.builtin.cuda_graph.run_or_capture" in ex.as_text()
 
 

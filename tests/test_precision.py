@@ -107,6 +107,29 @@ def test_convert_structure(dtype, caplog):
     assert not any(isinstance(c.args[0], tvm.ir.expr.GenericConst) for c in _calls(half, "relax.astype"))
 
 
+@pytest.mark.parametrize("dtype", HALF)
+def test_one_cast_of_the_views_of_one_input(dtype):
+    """Linear layers as PyTorch's importer writes them, each reshaping the input on its own: the
+    converted model casts one view of the input once (not once per layer), so that the layers read
+    one tensor and merge; a view to another shape is cast on its own."""
+    from tvm.relax import op as R
+
+    rng = np.random.default_rng(0)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 4, 8), "float32"))
+    with bb.function("main", [x], attrs={"num_input": 1}):
+        with bb.dataflow():
+            weights = [relax.const(rng.normal(size=(8, 4)).astype("float32")) for _ in range(3)]
+            outs = [bb.emit(R.matmul(bb.emit(R.reshape(x, shape)), w))
+                    for shape, w in zip(((4, 8), (4, 8), (2, 2, 8)), weights)]
+            out = bb.emit_output(R.concat([outs[0], outs[1], bb.emit(R.reshape(outs[2], (4, 4)))], axis=-1))
+        bb.emit_func_output(out)
+    half = convert(bb.get(), dtype)
+    inputs = [m.args[0] for m in _calls(half, "relax.matmul")]
+    assert inputs[0].same_as(inputs[1]) and not inputs[0].same_as(inputs[2])
+    assert sum(str(c.attrs.dtype) == dtype and not isinstance(c.args[0], tvm.ir.expr.GenericConst)
+               for c in _calls(half, "relax.astype")) == 2 + 3  # two views of x, three matmul results
+
 def test_convert_refuses_and_keeps():
     mod, _ = _two_convs()
     half = convert(mod, "fp16")

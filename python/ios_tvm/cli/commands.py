@@ -250,7 +250,7 @@ def cmd_memory(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     """The zoo: each model's input, weights and kernels (TVM's fused kernels, which IOS schedules;
-    counting them lowers every model, a few seconds)."""
+    counting them lowers every model, seconds each, the full-size transformers longer)."""
     from .. import models
     from ..ir.graph import extract_graph
 
@@ -260,19 +260,20 @@ def cmd_models(args: argparse.Namespace) -> int:
             raise InvalidArgumentError(f"ios-tvm models lists the zoo; an ONNX file ({name}) goes straight to "
                                        "optimize, build, bench or demo --model")
         check_zoo_name(name)
-        models.image_size_of(name)  # an unknown name: the zoo's own error
-    size = "the reduced versions, --small" if args.small else "the paper's sizes"
+        models.describe_input(name)  # an unknown name: the zoo's own error
+    size = "the reduced versions, --small" if args.small else "the originals' sizes"
     say(f"lowering the zoo models ({size}) with TVM's fusion to count their kernels", "counting kernels")
-    print(f"{'model':16} {'input (N,C,H,W)':>16} {'weights':>12} {'kernels':>8}")
+    print(f"{'model':16} {'input':>16} {'weights':>12} {'kernels':>8}  what")
     for name in names:
         mod = models.get(name, small=args.small)
         params = mod["main"].params
         shape = "x".join(str(int(d)) for d in params[0].ty.shape.values)
         weights = sum(int(np.prod([int(d) for d in p.ty.shape.values])) for p in params[1:])
         kernels = len(extract_graph(mod, "llvm").nodes)
-        print(f"{name:16} {shape:>16} {weights / 1e6:10.1f} M {kernels:8d}", flush=True)
-    print("kernels: TVM's fused kernels, one launch each (what IOS puts into stages); weights: parameters; any "
-          "model takes --batch-size, --image-size and --small")
+        what = models.describe_input(name, small=args.small) if args.small else models.describe_input(name)
+        print(f"{name:16} {shape:>16} {weights / 1e6:10.1f} M {kernels:8d}  {what}", flush=True)
+    print("kernels: TVM's fused kernels, one launch each (what IOS puts into stages); weights: parameters; a CNN takes "
+          "--batch-size and --image-size, a transformer --batch-size and --input-shape data=N,L,H; any --small")
     return 0
 
 

@@ -82,10 +82,10 @@ def zoo_kwargs(args: argparse.Namespace) -> dict:
         if list(shapes) != ["data"]:
             raise InvalidArgumentError(f"zoo model {args.model} has one input, data; --input-shape names "
                                        f"{', '.join(n for n in shapes if n != 'data')}")
-        wanted = models.shape_kwargs(args.model, shapes["data"])
+        wanted = models.shape_kwargs(args.model, shapes["data"], **kwargs)
         for key, flag in (("batch_size", "--batch-size"), ("image_size", "--image-size")):
             given = args.batch_size if key == "batch_size" else args.image_size
-            if given is not None and given != wanted[key]:
+            if given is not None and key in wanted and given != wanted[key]:
                 raise InvalidArgumentError(f"--input-shape data={','.join(map(str, shapes['data']))} and "
                                            f"{flag} {given} disagree; give one of them")
         kwargs.update(wanted)
@@ -246,6 +246,6 @@ def describe_model(args: argparse.Namespace) -> str:
     kwargs = zoo_kwargs(args)
     from .. import models
 
-    size = models.image_size_of(args.model, **kwargs)
-    return f"{args.model}{' (small)' if kwargs.get('small') else ''} ({size}x{size}, batch {kwargs['batch_size']}{half})"
+    size = models.describe_input(args.model, **kwargs)
+    return f"{args.model}{' (small)' if kwargs.get('small') else ''} ({size}, batch {kwargs['batch_size']}{half})"
 

@@ -96,7 +96,8 @@ def add_model_args(p: argparse.ArgumentParser, default_model: str | None) -> Non
                    help="most concurrent streams per stage (8)")
     p.add_argument("--max-block-size", type=int_at_least(1), default=16, help="split blocks larger than this (16)")
     p.add_argument("--strategy", choices=["concurrent", "merge", "both"], default="both",
-                   help="stages of concurrent groups, merged convolutions, or both (default)")
+                   help="stages of concurrent groups, merged kernels (convolutions or matmuls on one input), "
+                        "or both (default)")
     p.add_argument("--database", default="auto",
                    help="MetaSchedule tuning databases for the kernels: the --out DIR of `ios-tvm tune` (its "
                         "databases for the target's architecture), one database directory (ios_tvm.tune's work_dir), "

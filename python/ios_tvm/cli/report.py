@@ -128,8 +128,8 @@ def explain(sched: Schedule, seq_measured: float, target: Any) -> list[str]:
             lines.append("  that is outside the known error: this machine (or its load, or tuned kernels) differs from "
                          "what the model was calibrated on; --cost-model measure costs stages on this machine.")
     if target.kind.name != "cuda":
-        lines.append("  on a CPU the groups of a stage run one after another, so IOS gains only from merged "
-                     "convolutions and kernel order here; its concurrency pays off on a GPU.")
+        lines.append("  on a CPU the groups of a stage run one after another, so IOS gains only from merged kernels "
+                     "(convolutions, matmuls) and kernel order here; its concurrency pays off on a GPU.")
     return lines
 
 

@@ -28,7 +28,9 @@ join cost ``J`` per extra stream: small kernels side by side overlap, large ones
 
 A *merge* of convolutions ``i`` (kernel ``k_i``, merged kernel ``K``) is one conv kernel with
 ``f = sum f_i * |K| / |k_i|`` (zero-padded kernels compute too), the input read once, the padded
-weights and all outputs, ``e = sum e_i``; plus a ``split`` kernel copying the outputs.
+weights and all outputs, ``e = sum e_i``; plus a ``split`` kernel copying the outputs. A merge of
+matmuls (linear layers on one input) is the same with ``|K| / |k_i| = 1``: one matmul kernel of
+class matmul.
 
 Calibration (what the presets are fitted to, and how far off they are known to be)
 -----------------------------------------------------------------------------------
@@ -309,13 +311,18 @@ class AnalyticCostModel(CostModel):
         c = self._costs
         if c is not None and c[0]() is graph and c[1] is graph.nodes and c[2] is self.device:
             return c[3], c[4], c[5], c[6]
-        pairs = [self.kernel_time(n.kernel, n.flops, n.bytes, n.out_elements, kernel_dtype(n.inputs, n.outputs))
-                 for n in graph.nodes]
+        pairs = [self.node_kernel_time(graph, v) for v in range(len(graph.nodes))]
         t_list = [p[0] for p in pairs]
         w_list = [p[1] for p in pairs]
         t, w = np.array(t_list, dtype=np.float64), np.array(w_list, dtype=np.float64)
         self._costs = (weakref.ref(graph), graph.nodes, self.device, t, w, t_list, w_list)
         return t, w, t_list, w_list
+
+    def node_kernel_time(self, graph: OpGraph, node: int) -> tuple[float, float]:
+        """``(t_k, w_k)`` of node ``node`` computed afresh: the one place subclasses change what a
+        node's kernel costs (every latency here reads the per-graph table built from it)."""
+        n = graph.nodes[node]
+        return self.kernel_time(n.kernel, n.flops, n.bytes, n.out_elements, kernel_dtype(n.inputs, n.outputs))
 
     def kernel_times(self, graph: OpGraph, node: int) -> tuple[float, float]:
         """``(t_k, w_k)`` of one node: time alone and full-device work time."""
@@ -384,16 +391,15 @@ class AnalyticCostModel(CostModel):
 
     def merge_latency(self, graph: OpGraph, nodes: tuple[int, ...]) -> float:
         """The merged kernel plus the split that hands out its channels (see module doc)."""
-        units = graph.merges.units
-        kh = max(units[v].kernel[0] for v in nodes)
-        kw = max(units[v].kernel[1] for v in nodes)
+        units = [graph.merges.units[v] for v in nodes]
+        kind = type(units[0])
         flops = 0.0
         nbytes = 0.0
         out_bytes = 0.0
         elements = 0
-        for i, v in enumerate(nodes):
+        for i, (v, u) in enumerate(zip(nodes, units)):
             n = graph.nodes[v]
-            ratio = (kh * kw) / (units[v].kernel[0] * units[v].kernel[1])
+            ratio = kind.work_ratio(u, units)  # a convolution's kernel zero-padded to the largest
             flops += n.flops * ratio
             if i == 0:
                 nbytes += tensor_bytes(*n.inputs[0])
@@ -402,6 +408,6 @@ class AnalyticCostModel(CostModel):
             out_bytes += out
             elements += n.out_elements
         dtype = kernel_dtype(graph.nodes[nodes[0]].inputs)
-        merged, _ = self.kernel_time("merged_conv2d", flops, nbytes, elements, dtype)
+        merged, _ = self.kernel_time(f"merged_{kind.kind}", flops, nbytes, elements, dtype)
         split, _ = self.kernel_time("split", 0.0, 2 * out_bytes, elements)
         return merged + split

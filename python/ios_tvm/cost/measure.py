@@ -432,8 +432,8 @@ class MeasuredCostModel(CostModel):
         self._setup(graph)
         assert self.cache is not None and graph.merges is not None
         units = [graph.merges.units[v] for v in nodes]
-        key = content_key("merge", [self._keys[v] for v in nodes],
-                          [list(u.kernel) for u in units], [list(u.padding) for u in units])
+        key = content_key("merge", [self._keys[v] for v in nodes],  # conv: kernels, paddings; matmul: weight shapes
+                          *[list(part) for part in zip(*(u.cost_key for u in units))])
         samples = self.cache.get(key)
         if samples is None:
             mini = merged_module(units, zero_weights=True)

@@ -26,8 +26,8 @@ class CostModel:
     name
         Recorded in schedules (``schedule.meta["cost_model"]``).
     supports_merge
-        Whether :meth:`merge_latency` costs merged convolutions; without it the search leaves
-        merge stages out (strategy ``"both"``) or refuses (strategy ``"merge"``).
+        Whether :meth:`merge_latency` costs merged kernels (convolutions, matmuls); without it
+        the search leaves merge stages out (strategy ``"both"``) or refuses (strategy ``"merge"``).
     measures_here
         Whether its latencies are timings on this machine's device: then
         :func:`ios_tvm.optimize` checks the schedule end to end here by default.
@@ -64,8 +64,8 @@ class CostModel:
         Default: nothing."""
 
     def merge_latency(self, graph: OpGraph, nodes: tuple[int, ...]) -> float:
-        """Seconds of the convolutions ``nodes`` merged into one kernel (plus the split of its
-        output), for models with :attr:`supports_merge`."""
+        """Seconds of the kernels ``nodes`` (convolutions or matmuls on one input) merged into one
+        kernel (plus the split of its output), for models with :attr:`supports_merge`."""
         raise NotImplementedError(f"cost model {self.name!r} cannot cost merged kernels")
 
 

@@ -90,9 +90,9 @@ class VendorAnalyticCostModel(AnalyticCostModel):
         work = max(n.flops / peak, n.bytes / d.bandwidth)
         return sp.launch_overhead + work, work
 
-    def kernel_times(self, graph: OpGraph, node: int) -> tuple[float, float]:
+    def node_kernel_time(self, graph: OpGraph, node: int) -> tuple[float, float]:
         site = self.vendor.get(node)
-        return super().kernel_times(graph, node) if site is None else self.vendor_time(graph, node, site)
+        return super().node_kernel_time(graph, node) if site is None else self.vendor_time(graph, node, site)
 
 
 class VendorMeasuredCostModel(CostModel):

@@ -26,8 +26,10 @@ Three steps follow the pass, all in one mutator here:
    fold them again in ``FoldConstant``, which compiles one kernel per weight. A float32 weight
    beyond float16's range (65504) becomes inf, as the device's cast would make it; ``convert``
    warns;
-2. a float32 tensor the pass casts once per convolution reading it (an input also read by an
-   operator kept in float32) is cast once: convolutions reading one input merge, copies do not;
+2. a float32 tensor the pass casts once per convolution or matmul reading it (an input also read
+   by an operator kept in float32) is cast once, also where each reads it through its own
+   ``reshape`` to one shape (PyTorch's importer reshapes the input of every linear layer): operators
+   reading one input merge, copies do not;
 3. for ``bfloat16`` (the pass knows only float16) every ``float16`` cast it made is retargeted
    to ``bfloat16`` and the types are inferred again; weights are converted from their float32
    originals, never from float16 values (``ml_dtypes``' round-to-nearest-even, as TVM's own
@@ -158,9 +160,10 @@ def model_dtype(mod: tvm.IRModule, func: str = "main") -> str:
 class _HalfCasts(PyExprMutator):  # type: ignore[misc]
     """After ``ToMixedPrecision``: fold ``astype(constant, half)`` into half constants (from the
     float32 values), used in place (merges find a kernel by its weight constant); keep one cast
-    of each tensor to each half type (the pass casts a float32 tensor again for every
-    convolution reading it, and convolutions reading copies of one input cannot merge); and, for
-    ``bfloat16``, retarget every other ``float16`` cast to ``bfloat16``."""
+    of each tensor (or of its reshapes to one shape) to each half type (the pass casts a float32
+    tensor again for every convolution or matmul reading it, and operators reading copies of
+    one input cannot merge); and, for ``bfloat16``, retarget every other ``float16`` cast to
+    ``bfloat16``."""
 
     def __init__(self, dtype: str, mod: tvm.IRModule | None = None) -> None:
         super().__init__(mod)
@@ -169,6 +172,7 @@ class _HalfCasts(PyExprMutator):  # type: ignore[misc]
         self.overflows = 0  #: constants with finite values that became infinite
         self.first_cast: dict[tuple[Any, str], Any] = {}  #: (tensor, half dtype) -> var of its first cast
         self.aliases: dict[Any, Any] = {}  #: var of a repeated cast -> var of the first one
+        self.views: dict[Any, tuple[Any, str]] = {}  #: var of a reshape -> (the tensor it views, its shape)
 
     def _target(self, call: Any) -> str | None:
         """The half dtype a cast makes (``float16`` retargeted), ``None`` for anything else."""
@@ -187,8 +191,13 @@ class _HalfCasts(PyExprMutator):  # type: ignore[misc]
             self.overflows += bool(np.isinf(half.astype(np.float32)).any() and np.isfinite(values).all())
             self.folded[binding.var] = relax.const(half, to)
             return  # the constant takes the variable's place in every use
+        value = binding.value
+        if (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name == "relax.reshape"
+                and isinstance(value.args[0], relax.Var)):  # a view: casts of equal views are one cast
+            src = value.args[0]
+            self.views[binding.var] = (self.views.get(src, (src, ""))[0], str(binding.var.ty.shape))
         if isinstance(binding.var, relax.DataflowVar) and isinstance(arg, relax.Var):
-            first = self.first_cast.setdefault((arg, to), binding.var)
+            first = self.first_cast.setdefault((self.views.get(arg, arg), to), binding.var)
             if not first.same_as(binding.var):
                 self.aliases[binding.var] = first
                 return  # the first cast serves every use
@@ -201,6 +210,7 @@ class _HalfCasts(PyExprMutator):  # type: ignore[misc]
 
     def visit_dataflow_block_(self, block: relax.DataflowBlock) -> relax.BindingBlock:  # noqa: D102
         self.first_cast = {}  # dataflow variables live in their block
+        self.views = {}
         return super().visit_dataflow_block_(block)
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: D102 - PyExprMutator hook

@@ -173,7 +173,8 @@ def random_params(mod: tvm.IRModule, seed: int = 0, func: str = "main") -> dict[
 
     The input parameters (the first ``attrs["num_input"]``, default 1) are left out. Weights of
     rank >= 2 are He-normal over their fan-in, so activations keep their scale through deep
-    networks; rank-1 and bias-shaped tensors are small uniform values. Same ``seed``, same values.
+    networks; rank-1 and bias-shaped tensors are small uniform values, the gains of norm layers
+    (names ending ``_g``) uniform around 1. Same ``seed``, same values.
     """
     fn = mod[func]
     num_input = int(fn.attrs["num_input"]) if fn.attrs is not None and "num_input" in fn.attrs else 1
@@ -183,7 +184,9 @@ def random_params(mod: tvm.IRModule, seed: int = 0, func: str = "main") -> dict[
         shape = tuple(int(d) for d in p.ty.shape)
         dtype = str(p.ty.dtype)
         nontrivial = [d for d in shape if d != 1]
-        if p.name.endswith("_b") or len(nontrivial) <= 1:
+        if p.name.endswith("_g"):  # the gain of a norm layer
+            value = rng.uniform(0.9, 1.1, size=shape)
+        elif p.name.endswith("_b") or len(nontrivial) <= 1:
             value = rng.uniform(-0.1, 0.1, size=shape)
         else:
             if p.name.endswith("fc_w"):

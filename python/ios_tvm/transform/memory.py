@@ -93,7 +93,10 @@ def verify_memory(planned: tvm.IRModule) -> list[str]:
                     storage_of[b.var] = value.args[0]
                     continue
                 if op in ("relax.memory.view", "relax.reshape"):
-                    storage_of[b.var] = storage(value.args[0])
+                    src = value.args[0]
+                    storage_of[b.var] = storage(src)
+                    if src not in storage_of or src in written:  # a view of an input or of written data
+                        written.add(b.var)  # is read, not written, by its first kernel
                     continue
             if not isinstance(value, relax.Call):
                 continue

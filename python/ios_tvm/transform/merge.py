@@ -1,5 +1,5 @@
 """IOS-Merge, the rewrite: the kernels of each merge stage replaced by one merged kernel and a
-split, in a fused module, at lowering (the plan, which convolutions merge and the module that
+split, in a fused module, at lowering (the plan, which operators merge and the module that
 computes them merged, is :mod:`ios_tvm.ir.merge_plan`)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from tvm import relax
 from ..core.schedule import Schedule
 from ..ir.bindings import dataflow_index, replace_block
 from ..ir.graph import call_args, extract_graph, is_kernel_call
-from ..ir.merge_plan import ConvUnit, NodeMerges, merged_module
+from ..ir.merge_plan import MergeUnit, NodeMerges, merged_module
 from ..ir.tvm_private import var_key
 
 
@@ -29,7 +29,7 @@ def splice_merges(mod: tvm.IRModule, schedule: Schedule, merges: NodeMerges,
     schedule
         A :class:`ios_tvm.core.schedule.Schedule` of ``mod``'s graph with merge stages.
     merges
-        Which conv unit each kernel computes (:func:`node_merges`).
+        Which unit each kernel computes (:func:`node_merges`).
     lower_mini
         Lowers :func:`merged_module` with the very passes the model went through.
 
@@ -63,7 +63,7 @@ def splice_merges(mod: tvm.IRModule, schedule: Schedule, merges: NodeMerges,
     return new_mod, _translate_schedule(schedule, graph, new_mod, merged_kernels)
 
 
-def _merged_bindings(j: int, units: list[ConvUnit], replaced: list[relax.VarBinding],
+def _merged_bindings(j: int, units: list[MergeUnit], replaced: list[relax.VarBinding],
                      lower_mini: Callable[[tvm.IRModule], tvm.IRModule], adder: relax.BlockBuilder
                      ) -> tuple[list[relax.Binding], list[relax.Var]]:
     """The bindings of merge stage ``j`` (the lowered :func:`merged_module` of ``units``, its
@@ -84,7 +84,7 @@ def _merged_bindings(j: int, units: list[ConvUnit], replaced: list[relax.VarBind
             out_ty = list(b.var.ty.fields) if isinstance(b.var.ty, relax.TupleType) else b.var.ty
             value = relax.op.call_tir(gvs[value.args[0].name_hint], relax.Tuple(args), out_ty)
             kernels.append(var)
-        else:  # the merged module is conv (+ casts) (+ bias) (+ relu) + split: kernels, then variables
+        else:  # the merged module is head (+ casts) (+ bias) (+ activation) + split: kernels, then variables
             assert isinstance(value, relax.Var), f"unexpected binding in a merged kernel: {value}"
             value = remap[value]
         remap[b.var] = var
