@@ -209,8 +209,8 @@ def test_help_and_models_say_what_there_is(capfd):
     rc, out, err = run_cli(capfd, "models", "squeezenet", "googlenet", "--small")
     assert rc == 0, err
     rows = {line.split()[0]: line.split() for line in out.splitlines()[1:3]}
-    assert out.splitlines()[0].split() == ["model", "input", "(N,C,H,W)", "weights", "kernels"]
-    assert rows["squeezenet"][1:] == ["1x3x64x64", "0.1", "M", "39"] and rows["googlenet"][1] == "1x3x32x32"
+    assert out.splitlines()[0].split() == ["model", "input", "weights", "kernels", "what"]
+    assert rows["squeezenet"][1:] == ["1x3x64x64", "0.1", "M", "39", "64x64"] and rows["googlenet"][1] == "1x3x32x32"
 
 
 def test_reports_count_in_words(tmp_path, capfd):

@@ -307,6 +307,7 @@ def optimize(
         logger.warning("ios_tvm: the cost model times stages with launch=%r, but the build %s a CUDA graph: its "
                        "costs may not predict the run", launch, "replays" if cuda_graph else "does not replay")
     t1 = time.perf_counter()
+    searcher = GraphSearch(graph, model, config)  # first: a measured model times all stages in one batch
     seq = Schedule.sequential(graph, model)
     greedy = Schedule.greedy(graph, model, config.max_num_groups)
     measurement = model.measurement()
@@ -328,8 +329,6 @@ def optimize(
         if measurement is not None:  # how the stages were timed
             meta["measure"] = measurement
         return Schedule.from_stages(graph, stages, latencies, meta, kinds)
-
-    searcher = GraphSearch(graph, model, config)
 
     def plan(s: Schedule | None) -> int:
         return planned_memory(mod, tgt, s, database=database, cuda_graph=cuda_graph)
