@@ -26,20 +26,34 @@ same endings in the same order from bit masks, fast, for :mod:`ios_tvm.core.plan
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from .dag import Dag, bits, popcount
+from .dag import Dag, bits
 
 
 def groups(dag: Dag, state: int, max_group_size: int) -> list[int]:
     """All connected, successor-closed-in-``state`` node sets of at most ``max_group_size``
     nodes, as masks, in a deterministic order."""
+
+    def neighbours(g: int) -> int:
+        around = 0
+        for v in bits(g):
+            around |= dag.adj[v]
+        return around & ~g
+
+    return closed_groups(dag.desc, state, max_group_size, bits, neighbours)
+
+
+def closed_groups(desc: list[int], state: int, max_group_size: int, bits_of: Callable[[int], Iterable[int]],
+                  neighbours: Callable[[int], int]) -> list[int]:
+    """:func:`groups` given how to list a mask's nodes and a group's neighbours outside it (the
+    search's :class:`Walker` remembers both)."""
     closure: dict[int, int] = {}
-    for v in bits(state):
-        c = (1 << v) | (dag.desc[v] & state)
-        if popcount(c) <= max_group_size:
+    for v in bits_of(state):
+        c = (1 << v) | (desc[v] & state)
+        if c.bit_count() <= max_group_size:
             closure[v] = c
     seen: set[int] = set()
     order: list[int] = []
@@ -50,21 +64,17 @@ def groups(dag: Dag, state: int, max_group_size: int) -> list[int]:
             continue
         seen.add(g)
         order.append(g)
-        size = popcount(g)
-        if size == max_group_size:
+        if g.bit_count() == max_group_size:
             continue
-        around = 0
-        for v in bits(g):
-            around |= dag.adj[v]
-        around &= ~g
-        for u in bits(around):
+        for u in bits_of(neighbours(g)):
             c = closure.get(u)
             if c is None:
                 continue
             h = g | c
-            if h not in seen and popcount(h) <= max_group_size:
+            if h not in seen and h.bit_count() <= max_group_size:
                 stack.append(h)
     return order
+
 
 def endings(dag: Dag, state: int, max_group_size: int, max_num_groups: int) -> Iterator[tuple[int, tuple[int, ...]]]:
     """Yield every ending of ``state`` within the limits as ``(mask, group_masks)``.
@@ -135,31 +145,7 @@ class Walker:
 
     def state_groups(self, state: int) -> list[int]:
         """:func:`ios_tvm.core.stages.groups` of ``state``: same sets, same order."""
-        desc, r = self.dag.desc, self.r
-        closure: dict[int, int] = {}
-        for v in self.bits(state):
-            c = (1 << v) | (desc[v] & state)
-            if c.bit_count() <= r:
-                closure[v] = c
-        seen: set[int] = set()
-        order: list[int] = []
-        stack = sorted(set(closure.values()), reverse=True)
-        while stack:
-            g = stack.pop()
-            if g in seen:
-                continue
-            seen.add(g)
-            order.append(g)
-            if g.bit_count() == r:
-                continue
-            for u in self.bits(self._neighbours(g)):
-                c = closure.get(u)
-                if c is None:
-                    continue
-                h = g | c
-                if h not in seen and h.bit_count() <= r:
-                    stack.append(h)
-        return order
+        return closed_groups(self.dag.desc, state, self.r, self.bits, self._neighbours)
 
     def pattern(self, state: int) -> tuple[list[int], tuple[int, ...]]:
         """``(groups, later)`` of ``state``: its groups (:meth:`state_groups`) and, per group
