@@ -92,12 +92,11 @@ def test_measured_costs_build_the_source_model(tiny, tuned, monkeypatch):
 
 
 @pytest.mark.timing
-@pytest.mark.parametrize("budget", [30, pytest.param(60, marks=pytest.mark.slow)])
-def test_time_budget_stops_on_time_and_a_second_call_adds(budget, tmp_path):
+def test_time_budget_stops_on_time_and_a_second_call_adds(tmp_path):
     """``tune_models(..., time_budget_s=B)`` on a reduced zoo model (randwire, 23 tasks) ends
     within 10% of B (the whole call: extraction, compilation, search), leaves a database that
-    loads, and a second call with the same budget appends records to it (checked with the 30 s
-    budget; the 60 s one shows the stop holds for a longer run).
+    loads, and a second call, with a budget twice as long (the stop holds for a longer run too),
+    appends records to it.
 
     The stop is exact to about half a batch cycle, so small batches and a small search
     population keep a cycle to a few seconds on two cores, and the random cost model keeps
@@ -116,29 +115,26 @@ def test_time_budget_stops_on_time_and_a_second_call_adds(budget, tmp_path):
     builder = PoolBuilder(timeout_sec=120)
     builder.wait_ready()
 
-    def call():
+    def call(budget):
         t0 = time.monotonic()
         report = ios_tvm.tune_models(["randwire"], "llvm", tmp_path, small=True, time_budget_s=budget,
                                      num_trials_per_iter=4, builder=builder, cost_model="random",
                                      search_strategy=ms.search_strategy.EvolutionarySearch(
                                          population_size=32, init_min_unmeasured=16))
-        return report, time.monotonic() - t0
+        took = time.monotonic() - t0
+        print(f"budget {budget} s: {took:.1f} s, {report.records_added} records")
+        assert report.stopped_by == "time" and abs(took - budget) <= 0.1 * budget, (took, report.summary())
+        return report
 
     try:
-        first, took = call()
+        first = call(30)
         work = first.databases["randwire"]
         record_file = tmp_path / "generic" / "randwire" / "database_tuning_record.json"
-        print(f"budget {budget} s: first call {took:.1f} s, {first.records_added} records")
-        assert first.stopped_by == "time" and abs(took - budget) <= 0.1 * budget, (took, first.summary())
         lines = count_records(work)
         assert lines == first.records_added > 0
         assert len(open_database(work)) == lines
-        if budget != 30:
-            return
         text = record_file.read_text()
-        second, took = call()
-        print(f"budget {budget} s: second call {took:.1f} s, {second.records_added} records")
-        assert second.stopped_by == "time" and abs(took - budget) <= 0.1 * budget, (took, second.summary())
+        second = call(60)
         assert count_records(work) == lines + second.records_added > lines
         assert record_file.read_text().startswith(text)
         assert len(open_database(work)) == count_records(work)
