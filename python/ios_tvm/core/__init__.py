@@ -12,6 +12,8 @@
 * :mod:`~ios_tvm.core.memory`: the search's model of activation memory, and TVM's static memory
   plan replayed;
 * :mod:`~ios_tvm.core.schedule`: :class:`~ios_tvm.core.schedule.Schedule`, its checks and its file;
+* :mod:`~ios_tvm.core.schedule_format`: the schedule file's format, read field by field;
+* :mod:`~ios_tvm.core.files`: files written whole or not at all;
 * :mod:`~ios_tvm.core.descent`: the steepest descent that picks a stage's kernel variants.
 
 ``tests/test_layers.py`` checks that importing any of these loads no TVM.
