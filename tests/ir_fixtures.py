@@ -1,7 +1,8 @@
 """TVMScript fixtures the Before/Expected tests of ios_tvm's passes share: three tiny kernels
 (``double``, ``inc``, ``add``), the copy kernel a CUDA-graph preparation adds, and two small
 models over them. An Expected module is its ``main`` (written in TVMScript, naming the kernels by
-the global variables below) plus the kernels it calls: :func:`module`."""
+the global variables below) plus the kernels it calls: :func:`module`. Also :func:`merging`, the
+schedule the merge tests build."""
 
 from __future__ import annotations
 
@@ -134,3 +135,21 @@ def _planned(x: R.Tensor((1, 4), F32)) -> R.Tensor((1, 4), F32):
 #: ``Branches`` prepared and memory-planned for CUDA (what :func:`test_plan_of_prepared_module`
 #: checks): the storage of each group is allocated inside the stage, after the fork
 Planned = typed_allocs(module(_planned))
+
+
+def merging(graph, sets):
+    """A schedule of ``graph``: one merge stage per node set (where its first node was), every
+    other kernel alone, in binding order."""
+    from ios_tvm.core.schedule import Schedule
+
+    first = {min(s): sorted(s) for s in sets}
+    merged = {v for s in sets for v in s}
+    stages, kinds = [], []
+    for v in range(len(graph.nodes)):
+        if v in first:
+            stages.append([first[v]])
+            kinds.append("merge")
+        elif v not in merged:
+            stages.append([[v]])
+            kinds.append("concurrent")
+    return Schedule.from_stages(graph, stages, kinds=kinds)

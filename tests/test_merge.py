@@ -21,6 +21,8 @@ from ios_tvm.ir.merge_plan import find_units, mergeable, merged_weights, node_me
 from ios_tvm.models import NetBuilder
 from ios_tvm.transform.merge import splice_merges
 
+from ir_fixtures import merging
+
 CUDA = {"kind": "cuda", "arch": "sm_90"}
 
 
@@ -48,22 +50,6 @@ def _front(mod):
         return tvm.transform.Sequential(front_passes(LLVM))(mod)
 
 
-def _merging(graph, sets):
-    """A schedule of ``graph``: one merge stage per node set (where its first node was), every
-    other kernel alone, in binding order."""
-    first = {min(s): sorted(s) for s in sets}
-    merged = {v for s in sets for v in s}
-    stages, kinds = [], []
-    for v in range(len(graph.nodes)):
-        if v in first:
-            stages.append([first[v]])
-            kinds.append("merge")
-        elif v not in merged:
-            stages.append([[v]])
-            kinds.append("concurrent")
-    return Schedule.from_stages(graph, stages, kinds=kinds)
-
-
 def _run(mod, data, sched=None):
     ex = ios_tvm.build(mod, "llvm", sched)
     return relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(data)).numpy()
@@ -74,7 +60,7 @@ def test_splice_merges_structure():
     graph = _plan(mod)
     assert graph.merges.families == [[0, 1]] and [n.kernel for n in graph.nodes][2] == "concatenate"
     before = _front(mod)
-    sched = _merging(graph, [(0, 1)])
+    sched = merging(graph, [(0, 1)])
     got, translated = splice_merges(before, sched, graph.merges, _front)
 
     # Expected, written out: the merged kernel (the 1x1's weights padded to 3x3, centred, then the
@@ -141,7 +127,7 @@ def test_merged_equals_unmerged():
     assert [len(f) for f in fams] == [2, 2, 3, 2]
     assert graph.merges.candidates() == [tuple(f) for f in fams[:2]] + [
         tuple(s) for s in ([*fams[2][:2]], [fams[2][0], fams[2][2]], fams[2][1:], fams[2])] + [tuple(fams[3])]
-    sched = _merging(graph, fams)
+    sched = merging(graph, fams)
     ex = ios_tvm.build(mod, "llvm", sched)
     kernels = ex.as_text()  # the kernels it calls, as "@name packed_func"
     assert all(f"@ios_merge{j}_split " in kernels for j in range(4))
@@ -189,7 +175,7 @@ def test_non_mergeable_sets_are_left_alone(case):
     convs = [n.id for n in graph.nodes if "conv2d" in n.kernel]
     assert len(convs) == 2
     with pytest.raises(ScheduleMismatchError, match="cannot be merged"):
-        ios_tvm.build(mod, "llvm", _merging(graph, [convs]))
+        ios_tvm.build(mod, "llvm", merging(graph, [convs]))
 
 
 BIAS_FORMS = ["reshape (ONNX, PyTorch)", "expand_dims", "(C, 1, 1) constant", "bias first"]
@@ -233,7 +219,7 @@ def test_biases_as_importers_give_them():
     graph = _plan(mod)
     assert [len(f) for f in graph.merges.families] == [2] * 4
     data = np.random.default_rng(6).uniform(-1, 1, (1, 4, 9, 9)).astype("float32")
-    _per_family(graph, _run(mod, data, _merging(graph, graph.merges.families)), _run(mod, data), BIAS_FORMS)
+    _per_family(graph, _run(mod, data, merging(graph, graph.merges.families)), _run(mod, data), BIAS_FORMS)
 
 
 def test_misaligned_weights_are_refused():

@@ -16,7 +16,6 @@ from tvm.relax import op as R
 import ios_tvm
 from ios_tvm import models
 from ios_tvm.compiler.pipeline import plan_memory
-from ios_tvm.core.schedule import Schedule
 from ios_tvm.cost.analytic import AnalyticCostModel
 from ios_tvm.driver.optimize import SearchConfig
 from ios_tvm.errors import ScheduleMismatchError
@@ -25,6 +24,8 @@ from ios_tvm.ir.merge_plan import MatmulUnit, find_units, mergeable, merged_modu
 from ios_tvm.ir.precision import HALF, output_tolerance
 from ios_tvm.transform.memory import verify_memory
 from ios_tvm.transform.merge import splice_merges
+
+from ir_fixtures import merging
 
 LLVM = tvm.target.Target("llvm")
 CUDA = {"kind": "cuda", "arch": "sm_90"}
@@ -40,21 +41,6 @@ def _plan(mod, target=LLVM):
     graph = ios_tvm.extract_graph(mod, target)
     graph.merges = node_merges(mod, graph)
     return graph
-
-
-def _merging(graph, sets):
-    """One merge stage per node set (where its first node was), every other kernel alone."""
-    first = {min(s): sorted(s) for s in sets}
-    merged = {v for s in sets for v in s}
-    stages, kinds = [], []
-    for v in range(len(graph.nodes)):
-        if v in first:
-            stages.append([first[v]])
-            kinds.append("merge")
-        elif v not in merged:
-            stages.append([[v]])
-            kinds.append("concurrent")
-    return Schedule.from_stages(graph, stages, kinds=kinds)
 
 
 def _run(mod, data, sched=None, dtype=None, target="llvm"):
@@ -99,7 +85,7 @@ def test_splice_merges_of_linear_layers_structure():
     graph = _plan(mod)
     assert graph.merges.families == [[0, 1]] and graph.nodes[2].kernel == "fused_reshape1_reshape2_concatenate"
     before = _front(mod)
-    sched = _merging(graph, [(0, 1)])
+    sched = merging(graph, [(0, 1)])
     got, translated = splice_merges(before, sched, graph.merges, _front)
 
     w, b = np.concatenate([ws[0].T, ws[1].T], axis=1), np.concatenate(bs)
@@ -217,7 +203,7 @@ def test_the_forms_importers_give_are_units(cases):
 
 def test_merged_linear_layers_equal_unmerged_and_numpy(cases):
     mod, data, ref, graph = cases
-    sched = _merging(graph, graph.merges.families)
+    sched = merging(graph, graph.merges.families)
     assert len(sched.merges) == len(CASES)
     ex = ios_tvm.build(mod, "llvm", sched)
     kernels = ex.as_text()
@@ -236,7 +222,7 @@ def test_merged_linear_layers_in_half_precision(cases, dtype):
     graph = _plan(half)
     assert [len(f) for f in graph.merges.families] == [len(widths) for *_, widths in CASES.values()]
     assert all(str(graph.merges.units[f[0]].weight.dtype) == dtype for f in graph.merges.families)
-    sched = _merging(graph, graph.merges.families)
+    sched = merging(graph, graph.merges.families)
     sched.meta["precision"] = {"dtype": dtype, "converted": True}
     got, want = _run(mod, data, sched, dtype=dtype), _run(mod, data, dtype=dtype)
     rtol, atol = output_tolerance(dtype)
@@ -285,7 +271,7 @@ def test_non_mergeable_linear_layers_are_left_alone(case):
     mms = [n.id for n in graph.nodes if "matmul" in n.kernel]
     assert len(mms) == 2
     with pytest.raises(ScheduleMismatchError, match="cannot be merged"):
-        ios_tvm.build(mod, "llvm", _merging(graph, [mms]))
+        ios_tvm.build(mod, "llvm", merging(graph, [mms]))
 
 
 # -- costs ------------------------------------------------------------------------------------------
@@ -406,5 +392,5 @@ def test_merged_linear_layers_compile_for_sm90(cases):
     mod, _, _, _ = cases
     graph = _plan(mod, CUDA)
     assert [len(f) for f in graph.merges.families] == [len(widths) for *_, widths in CASES.values()]
-    text = ios_tvm.build(mod, CUDA, _merging(graph, graph.merges.families)).as_text()
+    text = ios_tvm.build(mod, CUDA, merging(graph, graph.merges.families)).as_text()
     assert all(f"@ios_merge{j}_split " in text for j in range(len(CASES)))
