@@ -216,6 +216,10 @@ def cmd_memory(args: argparse.Namespace) -> int:
     from ..driver.budget import DEFAULT_SWEEP
     from ..driver.sweep import memory_sweep
 
+    if args.kernels not in (None, "tvm"):  # before any long work
+        raise InvalidArgumentError(f"ios-tvm memory sweeps TVM's kernels only, not --kernels {args.kernels}: for a "
+                                   f"budget with vendor kernels use ios-tvm optimize MODEL --kernels {args.kernels} "
+                                   "--memory-budget SIZE")
     png = check_figure_path(args.png) if args.png else None
     out = Output.check(args.json, "memory.json", "--json") if args.json else None
     target = target_of(args)

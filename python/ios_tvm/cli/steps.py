@@ -162,7 +162,14 @@ def measure_end_to_end(sched: Any, mod: Any, args: argparse.Namespace) -> str:
         return f"(not run: {dev} is not present on this machine)"
     prepare_streams(sched)
     inputs = model_inputs(mod)
-    seq_ex = build_model(mod, target, None, args, "sequential", sched.num_nodes)
+    sequential = None
+    if (sched.meta.get("kernels") or {}).get("mode", "tvm") != "tvm":  # both run the kernels the search chose
+        from ..core.schedule import Schedule
+        from ..ir.graph import extract_graph
+
+        sequential = Schedule.sequential(extract_graph(mod, target))
+        sequential.meta["kernels"] = sched.meta["kernels"]
+    seq_ex = build_model(mod, target, sequential, args, "sequential", sched.num_nodes)
     ios_ex = build_model(mod, target, sched, args, "IOS-scheduled", sched.num_nodes)
     say("running both once to check their outputs agree")
     outs = []

@@ -185,10 +185,10 @@ def keep_fastest(schedule: Schedule, graph: OpGraph, cost_model: CostModel, max_
     candidates = {"sequential": Schedule.sequential(graph, cost_model),
                   "greedy": Schedule.greedy(graph, cost_model, max_num_groups),
                   "ios": schedule}
+    for c in candidates.values():  # every candidate runs the kernels the search chose (and is planned with them)
+        c.meta.setdefault("kernels", schedule.meta.get("kernels"))
     if fits is not None:
         candidates = {label: c for label, c in candidates.items() if label == "ios" or fits(label, c)}
-    for c in candidates.values():  # every candidate runs the kernels the search chose
-        c.meta.setdefault("kernels", schedule.meta.get("kernels"))
     best, timings = choose(candidates, time_of)
     chosen = candidates[best]
     times = {label: t.median for label, t in timings.items()}

@@ -331,13 +331,20 @@ def optimize(
         return Schedule.from_stages(graph, stages, latencies, meta, kinds)
 
     def plan(s: Schedule | None) -> int:
+        # every schedule is planned with the kernels the search chose (vendor calls plan workspaces)
+        if s is None and kernels_record["vendor"]:
+            s = Schedule.sequential(graph)
+        if s is not None and kernels_record["vendor"] and not s.meta.get("kernels"):
+            s.meta["kernels"] = kernels_record
         return planned_memory(mod, tgt, s, database=database, cuda_graph=cuda_graph)
 
     fits: Callable[[str, Schedule | None], bool] | None = None
     if config.memory_budget is None:
         sched = make(searcher.solve())
     else:
-        sched, memory = fit(searcher, MemoryBudget.parse(config.memory_budget), plan, make)
+        # vendor calls plan workspaces PlanReplay does not know: TVM's plan judges every candidate
+        sched, memory = fit(searcher, MemoryBudget.parse(config.memory_budget), plan, make,
+                            replayable=not kernels_record["vendor"])
         sched.meta["memory"] = memory
         sched.meta["time_s"]["search"] = memory["search_s"]
         sched.meta["time_s"]["memory_budget"] = memory["time_s"]
@@ -345,13 +352,20 @@ def optimize(
         def fits(label: str, s: Schedule | None) -> bool:  # the end-to-end check's candidates
             if label == "ios":
                 return True
-            return (memory["sequential_bytes"] if label == "sequential" else plan(s)) <= memory["budget_bytes"]
+            if label == "sequential" and (s is None or s.meta.get("kernels") in (None, kernels_record)):
+                return memory["sequential_bytes"] <= memory["budget_bytes"]  # planned so already
+            return plan(s) <= memory["budget_bytes"]
     sched.validate(graph, config.max_group_size, config.max_num_groups)
     refined = refine_in_stages(mod, graph, tgt, sched, base_model)  # kernels="auto": the choice inside the stages
-    if refined is not sched and config.memory_budget is not None and plan(refined) > sched.meta["memory"]["budget_bytes"]:
-        logger.info("ios_tvm: the vendor kernels chosen inside the stages would not fit the memory budget; kept as "
-                    "searched")
-        refined = sched
+    if refined is not sched and config.memory_budget is not None:
+        limit = sched.meta["memory"]["budget_bytes"]
+        planned = plan(refined)
+        if planned > limit:
+            logger.info("ios_tvm: the vendor kernels chosen inside the stages would not fit the memory budget; kept "
+                        "as searched")
+            refined = sched
+        else:  # the memory record describes the schedule returned
+            refined.meta["memory"] = {**sched.meta["memory"], "planned_bytes": planned, "used": planned / limit}
     sched = refined
     logger.debug("ios_tvm: %s", sched.summary())
     if end_to_end is None:
@@ -361,4 +375,9 @@ def optimize(
         sched = keep_fastest(sched, graph, model, config.max_num_groups,
                              end_to_end_timer(mod, tgt, database=database, config=e2e, cuda_graph=cuda_graph),
                              fits=fits)
+        chosen = sched.meta["end_to_end"]["chosen"]
+        if config.memory_budget is not None and chosen != "ios":  # the memory record describes what is returned
+            limit = sched.meta["memory"]["budget_bytes"]
+            planned = plan(sched)
+            sched.meta["memory"] = {**sched.meta["memory"], "planned_bytes": planned, "used": planned / limit}
     return sched
