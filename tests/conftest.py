@@ -51,10 +51,10 @@ def tiny_tuned(tiny_branches, tmp_path_factory, worker_id):
     """``tiny_branches`` tuned for llvm with a few MetaSchedule trials per task (about a minute
     on two cores): ``(work_dir, TuneReport)``. Tuned once per run: pytest-xdist's workers share
     it (the first to need it tunes under a file lock, the others load its database and report)."""
-    import contextlib
     import dataclasses
     import fcntl
     import pickle
+    import shutil
 
     import ios_tvm
     from ios_tvm.compiler.databases import open_database
@@ -64,19 +64,13 @@ def tiny_tuned(tiny_branches, tmp_path_factory, worker_id):
         root = root.parent
     work, saved = root / "tiny_tuned", root / "tiny_tuned.pkl"
     with open(root / "tiny_tuned.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if saved.exists():
-                report = dataclasses.replace(pickle.loads(saved.read_bytes()), database=open_database(work))
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    import shutil
-
-                    shutil.rmtree(work)  # a run cut short before it saved its report
-                report = ios_tvm.tune(tiny_branches[0], "llvm", work, max_trials_per_task=3, num_trials_per_iter=3)
-                saved.write_bytes(pickle.dumps(dataclasses.replace(report, database=None)))
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if saved.exists():
+            report = dataclasses.replace(pickle.loads(saved.read_bytes()), database=open_database(work))
+        else:
+            shutil.rmtree(work, ignore_errors=True)  # a run cut short before it saved its report
+            report = ios_tvm.tune(tiny_branches[0], "llvm", work, max_trials_per_task=3, num_trials_per_iter=3)
+            saved.write_bytes(pickle.dumps(dataclasses.replace(report, database=None)))
     return work, report
 
 

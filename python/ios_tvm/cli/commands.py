@@ -274,7 +274,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         shape = "x".join(str(int(d)) for d in params[0].ty.shape.values)
         weights = sum(int(np.prod([int(d) for d in p.ty.shape.values])) for p in params[1:])
         kernels = len(extract_graph(mod, "llvm").nodes)
-        what = models.describe_input(name, small=args.small) if args.small else models.describe_input(name)
+        what = models.describe_input(name, small=args.small)
         print(f"{name:16} {shape:>16} {weights / 1e6:10.1f} M {kernels:8d}  {what}", flush=True)
     print("kernels: TVM's fused kernels, one launch each (what IOS puts into stages); weights: parameters; a CNN takes "
           "--batch-size and --image-size, a transformer --batch-size and --input-shape data=N,L,H; any --small")

@@ -331,12 +331,15 @@ def optimize(
         return Schedule.from_stages(graph, stages, latencies, meta, kinds)
 
     def plan(s: Schedule | None) -> int:
-        # every schedule is planned with the kernels the search chose (vendor calls plan workspaces)
-        if s is None and kernels_record["vendor"]:
+        if s is None and kernels_record["vendor"]:  # the sequential schedule runs the vendor calls too
             s = Schedule.sequential(graph)
-        if s is not None and kernels_record["vendor"] and not s.meta.get("kernels"):
             s.meta["kernels"] = kernels_record
         return planned_memory(mod, tgt, s, database=database, cuda_graph=cuda_graph)
+
+    def with_plan(s: Schedule, memory: dict[str, Any]) -> dict[str, Any]:
+        """``memory`` (a ``meta["memory"]`` record) with ``s``'s planned bytes."""
+        planned = plan(s)
+        return {**memory, "planned_bytes": planned, "used": planned / memory["budget_bytes"]}
 
     fits: Callable[[str, Schedule | None], bool] | None = None
     if config.memory_budget is None:
@@ -358,14 +361,13 @@ def optimize(
     sched.validate(graph, config.max_group_size, config.max_num_groups)
     refined = refine_in_stages(mod, graph, tgt, sched, base_model)  # kernels="auto": the choice inside the stages
     if refined is not sched and config.memory_budget is not None:
-        limit = sched.meta["memory"]["budget_bytes"]
-        planned = plan(refined)
-        if planned > limit:
+        memory = with_plan(refined, sched.meta["memory"])
+        if memory["planned_bytes"] > memory["budget_bytes"]:
             logger.info("ios_tvm: the vendor kernels chosen inside the stages would not fit the memory budget; kept "
                         "as searched")
             refined = sched
         else:  # the memory record describes the schedule returned
-            refined.meta["memory"] = {**sched.meta["memory"], "planned_bytes": planned, "used": planned / limit}
+            refined.meta["memory"] = memory
     sched = refined
     logger.debug("ios_tvm: %s", sched.summary())
     if end_to_end is None:
@@ -375,9 +377,6 @@ def optimize(
         sched = keep_fastest(sched, graph, model, config.max_num_groups,
                              end_to_end_timer(mod, tgt, database=database, config=e2e, cuda_graph=cuda_graph),
                              fits=fits)
-        chosen = sched.meta["end_to_end"]["chosen"]
-        if config.memory_budget is not None and chosen != "ios":  # the memory record describes what is returned
-            limit = sched.meta["memory"]["budget_bytes"]
-            planned = plan(sched)
-            sched.meta["memory"] = {**sched.meta["memory"], "planned_bytes": planned, "used": planned / limit}
+        if config.memory_budget is not None and sched.meta["end_to_end"]["chosen"] != "ios":
+            sched.meta["memory"] = with_plan(sched, sched.meta["memory"])  # the record describes what is returned
     return sched
